@@ -1,0 +1,1 @@
+"""Load generator for streamserve: produces synthetic events to a Kafka topic."""

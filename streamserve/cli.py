@@ -1,0 +1,247 @@
+"""The `streamserve` command. Exit codes: 0 ok, 2 bad configuration, 3 bad model bundle,
+4 feature store unreachable, 5 Kafka or delivery failure, 6 embedded stack failure."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamserve.config import Settings, load_settings
+from streamserve.errors import (
+    ConfigError,
+    DeliveryError,
+    EmbeddedStackError,
+    FeatureStoreError,
+    ModelBundleError,
+    StreamserveError,
+)
+
+EXIT_CODES: list[tuple[type[StreamserveError], int]] = [
+    (ConfigError, 2),
+    (ModelBundleError, 3),
+    (FeatureStoreError, 4),
+    (DeliveryError, 5),
+    (EmbeddedStackError, 6),
+    (StreamserveError, 5),
+]
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run a command body; a streamserve error prints one line and exits with its code."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return action()
+    except StreamserveError as exc:
+        code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
+        click.echo(f"streamserve: {exc}", err=True)
+        sys.exit(code)
+    except KafkaException as exc:
+        click.echo(f"streamserve: Kafka error: {exc.args[0].str()}", err=True)
+        sys.exit(5)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return _run(lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Streaming inference: Kafka events, Redis features, XGBoost micro-batches.
+
+    Every setting is a STREAMSERVE_* environment variable (see `streamserve config`).
+    """
+
+
+@main.command()
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMSERVE_MODEL_DIR",
+    show_envvar=True,
+    help="Model bundle directory.",
+)
+@click.option(
+    "--max-events",
+    type=int,
+    envvar="STREAMSERVE_MAX_EVENTS",
+    show_envvar=True,
+    help="Exit after this many records.",
+)
+@click.option(
+    "--exit-when-idle-s",
+    type=float,
+    envvar="STREAMSERVE_EXIT_WHEN_IDLE_S",
+    show_envvar=True,
+    help="Exit after this many seconds without records.",
+)
+def worker(model_dir: Path | None, max_events: int | None, exit_when_idle_s: float | None) -> None:
+    """Consume, score and publish until stopped (SIGTERM/SIGINT: finish batch, commit, exit 0)."""
+    from streamserve.runtime.confluent import build_worker
+
+    settings = _settings(
+        model_dir=model_dir, max_events=max_events, exit_when_idle_s=exit_when_idle_s
+    )
+    _setup_logging(settings.log_level)
+    logging.getLogger("streamserve").info("starting with %s", settings.masked())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    summary = _run(lambda: build_worker(settings, stop).run())
+    click.echo(json.dumps(summary.as_dict()))
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of KEY=value lines.")
+def show_config(as_json: bool) -> None:
+    """Print the effective configuration, secrets masked; exit 2 if it is invalid."""
+    shown = _settings().masked()
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+    else:
+        for var, value in shown.items():
+            click.echo(f"{var}={value}")
+
+
+@main.group()
+def model() -> None:
+    """Model bundles."""
+
+
+@model.command("demo")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--trees", type=click.IntRange(1, 5000), default=300, show_default=True)
+@click.option("--version", default="1", show_default=True, help="Version in the manifest.")
+@click.option(
+    "--layout",
+    type=click.Choice(["vector", "hash"]),
+    default="vector",
+    show_default=True,
+    help="Feature store layout in the manifest.",
+)
+def model_demo(out_dir: Path, trees: int, version: str, layout: str) -> None:
+    """Train the synthetic fraud model (30 features) and write a bundle to OUT_DIR."""
+    from streamserve.synthetic import train_demo_model
+
+    manifest = train_demo_model(out_dir, trees=trees, version=version, layout=layout)
+    click.echo(f"wrote {manifest.name} v{manifest.version} ({len(manifest.features)} features, "
+               f"{trees} trees, {layout} layout) to {out_dir}")  # fmt: skip
+
+
+@model.command("check")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+def model_check(bundle_dir: Path) -> None:
+    """Load a bundle and check manifest against booster; exit 3 if they disagree."""
+    from streamserve.core.model import load_bundle
+
+    bundle = _run(lambda: load_bundle(bundle_dir))
+    manifest = bundle.manifest
+    click.echo(f"ok: {manifest.name} v{manifest.version}, {len(manifest.event_features)} event "
+               f"and {len(manifest.store_features)} store features, "
+               f"{manifest.store.layout} layout, keys {manifest.store.key_template}")  # fmt: skip
+
+
+@model.command("schema")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+def model_schema(bundle_dir: Path) -> None:
+    """Print the JSON Schema of the events a bundle reads."""
+    from streamserve.core.model import read_manifest
+    from streamserve.schemas import event_schema, render
+
+    click.echo(render(event_schema(_run(lambda: read_manifest(bundle_dir)))), nl=False)
+
+
+@main.group()
+def features() -> None:
+    """Entity features in the Redis feature store."""
+
+
+@features.command("load")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMSERVE_MODEL_DIR",
+    show_envvar=True,
+    required=True,
+    help="Bundle whose manifest gives keys and layout.",
+)
+@click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--skip-every",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Leave every N-th entity out, to exercise missing features (0: none).",
+)
+def features_load(model_dir: Path, entities: int, skip_every: int) -> None:
+    """Write synthetic demo features for entities u0..u{N-1} in the bundle's layout."""
+    from streamserve.core.model import read_manifest
+    from streamserve.demo import load_entity_features
+
+    settings = _settings(model_dir=model_dir)
+    manifest = _run(lambda: read_manifest(model_dir))
+    written = _run(lambda: load_entity_features(settings, manifest, entities, skip_every))
+    click.echo(f"wrote {written} entities ({manifest.store.layout} layout)")
+
+
+@main.command()
+def embedded() -> None:
+    """Run the embedded broker and Redis until Ctrl-C; prints the variables that point at them."""
+    from streamserve.embedded import start_stack
+
+    stack = _run(start_stack)
+    for var, value in stack.env().items():
+        click.echo(f"export {var}={value}")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop()
+
+
+@main.command()
+@click.option("--events", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--malformed-every", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--trees", type=click.IntRange(1, 5000), default=300, show_default=True)
+def demo(events: int, entities: int, malformed_every: int, trees: int) -> None:
+    """Start the embedded stack, pre-load events, drain them with one worker, print a JSON line."""
+    from streamserve.demo import run_demo
+
+    _setup_logging("WARNING")
+    result = _run(lambda: run_demo(events, entities, malformed_every, trees))
+    click.echo(json.dumps(result))
+    if result["lost"]:
+        sys.exit(1)
+
+
+@main.group()
+def schemas() -> None:
+    """The JSON Schemas of every record on every topic."""
+
+
+@schemas.command("write")
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("schemas"))
+def schemas_write(directory: Path) -> None:
+    """Regenerate the schema files from the code's record types."""
+    from streamserve.schemas import write_schemas
+
+    for path in write_schemas(directory):
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""One frozen settings model: every tunable is a STREAMSERVE_* environment variable.
+
+librdkafka options pass through untouched: ``STREAMSERVE_RDKAFKA_FETCH_WAIT_MAX_MS=10`` sets
+``fetch.wait.max.ms`` on consumer and producer; ``STREAMSERVE_RDKAFKA_CONSUMER_*`` and
+``STREAMSERVE_RDKAFKA_PRODUCER_*`` set an option on one client only. Underscores become dots.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streamserve.errors import ConfigError
+
+ENV_PREFIX = "STREAMSERVE_"
+RDKAFKA_PREFIX = ENV_PREFIX + "RDKAFKA_"
+_RDKAFKA_SCOPES = ("CONSUMER_", "PRODUCER_")
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of a worker; see the README table for each variable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    input_topic: str = Field("events", min_length=1, description="Topic the events are read from.")
+    predictions_topic: str = Field("predictions", min_length=1, description="Prediction output.")
+    dead_letter_topic: str = Field("dead-letters", min_length=1, description="Dead-letter output.")
+    metrics_topic: str = Field("streamserve-metrics", min_length=1, description="Metrics output.")
+    group_id: str = Field("streamserve", min_length=1, description="Kafka consumer group id.")
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    topic_partitions: int = Field(8, ge=1, le=10_000, description="Partitions of created topics.")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Feature store Redis URL."
+    )
+    redis_timeout_s: float = Field(5.0, gt=0, le=300, description="Redis socket timeout.")
+    model_dir: Path | None = Field(None, description="Model bundle directory (required).")
+    max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
+    max_wait_ms: float = Field(
+        20.0, ge=0, le=60_000, description="Batch closes this long after its first record."
+    )
+    predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
+    metrics_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between metrics records."
+    )
+    commit_interval_ms: int = Field(
+        1000, ge=10, le=600_000, description="Offset auto-commit interval."
+    )
+    worker_id: str = Field(
+        default_factory=_default_worker_id, min_length=1, description="Name in metrics records."
+    )
+    exit_when_idle_s: float = Field(
+        0.0, ge=0, description="Exit after this long with no records (0: run forever)."
+    )
+    max_events: int = Field(0, ge=0, description="Exit after this many records (0: no limit).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    rdkafka_common: dict[str, str] = Field(
+        default_factory=dict, description="librdkafka options for both clients."
+    )
+    rdkafka_consumer: dict[str, str] = Field(
+        default_factory=dict, description="librdkafka options for the consumer."
+    )
+    rdkafka_producer: dict[str, str] = Field(
+        default_factory=dict, description="librdkafka options for the producer."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _RdkafkaSource(settings_cls), env_settings)
+
+    def masked(self) -> dict[str, str]:
+        """Effective configuration as environment variables, secrets masked (for logs)."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.startswith("rdkafka_"):
+                continue
+            if name == "redis_url":
+                shown[env_name(name)] = mask_url(value.get_secret_value())
+            else:
+                shown[env_name(name)] = "" if value is None else str(value)
+        for scope, options in (
+            ("", self.rdkafka_common),
+            ("CONSUMER_", self.rdkafka_consumer),
+            ("PRODUCER_", self.rdkafka_producer),
+        ):
+            for option, value in sorted(options.items()):
+                var = RDKAFKA_PREFIX + scope + option.replace(".", "_").upper()
+                shown[var] = "****" if _is_secret(option) else value
+        return shown
+
+
+class _RdkafkaSource(PydanticBaseSettingsSource):
+    """Collects STREAMSERVE_RDKAFKA_[CONSUMER_|PRODUCER_]<OPTION> into three option dicts."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return rdkafka_options(os.environ)
+
+
+def rdkafka_options(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Split STREAMSERVE_RDKAFKA_* variables into common, consumer and producer options."""
+    found: dict[str, dict[str, str]] = {
+        "rdkafka_common": {},
+        "rdkafka_consumer": {},
+        "rdkafka_producer": {},
+    }
+    for var, value in environ.items():
+        if not var.startswith(RDKAFKA_PREFIX):
+            continue
+        rest = var[len(RDKAFKA_PREFIX) :]
+        target = "rdkafka_common"
+        for scope in _RDKAFKA_SCOPES:
+            if rest.startswith(scope):
+                target, rest = "rdkafka_" + scope[:-1].lower(), rest[len(scope) :]
+        found[target][rest.lower().replace("_", ".")] = value
+    return found
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def settings_env_names() -> list[str]:
+    """Every variable the settings model reads directly (not the librdkafka pass-through)."""
+    return [env_name(n) for n in Settings.model_fields if not n.startswith("rdkafka_")]
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as redis://user:pass@host:6379/0."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_secret(option: str) -> bool:
+    return any(word in option for word in _SECRET_WORDS) and not option.endswith(".location")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; a bad or unknown variable raises ConfigError naming it.
+
+    ``overrides`` (field names) win over the environment; the CLI uses them for its options.
+    """
+    known = set(settings_env_names())
+    for var in os.environ:
+        if var.startswith(ENV_PREFIX) and var not in known and not var.startswith(RDKAFKA_PREFIX):
+            close = difflib.get_close_matches(var, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown setting {var}{hint}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        shown = "****" if field == "redis_url" else repr(error.get("input"))
+        lines.append(f"{env_name(field)}={shown}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

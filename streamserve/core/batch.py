@@ -1,0 +1,196 @@
+"""The batch as it flows: raw records -> decoded events -> feature matrix -> scores -> outputs.
+
+Pure: no Kafka, no Redis, no clock. The runtime calls the stages in order and times the I/O
+between them; ``BatchScorer.score`` runs them all for callers that need no timings.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import numpy as np
+
+from streamserve.core import records as rec
+from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
+from streamserve.core.features import FeatureLayout, StoreKeys
+from streamserve.core.model import ModelBundle
+
+MAX_REASON_CHARS = 500
+Headers = list[tuple[str, str | bytes]]
+
+
+class SourceRecord(Protocol):
+    """What the core reads of a consumed record; confluent_kafka.Message satisfies it."""
+
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+
+
+class FeatureStore(Protocol):
+    """The one thing scoring needs of a feature store."""
+
+    def fetch(self, keys: list[str]) -> np.ndarray:
+        """Store-feature rows for ``keys`` (float32, manifest order), NaN where absent."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """A record to produce: the Sink only moves these bytes."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass
+class PreparedBatch:
+    """Records decoded and store keys computed; ready for the feature lookup."""
+
+    records: Sequence[SourceRecord]
+    events: DecodedEvents
+    rejections: list[Rejection]
+    store_keys: StoreKeys
+
+
+@dataclass
+class ScoredBatch:
+    """Everything produced from one batch, and what the metrics need to know about it."""
+
+    predictions: list[OutputRecord]
+    dead_letters: list[OutputRecord]
+    dead_letter_classes: Counter[str]
+    latencies_ms: np.ndarray  # float64, one per prediction; NaN where no record timestamp
+    missing_by_feature: np.ndarray  # int64, one per manifest feature
+    store_keys: int
+    store_misses: int
+
+
+class BatchScorer:
+    """Turns a batch of raw records into prediction and dead-letter records for one model."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.layout = FeatureLayout(bundle.manifest)
+        self._decoder = EventDecoder(bundle.manifest)
+        self._encode = msgspec.json.Encoder().encode
+
+    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+        events, rejections = self._decoder.decode([r.value() for r in records])
+        return PreparedBatch(records, events, rejections, self.layout.store_keys(events.entity_ids))
+
+    def predict(
+        self, batch: PreparedBatch, store_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Assemble the float32 matrix and score it with one booster call."""
+        matrix = self.layout.assemble(
+            batch.events.event_features, store_rows, batch.store_keys.key_index
+        )
+        return matrix, self.bundle.predict(matrix)
+
+    def encode(
+        self,
+        batch: PreparedBatch,
+        store_rows: np.ndarray,
+        matrix: np.ndarray,
+        scores: np.ndarray,
+        scored_at_ms: int,
+        batch_id: str,
+    ) -> ScoredBatch:
+        """Prediction records for the scored events, dead letters for the rejected ones."""
+        records = batch.records
+        events = batch.events
+        scored = [records[i] for i in events.indices]
+        timestamps = np.array([r.timestamp()[1] for r in scored], dtype=np.float64)
+        timestamps[timestamps <= 0] = np.nan
+        latencies = scored_at_ms - timestamps
+        missing = np.isnan(matrix)
+        missing_per_row = missing.sum(axis=1).tolist()
+        manifest = self.bundle.manifest
+        name, version = manifest.name, manifest.version
+        primary, every = _split_outputs(scores)
+        predictions = []
+        encode = self._encode
+        for j, record in enumerate(scored):
+            latency = latencies[j]
+            prediction = rec.Prediction(
+                event_id=events.event_ids[j],
+                entity_id=events.entity_ids[j],
+                score=primary[j],
+                model_name=name,
+                model_version=version,
+                scored_at_ms=scored_at_ms,
+                latency_ms=None if latency != latency else float(latency),
+                missing_features=missing_per_row[j],
+                scores=None if every is None else every[j],
+            )
+            predictions.append(
+                OutputRecord(
+                    key=str(events.entity_ids[j]).encode(),
+                    value=encode(prediction),
+                    headers=[
+                        (rec.HEADER_SOURCE_TOPIC, record.topic() or ""),
+                        (rec.HEADER_SOURCE_PARTITION, str(record.partition())),
+                        (rec.HEADER_SOURCE_OFFSET, str(record.offset())),
+                        (rec.HEADER_BATCH_ID, batch_id),
+                        (rec.HEADER_MODEL_VERSION, version),
+                    ],
+                )
+            )
+        dead_letters = [dead_letter(records[r.index], r, batch_id) for r in batch.rejections]
+        store_misses = 0
+        if store_rows.shape[1]:
+            store_misses = int(np.isnan(store_rows).all(axis=1).sum())
+        return ScoredBatch(
+            predictions=predictions,
+            dead_letters=dead_letters,
+            dead_letter_classes=Counter(r.error_class for r in batch.rejections),
+            latencies_ms=latencies,
+            missing_by_feature=missing.sum(axis=0),
+            store_keys=len(batch.store_keys.keys),
+            store_misses=store_misses,
+        )
+
+    def score(
+        self,
+        records: Sequence[SourceRecord],
+        store: FeatureStore,
+        clock_ms: Callable[[], int],
+        batch_id: str,
+    ) -> ScoredBatch:
+        """All stages in order: prepare, one store fetch, one predict, encode."""
+        batch = self.prepare(records)
+        store_rows = store.fetch(batch.store_keys.keys)
+        matrix, scores = self.predict(batch, store_rows)
+        return self.encode(batch, store_rows, matrix, scores, clock_ms(), batch_id)
+
+
+def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> OutputRecord:
+    """The original key and value, untouched, with headers naming the error and the source."""
+    headers: Headers = list(record.headers() or [])
+    reason = rejection.reason[:MAX_REASON_CHARS]
+    headers += [
+        (rec.HEADER_ERROR_CLASS, rejection.error_class),
+        (rec.HEADER_ERROR_REASON, reason),
+        (rec.HEADER_SOURCE_TOPIC, record.topic() or ""),
+        (rec.HEADER_SOURCE_PARTITION, str(record.partition())),
+        (rec.HEADER_SOURCE_OFFSET, str(record.offset())),
+        (rec.HEADER_BATCH_ID, batch_id),
+    ]
+    return OutputRecord(key=record.key(), value=record.value(), headers=headers)
+
+
+def _split_outputs(scores: np.ndarray) -> tuple[list[float], list[list[float]] | None]:
+    """A single-output model gives one score per row; a multi-output one also lists them all."""
+    if scores.ndim == 1:
+        return scores.tolist(), None
+    return scores.max(axis=1).tolist(), scores.tolist()

@@ -1,0 +1,176 @@
+"""Decode input events with one msgspec decoder built from the manifest.
+
+The event type is generated once from the manifest: its id fields and one optional float field per
+event feature (dotted paths become nested objects). Decoding a batch is one C call per record;
+anything that does not decode becomes a ``Rejection`` with a class and a short reason.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streamserve.core.model import Manifest
+from streamserve.core.records import EntityId, ErrorClass, EventId
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why the record at ``index`` of a batch cannot be scored."""
+
+    index: int
+    error_class: ErrorClass
+    reason: str
+
+
+def _optional_float() -> Any:
+    return float | None
+
+
+def build_event_type(manifest: Manifest) -> type[msgspec.Struct]:
+    """A msgspec Struct type that decodes exactly the fields the manifest reads from an event."""
+    tree: dict[str, Any] = {}
+    for feature in manifest.event_features:
+        *parents, leaf = feature.event_path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        (manifest.event.id_field, EventId),
+        (manifest.event.entity_field, EntityId),
+    ]
+    fields.extend(_struct_fields(tree, "Event"))
+    return msgspec.defstruct("Event", fields, forbid_unknown_fields=False)
+
+
+def _struct_fields(tree: dict[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    fields: list[tuple[str, Any, Any]] = []
+    for name, child in tree.items():
+        if child is None:
+            fields.append((name, _optional_float(), None))
+        else:
+            sub = msgspec.defstruct(f"{prefix}_{name}", _struct_fields(child, f"{prefix}_{name}"))
+            fields.append((name, sub | None, None))
+    return fields
+
+
+@dataclass
+class DecodedEvents:
+    """The records of a batch that decoded, with their batch indices and feature columns."""
+
+    indices: list[int]
+    event_ids: list[Any]
+    entity_ids: list[Any]
+    event_features: np.ndarray  # float32 (len(indices), event feature count); NaN = missing
+
+
+class EventDecoder:
+    """Decodes raw values into ids and an event-feature matrix; bad records are rejected."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._decoder = msgspec.json.Decoder(build_event_type(manifest))
+        self._id_field = manifest.event.id_field
+        self._entity_field = manifest.event.entity_field
+        self._paths = [f.event_path for f in manifest.event_features]
+        self._getters: list[Callable[[Any], Any]] = [_path_getter(p) for p in self._paths]
+
+    def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
+        """Decode a batch of raw values; returns the good events and one Rejection per bad one."""
+        decode = self._decoder.decode
+        try:  # fast path: every record is good
+            events = [decode(v) for v in values]  # type: ignore[arg-type]
+            indices = list(range(len(values)))
+            rejections: list[Rejection] = []
+        except (msgspec.MsgspecError, TypeError):
+            events, indices, rejections = [], [], []
+            for i, value in enumerate(values):
+                try:
+                    if not value:
+                        raise _EmptyValue
+                    events.append(decode(value))
+                    indices.append(i)
+                except (msgspec.MsgspecError, _EmptyValue) as exc:
+                    rejections.append(self._classify(i, exc))
+        columns = self._feature_columns(events)
+        out_of_range = ~np.isfinite(columns) & ~np.isnan(columns)
+        if out_of_range.any():
+            keep = ~out_of_range.any(axis=1)
+            for row, col in zip(*np.nonzero(out_of_range), strict=True):
+                reason = f"number out of float32 range - at `$.{self._paths[col]}`"
+                rejections.append(Rejection(indices[row], "invalid_feature", reason))
+            kept = np.flatnonzero(keep).tolist()
+            events = [events[r] for r in kept]
+            indices = [indices[r] for r in kept]
+            columns = columns[keep]
+            rejections = _first_per_index(rejections)
+        return (
+            DecodedEvents(
+                indices=indices,
+                event_ids=[getattr(e, self._id_field) for e in events],
+                entity_ids=[getattr(e, self._entity_field) for e in events],
+                event_features=columns,
+            ),
+            rejections,
+        )
+
+    def _feature_columns(self, events: list[Any]) -> np.ndarray:
+        matrix = np.empty((len(events), len(self._getters)), dtype=np.float32)
+        for col, getter in enumerate(self._getters):
+            values = [getter(e) for e in events]
+            if None in values:
+                values = [np.nan if v is None else v for v in values]
+            with np.errstate(over="ignore"):
+                matrix[:, col] = np.asarray(values, dtype=np.float64)
+        return matrix
+
+    def _classify(self, index: int, exc: Exception) -> Rejection:
+        if isinstance(exc, _EmptyValue):
+            return Rejection(index, "empty_value", "record value is empty")
+        message = str(exc)
+        if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+            return Rejection(index, "malformed_json", message)
+        absent = "missing required field" in message or "got `null`" in message
+        if absent and _names_field(message, self._entity_field):
+            return Rejection(index, "missing_entity_id", message)
+        if absent and _names_field(message, self._id_field):
+            return Rejection(index, "missing_event_id", message)
+        if any(f"`$.{path}`" in message for path in self._paths):
+            return Rejection(index, "invalid_feature", message)
+        return Rejection(index, "invalid_event", message)
+
+
+class _EmptyValue(Exception):
+    pass
+
+
+def _names_field(message: str, field: str) -> bool:
+    return f"`$.{field}`" in message or f"field `{field}`" in message
+
+
+def _path_getter(path: str) -> Callable[[Any], Any]:
+    parts = path.split(".")
+    if len(parts) == 1:
+        return operator.attrgetter(parts[0])
+
+    def get(event: Any) -> Any:
+        node = event
+        for part in parts:
+            node = getattr(node, part)
+            if node is None:
+                return None
+        return node
+
+    return get
+
+
+def _first_per_index(rejections: list[Rejection]) -> list[Rejection]:
+    seen: dict[int, Rejection] = {}
+    for rejection in rejections:
+        seen.setdefault(rejection.index, rejection)
+    return sorted(seen.values(), key=lambda r: r.index)

@@ -1,0 +1,118 @@
+"""Typed records on the output topics; schemas/ is generated from these types.
+
+Kafka headers carry provenance. Their names are defined once here, by the field names of
+``PredictionHeaders`` and ``DeadLetterHeaders``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+EntityId = Annotated[str, msgspec.Meta(min_length=1)] | int
+EventId = Annotated[str, msgspec.Meta(min_length=1)] | int
+
+ErrorClass = Literal[
+    "empty_value",  # tombstone or zero-length value
+    "malformed_json",  # not JSON at all
+    "invalid_event",  # JSON, but not an object of the expected shape
+    "missing_entity_id",  # the entity id field is absent or null
+    "missing_event_id",  # the event id field is absent or null
+    "invalid_feature",  # a feature is not a number, or out of float32 range
+]
+
+HEADER_SOURCE_TOPIC = "streamserve-source-topic"
+HEADER_SOURCE_PARTITION = "streamserve-source-partition"
+HEADER_SOURCE_OFFSET = "streamserve-source-offset"
+HEADER_BATCH_ID = "streamserve-batch-id"
+HEADER_MODEL_VERSION = "streamserve-model-version"
+HEADER_ERROR_CLASS = "streamserve-error-class"
+HEADER_ERROR_REASON = "streamserve-error-reason"
+
+
+class Prediction(msgspec.Struct, omit_defaults=True):
+    """One scored event, published keyed by entity id."""
+
+    event_id: EventId
+    entity_id: EntityId
+    score: float
+    model_name: str
+    model_version: str
+    scored_at_ms: int
+    latency_ms: float
+    missing_features: int
+    scores: list[float] | None = None  # every output of a multi-output model
+
+
+class PredictionHeaders(msgspec.Struct):
+    """Kafka headers of a prediction: where its event came from and what scored it."""
+
+    source_topic: str = msgspec.field(name=HEADER_SOURCE_TOPIC)
+    source_partition: str = msgspec.field(name=HEADER_SOURCE_PARTITION)
+    source_offset: str = msgspec.field(name=HEADER_SOURCE_OFFSET)
+    batch_id: str = msgspec.field(name=HEADER_BATCH_ID)
+    model_version: str = msgspec.field(name=HEADER_MODEL_VERSION)
+
+
+class DeadLetterHeaders(msgspec.Struct):
+    """Kafka headers added to a dead letter; key and value stay the original bytes."""
+
+    error_class: ErrorClass = msgspec.field(name=HEADER_ERROR_CLASS)
+    error_reason: str = msgspec.field(name=HEADER_ERROR_REASON)
+    source_topic: str = msgspec.field(name=HEADER_SOURCE_TOPIC)
+    source_partition: str = msgspec.field(name=HEADER_SOURCE_PARTITION)
+    source_offset: str = msgspec.field(name=HEADER_SOURCE_OFFSET)
+    batch_id: str = msgspec.field(name=HEADER_BATCH_ID)
+
+
+class LatencySummary(msgspec.Struct):
+    """End-to-end latency (record timestamp to scoring) over an interval, in milliseconds."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class TimingSummary(msgspec.Struct):
+    """Per-batch wall time of one stage over an interval, in milliseconds."""
+
+    total_ms: float
+    mean_ms: float
+    max_ms: float
+
+
+class PartitionLag(msgspec.Struct):
+    """Records behind the log end on one assigned partition."""
+
+    topic: str
+    partition: int
+    lag: int
+
+
+class MetricsRecord(msgspec.Struct):
+    """What one worker did over one interval, published to the metrics topic."""
+
+    worker_id: str
+    model_name: str
+    model_version: str
+    interval_start_ms: int
+    interval_end_ms: int
+    events_in: int
+    predictions_out: int
+    dead_letters: int
+    dead_letters_by_class: dict[str, int]
+    events_per_s: float
+    lag: list[PartitionLag]
+    total_lag: int
+    latency: LatencySummary | None
+    batches: int
+    batches_by_trigger: dict[str, int]
+    batch_size_mean: float
+    batch_size_max: int
+    lookup: TimingSummary | None
+    predict: TimingSummary | None
+    store_keys: int
+    store_misses: int
+    missing_features: dict[str, int]

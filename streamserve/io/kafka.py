@@ -1,0 +1,149 @@
+"""confluent-kafka client construction, topic provisioning and consumer lag.
+
+Our defaults favour latency and at-least-once delivery; every librdkafka option can be overridden
+through the STREAMSERVE_RDKAFKA_* pass-through (see config.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamserve.config import RDKAFKA_PREFIX, Settings
+from streamserve.core.records import PartitionLag
+from streamserve.errors import ConfigError, StreamserveError
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": True,  # commits only what we stored, on a timer
+    "enable.auto.offset.store": False,  # we store an offset once its outputs are acknowledged
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 10_000,
+    "fetch.wait.max.ms": 10,  # some brokers hold a fetch for this long even with data ready
+}
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,  # acks=all, no reordering or duplicates on retry
+    "linger.ms": 5,
+    "delivery.report.only.error": True,  # success is learnt from flush(); failures are reported
+}
+
+
+def _merged(base: dict[str, Any], *layers: dict[str, Any]) -> dict[str, Any]:
+    config = dict(base)
+    for layer in layers:
+        config.update(layer)
+    return config
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    return _merged(
+        CONSUMER_DEFAULTS,
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.group_id,
+            "client.id": settings.worker_id,
+            "auto.commit.interval.ms": settings.commit_interval_ms,
+        },
+        settings.rdkafka_common,
+        settings.rdkafka_consumer,
+    )
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return _merged(
+        PRODUCER_DEFAULTS,
+        {"bootstrap.servers": settings.kafka_bootstrap, "client.id": settings.worker_id},
+        settings.rdkafka_common,
+        settings.rdkafka_producer,
+    )
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.kafka_bootstrap, **settings.rdkafka_common}
+
+
+def _construct(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any], scope: str) -> Any:
+    """Build a client; an option librdkafka rejects becomes a ConfigError naming its variable."""
+    try:
+        return factory(config)
+    except KafkaException as exc:
+        raise ConfigError(
+            f"librdkafka rejected the {scope} configuration ({exc.args[0].str()}); "
+            f"check the {RDKAFKA_PREFIX}* variables"
+        ) from None
+
+
+def make_consumer(settings: Settings, **callbacks: Any) -> Consumer:
+    return _construct(Consumer, {**consumer_config(settings), **callbacks}, "consumer")
+
+
+def make_producer(settings: Settings, **callbacks: Any) -> Producer:
+    return _construct(Producer, {**producer_config(settings), **callbacks}, "producer")
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return _construct(AdminClient, admin_config(settings), "admin")
+
+
+def ensure_topics(
+    admin: AdminClient, topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created."""
+    wanted = list(dict.fromkeys(topics))
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise StreamserveError(f"cannot reach the Kafka cluster: {exc.args[0].str()}") from None
+    missing = [t for t in wanted if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing],
+        operation_timeout=timeout_s,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StreamserveError(
+                    f"cannot create topic {topic}: {exc.args[0].str()}"
+                ) from None
+    _wait_for_topics(admin, missing, timeout_s)
+    return missing
+
+
+def _wait_for_topics(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        if all(t in metadata and metadata[t].partitions for t in topics):
+            return
+        time.sleep(0.1)
+    raise StreamserveError(f"topics {topics} did not appear within {timeout_s:.0f} s")
+
+
+def consumer_lag(consumer: Consumer) -> list[PartitionLag]:
+    """Lag of each assigned partition from cached high watermarks (no broker round trip)."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return []
+    lags = []
+    for tp in consumer.position(assignment):
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0 or tp.offset < 0:  # nothing fetched from it yet: lag unknown
+            continue
+        lags.append(PartitionLag(tp.topic, tp.partition, max(high - tp.offset, 0)))
+    return lags
+
+
+def committed_offsets(
+    consumer: Consumer, topic: str, partitions: int, timeout_s: float = 10.0
+) -> dict[int, int]:
+    """The group's committed offset per partition (-1001 where none)."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=timeout_s)}

@@ -1,0 +1,114 @@
+"""Per-interval worker metrics: accumulated from scored batches, published as MetricsRecord."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from streamserve.core.batch import ScoredBatch
+from streamserve.core.records import LatencySummary, MetricsRecord, PartitionLag, TimingSummary
+from streamserve.core.window import Trigger
+
+
+class MetricsWindow:
+    """What happened since the last record; ``close`` turns it into one and starts afresh."""
+
+    def __init__(
+        self, worker_id: str, model_name: str, model_version: str, feature_names: list[str]
+    ) -> None:
+        self.worker_id = worker_id
+        self.model_name = model_name
+        self.model_version = model_version
+        self.feature_names = feature_names
+        self.start(0)
+
+    def start(self, now_ms: int) -> None:
+        """Begin a new interval at ``now_ms``."""
+        self.started_ms = now_ms
+        self.events_in = 0
+        self.predictions_out = 0
+        self.dead_letters: Counter[str] = Counter()
+        self.triggers: Counter[str] = Counter()
+        self.batch_sizes: list[int] = []
+        self.lookup_ms: list[float] = []
+        self.predict_ms: list[float] = []
+        self.latencies: list[np.ndarray] = []
+        self.store_keys = 0
+        self.store_misses = 0
+        self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
+
+    def record_batch(
+        self, batch: ScoredBatch, size: int, trigger: Trigger, lookup_ms: float, predict_ms: float
+    ) -> None:
+        self.events_in += size
+        self.predictions_out += len(batch.predictions)
+        self.dead_letters.update(batch.dead_letter_classes)
+        self.triggers[trigger] += 1
+        self.batch_sizes.append(size)
+        self.lookup_ms.append(lookup_ms)
+        self.predict_ms.append(predict_ms)
+        self.latencies.append(batch.latencies_ms)
+        self.store_keys += batch.store_keys
+        self.store_misses += batch.store_misses
+        if len(batch.missing_by_feature):
+            self.missing += batch.missing_by_feature
+
+    def close(self, now_ms: int, lag: list[PartitionLag]) -> MetricsRecord:
+        """The record for the interval that ends now; the next interval starts now."""
+        seconds = max(now_ms - self.started_ms, 1) / 1000.0
+        record = MetricsRecord(
+            worker_id=self.worker_id,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            interval_start_ms=self.started_ms,
+            interval_end_ms=now_ms,
+            events_in=self.events_in,
+            predictions_out=self.predictions_out,
+            dead_letters=sum(self.dead_letters.values()),
+            dead_letters_by_class=dict(self.dead_letters),
+            events_per_s=round(self.events_in / seconds, 3),
+            lag=lag,
+            total_lag=sum(p.lag for p in lag),
+            latency=latency_summary(self.latencies),
+            batches=len(self.batch_sizes),
+            batches_by_trigger={t: self.triggers[t] for t in ("size", "time", "stop")},
+            batch_size_mean=round(float(np.mean(self.batch_sizes)), 3) if self.batch_sizes else 0.0,
+            batch_size_max=max(self.batch_sizes, default=0),
+            lookup=timing_summary(self.lookup_ms),
+            predict=timing_summary(self.predict_ms),
+            store_keys=self.store_keys,
+            store_misses=self.store_misses,
+            missing_features={
+                name: int(count)
+                for name, count in zip(self.feature_names, self.missing, strict=True)
+                if count
+            },
+        )
+        self.start(now_ms)
+        return record
+
+
+def latency_summary(latencies: list[np.ndarray]) -> LatencySummary | None:
+    if not latencies:
+        return None
+    values = np.concatenate(latencies)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None
+    p50, p95, p99 = np.percentile(values, [50, 95, 99]).tolist()
+    return LatencySummary(
+        p50_ms=round(p50, 3), p95_ms=round(p95, 3), p99_ms=round(p99, 3),
+        max_ms=round(float(values.max()), 3),
+    )  # fmt: skip
+
+
+def timing_summary(values_ms: list[float]) -> TimingSummary | None:
+    if not values_ms:
+        return None
+    total = float(sum(values_ms))
+    return TimingSummary(
+        total_ms=round(total, 3),
+        mean_ms=round(total / len(values_ms), 3),
+        max_ms=round(max(values_ms), 3),
+    )

@@ -1,0 +1,315 @@
+"""The confluent-kafka worker loop: consume -> batch -> score -> produce -> store offsets.
+
+One batch at a time, on one thread: the consumer's rebalance callbacks run inside ``consume`` on
+this same thread, so a revoke can finish the batch in hand before its partitions go.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamserve.config import Settings
+from streamserve.core.batch import BatchScorer, FeatureStore, OutputRecord, ScoredBatch
+from streamserve.core.model import ModelBundle
+from streamserve.core.window import BatchWindow, Trigger
+from streamserve.errors import DeliveryError
+from streamserve.io.kafka import consumer_lag
+from streamserve.metrics import MetricsWindow
+
+log = logging.getLogger("streamserve.worker")
+
+IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
+FLUSH_SLICE_S = 1.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RunSummary:
+    """What a worker run did; the CLI prints it when the worker exits."""
+
+    events: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    triggers: dict[str, int] = field(default_factory=lambda: {"size": 0, "time": 0, "stop": 0})
+    first_record_at: float | None = None  # monotonic seconds
+    last_batch_done_at: float | None = None
+
+    @property
+    def drain_seconds(self) -> float:
+        if self.first_record_at is None or self.last_batch_done_at is None:
+            return 0.0
+        return self.last_batch_done_at - self.first_record_at
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = self.drain_seconds
+        return {
+            "events": self.events,
+            "predictions": self.predictions,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "batches_by_trigger": self.triggers,
+            "seconds": round(seconds, 3),
+            "events_per_s": round(self.events / seconds, 1) if seconds > 0 else 0.0,
+        }
+
+
+class Worker:
+    """Drives batches from a subscribed consumer through the scorer to the producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bundle: ModelBundle,
+        store: FeatureStore,
+        consumer: Consumer,
+        producer: Producer,
+        delivery_errors: list[KafkaError],
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.scorer = BatchScorer(bundle)
+        self.store = store
+        self.consumer = consumer
+        self.producer = producer
+        self.stop_event = stop_event or threading.Event()
+        self.summary = RunSummary()
+        self._delivery_errors = delivery_errors
+        self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
+        self._pending: list[Message] = []
+        self._batch_seq = 0
+        self._last_activity: float | None = None  # last assignment or record (monotonic)
+        self._metrics = MetricsWindow(
+            settings.worker_id, bundle.name, bundle.version, self.scorer.layout.feature_names
+        )
+
+    def stop(self) -> None:
+        """Ask the loop to stop fetching; it finishes the batch in hand, commits and returns."""
+        self.stop_event.set()
+
+    def run(self) -> RunSummary:
+        settings = self.settings
+        self.consumer.subscribe(
+            [settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._metrics.start(wall_ms())
+        try:
+            while not self._should_stop():
+                now = time.monotonic()
+                remaining = self._window.remaining_s(now)
+                timeout = IDLE_POLL_S if remaining is None else remaining
+                messages = self.consumer.consume(self._window.room(), timeout)
+                now = time.monotonic()
+                records = [m for m in messages if self._is_record(m)]
+                if records:
+                    self._last_activity = now
+                    if self.summary.first_record_at is None:
+                        self.summary.first_record_at = now
+                    self._pending.extend(records)
+                    self._window.add(len(records), now)
+                trigger = self._window.trigger(now)
+                if trigger:
+                    self._complete_batch(trigger)
+                self._maybe_publish_metrics()
+        except BaseException:
+            log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
+            self.consumer.close()  # commits only offsets stored after acknowledged delivery
+            raise
+        self._shutdown()
+        return self.summary
+
+    def _should_stop(self) -> bool:
+        settings = self.settings
+        if self.stop_event.is_set():
+            return True
+        if settings.max_events and self.summary.events + len(self._pending) >= settings.max_events:
+            return True
+        if not settings.exit_when_idle_s or self._last_activity is None:
+            return False  # idle time counts from the first assignment on
+        return time.monotonic() - self._last_activity >= settings.exit_when_idle_s
+
+    def _is_record(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() == KafkaError._PARTITION_EOF:
+            return False
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error: %s", error.str())
+        return False
+
+    def _complete_batch(self, trigger: Trigger) -> None:
+        """Score the batch in hand and make its outcome durable, in the order that makes it safe.
+
+        Order (ARCHITECTURE.md, Delivery semantics): score -> produce every prediction and dead
+        letter -> wait until the broker acknowledged all of them -> store the offsets for commit.
+        An offset is never stored before its outputs are acknowledged; a delivery failure raises
+        DeliveryError and leaves the batch's offsets uncommitted, so a restart re-reads it.
+        """
+        records = self._pending
+        if not records:
+            return
+        self._batch_seq += 1
+        batch_id = f"{self.settings.worker_id}-{self._batch_seq}"
+        scorer = self.scorer
+        started = time.perf_counter()
+        prepared = scorer.prepare(records)
+        looked_up = time.perf_counter()
+        store_rows = self.store.fetch(prepared.store_keys.keys)
+        fetched = time.perf_counter()
+        matrix, scores = scorer.predict(prepared, store_rows)
+        predicted = time.perf_counter()
+        scored = scorer.encode(prepared, store_rows, matrix, scores, wall_ms(), batch_id)
+        self._produce(self.settings.predictions_topic, scored.predictions)
+        self._produce(self.settings.dead_letter_topic, scored.dead_letters)
+        self._flush()
+        self._store_offsets(records)
+        self._account(scored, len(records), trigger)
+        self._metrics.record_batch(
+            scored,
+            len(records),
+            trigger,
+            lookup_ms=(fetched - looked_up) * 1000,
+            predict_ms=(predicted - fetched) * 1000,
+        )
+        log.debug(
+            "batch %s: %d records, trigger %s, %.2f ms",
+            batch_id, len(records), trigger, (time.perf_counter() - started) * 1000,
+        )  # fmt: skip
+        self._pending = []
+        self._window.reset()
+
+    def _produce(self, topic: str, outputs: list[OutputRecord]) -> None:
+        produce = self.producer.produce
+        for out in outputs:
+            while True:
+                try:
+                    produce(topic, out.value, out.key, headers=out.headers)
+                    break
+                except BufferError:  # local queue full: let deliveries drain, then retry
+                    self.producer.poll(0.05)
+
+    def _flush(self) -> None:
+        while self.producer.flush(FLUSH_SLICE_S) > 0:
+            log.info("waiting for the broker to acknowledge outputs")
+        if self._delivery_errors:
+            first = self._delivery_errors[0]
+            count = len(self._delivery_errors)
+            self._delivery_errors.clear()
+            raise DeliveryError(f"{count} output records were not delivered: {first.str()}")
+
+    def _store_offsets(self, records: list[Message]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for m in records:
+            next_offsets[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # partition no longer ours: its new owner re-reads
+            log.warning("could not store offsets %s: %s", offsets, exc.args[0].str())
+
+    def _account(self, scored: ScoredBatch, size: int, trigger: Trigger) -> None:
+        summary = self.summary
+        summary.events += size
+        summary.predictions += len(scored.predictions)
+        summary.dead_letters += len(scored.dead_letters)
+        summary.batches += 1
+        summary.triggers[trigger] = summary.triggers.get(trigger, 0) + 1
+        summary.last_batch_done_at = time.monotonic()
+
+    def _maybe_publish_metrics(self, force: bool = False) -> None:
+        now = wall_ms()
+        due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
+        if not (due or (force and self._metrics.events_in)):
+            return
+        record = self._metrics.close(now, consumer_lag(self.consumer))
+        if record.events_in or due:
+            self.producer.produce(
+                self.settings.metrics_topic,
+                msgspec.json.encode(record),
+                self.settings.worker_id.encode(),
+            )
+            self.producer.poll(0)
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", exc.args[0].str())
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", _names(partitions))
+        if partitions and self._last_activity is None:
+            self._last_activity = time.monotonic()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Finish the batch in hand and commit before the partitions move to another worker."""
+        log.info("revoked %s", _names(partitions))
+        self._complete_batch("stop")
+        self._commit()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s (their uncommitted records will be re-read by the new owner)",
+                    _names(partitions))  # fmt: skip
+
+    def _shutdown(self) -> None:
+        """Stop: finish the batch in hand, publish metrics, flush, commit, leave the group."""
+        try:
+            self._complete_batch("stop")
+            self._maybe_publish_metrics(force=True)
+            self.producer.flush(30)
+            self._commit()
+        finally:
+            self.consumer.close()
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
+    """Validate everything a worker needs, in order, before it consumes a single record.
+
+    Model bundle (manifest vs booster) -> feature store reachable -> topics -> clients.
+    """
+    from streamserve.core.model import load_bundle
+    from streamserve.errors import ConfigError
+    from streamserve.io import kafka, store
+
+    if settings.model_dir is None:
+        raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
+    bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
+    redis_client = store.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
+    feature_store = store.RedisFeatureStore(redis_client, bundle.manifest)
+    feature_store.ping()
+    if settings.create_topics:
+        kafka.ensure_topics(
+            kafka.make_admin(settings),
+            [settings.input_topic, settings.predictions_topic, settings.dead_letter_topic,
+             settings.metrics_topic],
+            settings.topic_partitions,
+        )  # fmt: skip
+    delivery_errors: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            delivery_errors.append(error)
+
+    producer = kafka.make_producer(settings, on_delivery=on_delivery)
+    consumer = kafka.make_consumer(settings)
+    return Worker(settings, bundle, feature_store, consumer, producer, delivery_errors, stop_event)

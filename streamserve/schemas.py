@@ -1,0 +1,75 @@
+"""JSON Schemas of every record on every topic, generated from the code's record types.
+
+``schemas/`` holds the generated files (the public contract); a test regenerates them and fails
+if they differ, so the files and the code cannot drift apart. Regenerate with
+``streamserve schemas write schemas``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streamserve.core import records
+from streamserve.core.events import build_event_type
+from streamserve.core.model import Manifest
+from streamserve.synthetic import demo_manifest
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _schema(title: str, description: str, type_: Any) -> dict[str, Any]:
+    return {"$schema": DRAFT, "title": title, "description": description,
+            **msgspec.json.schema(type_)}  # fmt: skip
+
+
+def event_schema(manifest: Manifest) -> dict[str, Any]:
+    """The input event a bundle's manifest reads (other fields are allowed and ignored)."""
+    return _schema(
+        f"Event ({manifest.name})",
+        "Input event on the events topic. Field names come from the model manifest; this file "
+        "is the demo bundle's. `streamserve model schema DIR` prints any bundle's.",
+        build_event_type(manifest),
+    )
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> schema, for every record type on every topic."""
+    return {
+        "event.schema.json": event_schema(demo_manifest()),
+        "prediction.schema.json": _schema(
+            "Prediction", "Value of a record on the predictions topic, keyed by entity id.",
+            records.Prediction,
+        ),
+        "prediction-headers.schema.json": _schema(
+            "Prediction headers", "Kafka headers of a prediction record (UTF-8 strings).",
+            records.PredictionHeaders,
+        ),
+        "dead-letter-headers.schema.json": _schema(
+            "Dead-letter headers",
+            "Kafka headers streamserve adds to a dead letter (UTF-8 strings); the record's key, "
+            "value and original headers are the input record's, untouched.",
+            records.DeadLetterHeaders,
+        ),
+        "metrics.schema.json": _schema(
+            "Metrics record", "Value of a record on the metrics topic: one worker, one interval.",
+            records.MetricsRecord,
+        ),
+    }  # fmt: skip
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in all_schemas().items():
+        path = directory / name
+        path.write_text(render(schema))
+        written.append(path)
+    return written
