@@ -134,7 +134,7 @@ class EventDecoder:
             return Rejection(index, "empty_value", "record value is empty")
         message = str(exc)
         if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-            return Rejection(index, "malformed_json", message)
+            return Rejection(index, "malformed_json", f"malformed JSON: {message}")
         absent = "missing required field" in message or "got `null`" in message
         if absent and _names_field(message, self._entity_field):
             return Rejection(index, "missing_entity_id", message)

@@ -1,0 +1,52 @@
+"""Fixtures shared by every tier: a small demo bundle and helpers to score rows offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from streamserve import synthetic
+from streamserve.core.model import ModelBundle, load_bundle
+
+TREES = 60  # enough trees to make scores depend on every feature kind, quick to train
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle")
+    synthetic.train_demo_model(path, trees=TREES, rows=5_000)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir: Path) -> ModelBundle:
+    return load_bundle(bundle_dir)
+
+
+def event_row(event: dict[str, Any], store_row: np.ndarray) -> np.ndarray:
+    """The model input a correct worker must build, computed without any streamserve code."""
+    values = []
+    for _, path in synthetic.EVENT_FEATURES:
+        node: Any = event
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values.append(np.nan if node is None else float(node))
+    return np.concatenate([np.array(values, dtype=np.float32), store_row]).astype(np.float32)
+
+
+def offline_scores(
+    bundle_dir: Path, values: list[bytes], store_rows: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """event_id -> Booster.predict score; ``store_rows`` maps entity id to its stored row."""
+    absent = np.full(len(synthetic.STORE_FEATURES), np.nan, dtype=np.float32)
+    events = [json.loads(v) for v in values]
+    rows = np.stack([event_row(e, store_rows.get(e["entity_id"], absent)) for e in events])
+    booster = xgb.Booster()
+    booster.load_model(str(bundle_dir / "model.ubj"))
+    scores = booster.predict(xgb.DMatrix(rows, feature_names=synthetic.FEATURE_NAMES))
+    return {e["event_id"]: float(s) for e, s in zip(events, scores, strict=True)}
