@@ -40,7 +40,7 @@ class Prediction(msgspec.Struct, omit_defaults=True):
     model_name: str
     model_version: str
     scored_at_ms: int
-    latency_ms: float
+    latency_ms: float | None  # None when the input record carries no timestamp
     missing_features: int
     scores: list[float] | None = None  # every output of a multi-output model
 

@@ -1,0 +1,156 @@
+"""The worker against the real embedded broker and Redis: what a user of the topics sees."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from streamserve import synthetic
+from streamserve.embedded import EmbeddedStack
+from streamserve.runtime.confluent import build_worker
+from tests.conftest import offline_scores
+from tests.integration.conftest import (
+    Scenario,
+    headers_of,
+    inputs_of,
+    make_scenario,
+    source_of,
+)
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+N_EVENTS, N_ENTITIES, SKIP_EVERY, MALFORMED_EVERY = 4_000, 600, 10, 100
+
+
+def schema(name: str) -> dict:
+    return json.loads((SCHEMAS / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def drained(stack: EmbeddedStack, bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One worker drains a pre-loaded topic with bad events and entities without features."""
+    scenario = make_scenario(stack, bundle_dir, tmp_path_factory.mktemp("s"), layout="vector")
+    stored = scenario.load_features(N_ENTITIES, SKIP_EVERY)
+    values = scenario.preload(N_EVENTS, N_ENTITIES, MALFORMED_EVERY)
+    summary = build_worker(scenario.settings).run()
+    predictions, dead_letters = scenario.outputs(expected=N_EVENTS)
+    return scenario, stored, values, summary, predictions, dead_letters
+
+
+def test_every_input_ends_as_exactly_one_prediction_or_dead_letter(drained) -> None:
+    scenario, _, values, summary, predictions, dead_letters = drained
+    sources = Counter(source_of(m) for m in predictions + dead_letters)
+    inputs = inputs_of(scenario, N_EVENTS)
+    assert len(inputs) == N_EVENTS
+    assert set(sources) == set(inputs)  # nothing lost
+    assert max(sources.values()) == 1  # nothing duplicated
+    assert (summary.predictions, summary.dead_letters) == (len(predictions), len(dead_letters))
+
+
+def test_published_scores_equal_offline_booster_predict(drained) -> None:
+    scenario, stored, values, _, predictions, _ = drained
+    good = [v for v in values if not _is_malformed(v)]
+    expected = offline_scores(scenario.bundle_dir, good, stored)
+    published = {}
+    for message in predictions:
+        record = json.loads(message.value())
+        published[record["event_id"]] = record["score"]
+        assert message.key() == record["entity_id"].encode()
+        assert record["model_name"] == "fraud-demo" and record["model_version"] == "1"
+    assert published.keys() == expected.keys()
+    np.testing.assert_allclose(
+        [published[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_malformed_events_are_dead_letters_with_original_bytes_and_reason(drained) -> None:
+    scenario, _, _, _, _, dead_letters = drained
+    inputs = inputs_of(scenario, N_EVENTS)
+    classes = Counter()
+    for message in dead_letters:
+        headers = headers_of(message)
+        jsonschema.validate(headers, schema("dead-letter-headers.schema.json"))
+        original = inputs[source_of(message)]
+        assert (message.key(), message.value() or b"") == (original.key(), original.value() or b"")
+        assert headers["streamserve-error-reason"]
+        classes[headers["streamserve-error-class"]] += 1
+    per_kind = N_EVENTS // MALFORMED_EVERY // len(synthetic.MALFORMED_KINDS)
+    assert classes == {kind: per_kind for kind in synthetic.MALFORMED_KINDS}
+
+
+def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
+    scenario, stored, _, _, predictions, _ = drained
+    n_store = len(synthetic.STORE_FEATURES)
+    absent = 0
+    for message in predictions:
+        record = json.loads(message.value())
+        jsonschema.validate(record, schema("prediction.schema.json"))
+        jsonschema.validate(headers_of(message), schema("prediction-headers.schema.json"))
+        is_absent = record["entity_id"] not in stored
+        absent += is_absent
+        assert record["missing_features"] == (n_store if is_absent else 0)
+    assert absent > 0
+    metrics = scenario.metrics()
+    counted = Counter()
+    for record in metrics:
+        jsonschema.validate(record, schema("metrics.schema.json"))
+        counted.update(record["missing_features"])
+    assert counted == {name: absent for name in synthetic.STORE_FEATURES}
+
+
+def test_metrics_records_account_for_the_run(drained) -> None:
+    scenario, _, _, summary, predictions, dead_letters = drained
+    metrics = scenario.metrics()
+    assert sum(r["events_in"] for r in metrics) == N_EVENTS
+    assert sum(r["predictions_out"] for r in metrics) == len(predictions)
+    assert sum(r["dead_letters"] for r in metrics) == len(dead_letters)
+    busy = [r for r in metrics if r["events_in"]]
+    assert all(r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"]
+               for r in busy)  # fmt: skip
+    assert all(r["lookup"]["total_ms"] > 0 and r["predict"]["total_ms"] > 0 for r in busy)
+    assert {r["worker_id"] for r in metrics} == {scenario.settings.worker_id}
+
+
+def test_hash_layout_scores_equal_offline_predict(
+    stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path
+) -> None:
+    scenario = make_scenario(stack, bundle_dir, tmp_path, layout="hash")
+    stored = scenario.load_features(200, skip_every=7)
+    values = scenario.preload(1_000, 200)
+    build_worker(scenario.settings).run()
+    predictions, dead_letters = scenario.outputs(expected=1_000)
+    assert dead_letters == []
+    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]
+                 for m in predictions}  # fmt: skip
+    expected = offline_scores(scenario.bundle_dir, values, stored)
+    assert published.keys() == expected.keys()
+    np.testing.assert_allclose([published[k] for k in expected], list(expected.values()),
+                               rtol=1e-6, atol=1e-7)  # fmt: skip
+
+
+def test_size_and_time_triggered_batches_are_both_observed(scenario: Scenario) -> None:
+    scenario = scenario.with_settings(max_batch_size=100, max_wait_ms=300.0)
+    scenario.load_features(50, skip_every=0)
+    scenario.preload(1_050, 50)
+    summary = build_worker(scenario.settings).run()
+    predictions, _ = scenario.outputs(expected=1_050)
+    sizes = Counter(headers_of(m)["streamserve-batch-id"] for m in predictions)
+    assert max(sizes.values()) == 100  # no batch grows past max_batch_size
+    triggers = Counter()
+    for record in scenario.metrics():
+        triggers.update(record["batches_by_trigger"])
+    assert triggers["size"] >= 1 and triggers["time"] >= 1
+    assert triggers == Counter(summary.triggers)
+    assert sum(sizes.values()) == 1_050
+
+
+def _is_malformed(value: bytes) -> bool:
+    try:
+        event = json.loads(value)
+    except ValueError:
+        return True
+    return "entity_id" not in event or not isinstance(event.get("amount"), float | int)

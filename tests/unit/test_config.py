@@ -1,0 +1,83 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from streamserve.config import load_settings, settings_env_names
+from streamserve.errors import ConfigError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for var in list(os.environ):
+        if var.startswith("STREAMSERVE_"):
+            monkeypatch.delenv(var)
+
+
+def test_defaults_are_valid() -> None:
+    settings = load_settings()
+    assert settings.max_batch_size == 1000
+    assert settings.max_wait_ms == 20.0
+
+
+def test_environment_variables_set_the_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSERVE_MAX_BATCH_SIZE", "250")
+    monkeypatch.setenv("STREAMSERVE_CREATE_TOPICS", "false")
+    settings = load_settings()
+    assert (settings.max_batch_size, settings.create_topics) == (250, False)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("STREAMSERVE_MAX_BATCH_SIZE", "0", "greater than or equal to 1"),
+        ("STREAMSERVE_MAX_WAIT_MS", "soon", "valid number"),
+        ("STREAMSERVE_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("STREAMSERVE_INPUT_TOPIC", "", "at least 1 character"),
+    ],
+)
+def test_an_invalid_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert var in str(info.value) and message in str(info.value)
+
+
+def test_an_unknown_variable_is_refused_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSERVE_MAX_WAITMS", "5")
+    with pytest.raises(ConfigError, match="unknown setting STREAMSERVE_MAX_WAITMS; did you mean "
+                       "STREAMSERVE_MAX_WAIT_MS"):  # fmt: skip
+        load_settings()
+
+
+def test_librdkafka_options_pass_through_by_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS", "50")
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_PRODUCER_COMPRESSION_TYPE", "lz4")
+    settings = load_settings()
+    assert settings.rdkafka_common == {"security.protocol": "SASL_SSL"}
+    assert settings.rdkafka_consumer == {"fetch.wait.max.ms": "50"}
+    assert settings.rdkafka_producer == {"compression.type": "lz4"}
+
+
+def test_masked_dump_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSERVE_REDIS_URL", "redis://app:hunter2@cache:6379/1")
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_SASL_USERNAME", "svc")
+    shown = load_settings().masked()
+    assert shown["STREAMSERVE_REDIS_URL"] == "redis://app:****@cache:6379/1"
+    assert shown["STREAMSERVE_RDKAFKA_SASL_PASSWORD"] == "****"
+    assert shown["STREAMSERVE_RDKAFKA_SASL_USERNAME"] == "svc"
+    assert "hunter2" not in repr(load_settings())
+
+
+def test_readme_table_lists_exactly_the_settings() -> None:
+    table = re.findall(r"^\| `(STREAMSERVE_[A-Z0-9_]+)[^`]*` \|", README.read_text(), re.M)
+    documented = {v for v in table if not v.startswith("STREAMSERVE_RDKAFKA_")}
+    assert documented == set(settings_env_names())
