@@ -68,7 +68,8 @@ class Scenario:
 
     def with_settings(self, **changes: Any) -> Scenario:
         merged = {**self.overrides(), "rdkafka_consumer": self.settings.rdkafka_consumer}
-        return Scenario(self.stack, load_settings(**{**merged, **changes}), self.bundle_dir, self.uid)
+        settings = load_settings(**{**merged, **changes})
+        return Scenario(self.stack, settings, self.bundle_dir, self.uid)
 
     def load_features(self, n_entities: int, skip_every: int) -> dict[str, np.ndarray]:
         """Write entity features; returns entity id -> stored row for the entities written."""

@@ -42,7 +42,7 @@ def drained(stack: EmbeddedStack, bundle_dir: Path, tmp_path_factory: pytest.Tem
 
 
 def test_every_input_ends_as_exactly_one_prediction_or_dead_letter(drained) -> None:
-    scenario, _, values, summary, predictions, dead_letters = drained
+    scenario, _, _, summary, predictions, dead_letters = drained
     sources = Counter(source_of(m) for m in predictions + dead_letters)
     inputs = inputs_of(scenario, N_EVENTS)
     assert len(inputs) == N_EVENTS
@@ -103,7 +103,7 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
 
 
 def test_metrics_records_account_for_the_run(drained) -> None:
-    scenario, _, _, summary, predictions, dead_letters = drained
+    scenario, _, _, _, predictions, dead_letters = drained
     metrics = scenario.metrics()
     assert sum(r["events_in"] for r in metrics) == N_EVENTS
     assert sum(r["predictions_out"] for r in metrics) == len(predictions)

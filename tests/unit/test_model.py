@@ -71,5 +71,5 @@ def test_a_corrupt_model_file_is_refused(bundle_dir: Path, tmp_path: Path) -> No
 def test_a_missing_bundle_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelBundleError, match="is not a directory"):
         load_bundle(tmp_path / "absent")
-    with pytest.raises(ModelBundleError, match="no manifest.json"):
+    with pytest.raises(ModelBundleError, match=r"no manifest\.json"):
         load_bundle(tmp_path)

@@ -1,0 +1,131 @@
+"""End-to-end runs of the `streamserve` command, as an operator would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from loadgen.watch import read_topics
+from streamserve import synthetic
+from streamserve.embedded import free_port
+from tests.integration.conftest import Scenario, source_of, wait_for
+
+
+def streamserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSERVE_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamserve", *args],
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    proc = streamserve(*args, env=env)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_an_invalid_setting_stops_start_up_naming_the_variable(bundle_dir: Path) -> None:
+    result = run("worker", env={"STREAMSERVE_MAX_BATCH_SIZE": "0",
+                                "STREAMSERVE_MODEL_DIR": str(bundle_dir)})  # fmt: skip
+    assert result.returncode == 2
+    assert "STREAMSERVE_MAX_BATCH_SIZE='0': Input should be greater than or equal to 1" in (
+        result.stderr
+    )
+
+
+def test_config_prints_the_effective_settings_with_secrets_masked() -> None:
+    result = run("config", env={"STREAMSERVE_REDIS_URL": "redis://:pw@127.0.0.1:1/0",
+                                "STREAMSERVE_MAX_WAIT_MS": "7.5"})  # fmt: skip
+    assert result.returncode == 0
+    assert "STREAMSERVE_MAX_WAIT_MS=7.5" in result.stdout.splitlines()
+    assert "STREAMSERVE_REDIS_URL=redis://:****@127.0.0.1:1/0" in result.stdout.splitlines()
+    assert "pw@" not in result.stdout
+
+
+def test_a_worker_without_a_model_or_with_a_bad_one_refuses_to_start(tmp_path: Path) -> None:
+    result = run("worker", env={})
+    assert result.returncode == 2 and "STREAMSERVE_MODEL_DIR is not set" in result.stderr
+    (tmp_path / "manifest.json").write_text('{"name": "x", "version": "1", "features": []}')
+    result = run("worker", env={"STREAMSERVE_MODEL_DIR": str(tmp_path)})
+    assert result.returncode == 3 and "manifest lists no features" in result.stderr
+
+
+def test_an_unreachable_feature_store_stops_start_up(bundle_dir: Path) -> None:
+    env = {"STREAMSERVE_MODEL_DIR": str(bundle_dir),
+           "STREAMSERVE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "STREAMSERVE_REDIS_TIMEOUT_S": "1"}  # fmt: skip
+    result = run("worker", env=env)
+    assert result.returncode == 4 and "feature store unreachable" in result.stderr
+
+
+def test_sigterm_during_load_then_restart_loses_nothing(scenario: Scenario) -> None:
+    n_events = 30_000
+    scenario = scenario.with_settings(max_batch_size=100, exit_when_idle_s=0.0)
+    scenario.load_features(1_000, skip_every=20)
+    events = list(synthetic.generate_events(n_events, 1_000, malformed_every=500))
+    settings = scenario.settings
+    outputs = [settings.predictions_topic, settings.dead_letter_topic]
+
+    first = streamserve("worker", env={**scenario.env(), "STREAMSERVE_LOG_LEVEL": "INFO"})
+    log = StderrLines(first)
+    wait_for(lambda: "assigned" in log.text(), timeout_s=60, what="the first worker's partitions")
+    producer = threading.Thread(target=produce_steadily, args=(scenario, events, 10_000))
+    producer.start()
+    wait_for(lambda: read_topics(settings.kafka_bootstrap, outputs, 1, 2, 0)[outputs[0]],
+             timeout_s=60, what="the first worker's first predictions")  # fmt: skip
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0, log.text()
+    done_first = json.loads(first.stdout.read())["events"]  # type: ignore[union-attr]
+    producer.join()
+    assert 0 < done_first < n_events, "SIGTERM must land mid-run for this test to mean anything"
+
+    second = run("worker", env={**scenario.env(), "STREAMSERVE_EXIT_WHEN_IDLE_S": "2"}, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["events"] == n_events - done_first
+
+    found = read_topics(settings.kafka_bootstrap, outputs, n_events, idle_s=1.0)
+    sources = Counter(source_of(m) for topic in outputs for m in found[topic])
+    assert len(sources) == n_events  # every input has an outcome: nothing lost
+    assert max(sources.values()) == 1  # a graceful stop commits what it finished: no duplicates
+
+
+class StderrLines:
+    """Collects a child's stderr on a thread, so the test can wait for a log line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            self._lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+
+def produce_steadily(scenario: Scenario, events: list[tuple[bytes, bytes]], per_s: int) -> None:
+    """Produce ``events`` at about ``per_s`` events per second, in 50 ms slices."""
+    producer = Producer({"bootstrap.servers": scenario.stack.kafka_bootstrap, "linger.ms": 5})
+    chunk = per_s // 20
+    for start in range(0, len(events), chunk):
+        began = time.monotonic()
+        for key, value in events[start : start + chunk]:
+            producer.produce(scenario.settings.input_topic, value, key)
+        producer.flush(10)
+        time.sleep(max(0.05 - (time.monotonic() - began), 0))
+    assert producer.flush(30) == 0
