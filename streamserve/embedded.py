@@ -117,7 +117,7 @@ class EmbeddedStack:
 
 
 def _spawn(name: str, argv: list[str], workdir: Path) -> subprocess.Popen[bytes]:
-    log_file = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 (the child owns it)
+    log_file = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 (closed below; the child keeps its copy)
     try:
         return subprocess.Popen(
             argv,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -20,7 +20,7 @@ from streamserve.core.features import FeatureLayout, StoreKeys
 from streamserve.core.model import ModelBundle
 
 MAX_REASON_CHARS = 500
-Headers = list[tuple[str, str | bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class SourceRecord(Protocol):
@@ -32,7 +32,7 @@ class SourceRecord(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def timestamp(self) -> tuple[int, int]: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def headers(self) -> Any: ...  # a list of (name, value) pairs, or None
 
 
 class FeatureStore(Protocol):

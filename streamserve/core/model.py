@@ -127,7 +127,7 @@ class ModelBundle:
         return self.manifest.version
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Scores of a float32 matrix in manifest feature order: shape (rows,) or (rows, outputs)."""
+        """Scores of a float32 matrix (manifest feature order): shape (rows,) or (rows, outputs)."""
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float32)
         return np.asarray(self.booster.inplace_predict(matrix, validate_features=False))

@@ -38,7 +38,8 @@ class RedisFeatureStore:
             return np.full((len(keys), self.width), np.nan, dtype=np.float32)
         try:
             if self._layout == "vector":
-                return vectors_to_rows(self._client.mget(keys), self.width)
+                values: list[bytes | None] = self._client.mget(keys)  # type: ignore[assignment]
+                return vectors_to_rows(values, self.width)
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
                 pipe.hmget(key, self._fields)

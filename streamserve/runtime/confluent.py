@@ -17,10 +17,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, FeatureStore, OutputRecord, ScoredBatch
-from streamserve.core.model import ModelBundle
+from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.window import BatchWindow, Trigger
-from streamserve.errors import DeliveryError
-from streamserve.io.kafka import consumer_lag
+from streamserve.errors import ConfigError, DeliveryError
+from streamserve.io import kafka as kafka_io
+from streamserve.io import store as store_io
 from streamserve.metrics import MetricsWindow
 
 log = logging.getLogger("streamserve.worker")
@@ -236,7 +237,7 @@ class Worker:
         due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
         if not (due or (force and self._metrics.events_in)):
             return
-        record = self._metrics.close(now, consumer_lag(self.consumer))
+        record = self._metrics.close(now, kafka_io.consumer_lag(self.consumer))
         if record.events_in or due:
             self.producer.produce(
                 self.settings.metrics_topic,
@@ -287,19 +288,15 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
 
     Model bundle (manifest vs booster) -> feature store reachable -> topics -> clients.
     """
-    from streamserve.core.model import load_bundle
-    from streamserve.errors import ConfigError
-    from streamserve.io import kafka, store
-
     if settings.model_dir is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
     bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
-    redis_client = store.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
-    feature_store = store.RedisFeatureStore(redis_client, bundle.manifest)
+    redis_client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
+    feature_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
     feature_store.ping()
     if settings.create_topics:
-        kafka.ensure_topics(
-            kafka.make_admin(settings),
+        kafka_io.ensure_topics(
+            kafka_io.make_admin(settings),
             [settings.input_topic, settings.predictions_topic, settings.dead_letter_topic,
              settings.metrics_topic],
             settings.topic_partitions,
@@ -310,6 +307,6 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
         if error is not None:
             delivery_errors.append(error)
 
-    producer = kafka.make_producer(settings, on_delivery=on_delivery)
-    consumer = kafka.make_consumer(settings)
+    producer = kafka_io.make_producer(settings, on_delivery=on_delivery)
+    consumer = kafka_io.make_consumer(settings)
     return Worker(settings, bundle, feature_store, consumer, producer, delivery_errors, stop_event)

@@ -108,9 +108,7 @@ def scenario(stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path) -> Scenario
     return make_scenario(stack, bundle_dir, tmp_path, layout="vector")
 
 
-def make_scenario(
-    stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path, layout: str
-) -> Scenario:
+def make_scenario(stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path, layout: str) -> Scenario:
     uid = uuid.uuid4().hex[:10]
     copy = tmp_path / "bundle"
     shutil.copytree(bundle_dir, copy)

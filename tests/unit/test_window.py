@@ -33,4 +33,3 @@ def test_reset_starts_a_new_window() -> None:
     window.add(2, now=1.0)
     window.reset()
     assert (window.size, window.remaining_s(50.0), window.trigger(50.0)) == (0, None, None)
-
