@@ -51,6 +51,7 @@ def run_demo(events: int, entities: int, malformed_every: int, trees: int) -> di
         generated = synthetic.generate_events(events, entities, malformed_every=malformed_every)
         produced = preload(stack.kafka_bootstrap, settings.input_topic, generated)
         summary = worker.run()
+        del worker  # its clients go before the stack they talk to
         outputs = read_topics(
             stack.kafka_bootstrap,
             [settings.predictions_topic, settings.dead_letter_topic],

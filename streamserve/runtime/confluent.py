@@ -109,10 +109,11 @@ class Worker:
         self._metrics.start(wall_ms())
         try:
             while not self._should_stop():
-                now = time.monotonic()
-                remaining = self._window.remaining_s(now)
-                timeout = IDLE_POLL_S if remaining is None else remaining
-                messages = self.consumer.consume(self._window.room(), timeout)
+                remaining = self._window.remaining_s(time.monotonic())
+                if remaining is None:  # no batch open: return as soon as one record is there
+                    messages = self.consumer.consume(1, IDLE_POLL_S)
+                else:  # fill the open batch until it is full or its time is up
+                    messages = self.consumer.consume(self._window.room(), remaining)
                 now = time.monotonic()
                 records = [m for m in messages if self._is_record(m)]
                 if records:
