@@ -8,6 +8,7 @@ import time
 import click
 
 from loadgen.produce import preload
+from loadgen.watch import account
 from streamserve.synthetic import generate_events
 
 
@@ -52,3 +53,43 @@ def preload_command(
     seconds = time.perf_counter() - started
     click.echo(json.dumps({"produced": produced, "seconds": round(seconds, 3),
                            "events_per_s": round(produced / seconds, 1)}))  # fmt: skip
+
+
+@main.command("account")
+@click.option(
+    "--bootstrap",
+    envvar="STREAMSERVE_KAFKA_BOOTSTRAP",
+    show_envvar=True,
+    default="127.0.0.1:9092",
+    show_default=True,
+    help="Kafka bootstrap servers.",
+)
+@click.option(
+    "--input-topic",
+    envvar="STREAMSERVE_INPUT_TOPIC",
+    show_envvar=True,
+    default="events",
+    show_default=True,
+)
+@click.option(
+    "--predictions-topic",
+    envvar="STREAMSERVE_PREDICTIONS_TOPIC",
+    show_envvar=True,
+    default="predictions",
+    show_default=True,
+)
+@click.option(
+    "--dead-letter-topic",
+    envvar="STREAMSERVE_DEAD_LETTER_TOPIC",
+    show_envvar=True,
+    default="dead-letters",
+    show_default=True,
+)
+def account_command(
+    bootstrap: str, input_topic: str, predictions_topic: str, dead_letter_topic: str
+) -> None:
+    """Match every input record with its prediction or dead letter; exit 1 if any is lost."""
+    result = account(bootstrap, input_topic, predictions_topic, dead_letter_topic)
+    click.echo(json.dumps(result))
+    if result["lost"]:
+        raise SystemExit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -54,3 +55,43 @@ def read_topics(
         return found
     finally:
         consumer.close()
+
+
+SOURCE_PARTITION = "streamserve-source-partition"
+SOURCE_OFFSET = "streamserve-source-offset"
+ERROR_CLASS = "streamserve-error-class"
+
+
+def account(
+    bootstrap: str, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
+) -> dict[str, object]:
+    """Match every input record with its outcomes by provenance headers.
+
+    lost: inputs with no prediction and no dead letter; duplicated: inputs with more than one.
+    """
+    inputs = read_topics(bootstrap, [input_topic], 0, timeout_s, idle_s=1.0)[input_topic]
+    found = read_topics(bootstrap, [predictions, dead_letters], len(inputs), timeout_s, 1.0)
+    outcomes: Counter[tuple[int, int]] = Counter()
+    classes: Counter[str] = Counter()
+    for topic in (predictions, dead_letters):
+        for message in found[topic]:
+            headers = header_map(message)
+            outcomes[(int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET]))] += 1
+            if topic == dead_letters:
+                classes[headers[ERROR_CLASS]] += 1
+    sources = {(m.partition(), m.offset()) for m in inputs}
+    return {
+        "events": len(sources),
+        "predictions": len(found[predictions]),
+        "dead_letters": len(found[dead_letters]),
+        "dead_letters_by_class": dict(sorted(classes.items())),
+        "lost": len(sources - outcomes.keys()),
+        "duplicated": sum(1 for key, n in outcomes.items() if n > 1 and key in sources),
+    }
+
+
+def header_map(message: Message) -> dict[str, str]:
+    """A consumed record's headers as text."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}

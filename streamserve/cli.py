@@ -199,6 +199,17 @@ def features_load(model_dir: Path, entities: int, skip_every: int) -> None:
 
 
 @main.command()
+def topics() -> None:
+    """Create the configured input and output topics that do not exist yet."""
+    from streamserve.io import kafka as kafka_io
+
+    s = _settings()
+    admin = _run(lambda: kafka_io.make_admin(s))
+    created = _run(lambda: kafka_io.ensure_topics(admin, s.topic_names(), s.topic_partitions))
+    click.echo(f"created {', '.join(created)}" if created else "all topics exist")
+
+
+@main.command()
 def embedded() -> None:
     """Run the embedded broker and Redis until Ctrl-C; prints the variables that point at them."""
     from streamserve.embedded import start_stack

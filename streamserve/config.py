@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _RdkafkaSource(settings_cls), env_settings)
 
+    def topic_names(self) -> list[str]:
+        """The input topic and the three output topics."""
+        return [
+            self.input_topic,
+            self.predictions_topic,
+            self.dead_letter_topic,
+            self.metrics_topic,
+        ]
+
     def masked(self) -> dict[str, str]:
         """Effective configuration as environment variables, secrets masked (for logs)."""
         shown: dict[str, str] = {}

@@ -297,11 +297,8 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     feature_store.ping()
     if settings.create_topics:
         kafka_io.ensure_topics(
-            kafka_io.make_admin(settings),
-            [settings.input_topic, settings.predictions_topic, settings.dead_letter_topic,
-             settings.metrics_topic],
-            settings.topic_partitions,
-        )  # fmt: skip
+            kafka_io.make_admin(settings), settings.topic_names(), settings.topic_partitions
+        )
     delivery_errors: list[KafkaError] = []
 
     def on_delivery(error: KafkaError | None, message: Message) -> None:
