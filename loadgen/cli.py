@@ -1,9 +1,13 @@
-"""`streamserve-loadgen`: put synthetic events on a topic."""
+"""`streamserve-loadgen`: put synthetic events on a topic and account for their outcomes.
+
+Options read the same STREAMSERVE_* variables as the worker, so one environment drives both.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -12,79 +16,50 @@ from loadgen.watch import account
 from streamserve.synthetic import generate_events
 
 
+def env_option(flag: str, var: str, default: str, help_text: str) -> Any:
+    """An option that falls back to the worker's environment variable."""
+    return click.option(flag, envvar=var, show_envvar=True, default=default, show_default=True,
+                        help=help_text)  # fmt: skip
+
+
+bootstrap_option = env_option(
+    "--bootstrap", "STREAMSERVE_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers."
+)
+input_topic_option = env_option(
+    "--input-topic", "STREAMSERVE_INPUT_TOPIC", "events", "Topic the events go to."
+)
+
+
 @click.group()
 def main() -> None:
     """Load generator for streamserve."""
 
 
 @main.command("preload")
-@click.option(
-    "--bootstrap",
-    envvar="STREAMSERVE_KAFKA_BOOTSTRAP",
-    show_envvar=True,
-    default="127.0.0.1:9092",
-    show_default=True,
-    help="Kafka bootstrap servers.",
-)
-@click.option(
-    "--topic",
-    envvar="STREAMSERVE_INPUT_TOPIC",
-    show_envvar=True,
-    default="events",
-    show_default=True,
-    help="Topic to write to.",
-)
+@bootstrap_option
+@input_topic_option
 @click.option("--events", "count", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option(
-    "--malformed-every",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Every N-th event is malformed (0: none).",
-)
+@click.option("--malformed-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Every N-th event is malformed (0: none).")  # fmt: skip
 @click.option("--seed", type=int, default=11, show_default=True)
 def preload_command(
-    bootstrap: str, topic: str, count: int, entities: int, malformed_every: int, seed: int
+    bootstrap: str, input_topic: str, count: int, entities: int, malformed_every: int, seed: int
 ) -> None:
     """Produce COUNT events with Zipf-distributed entities, then print one JSON line."""
     started = time.perf_counter()
-    produced = preload(bootstrap, topic, generate_events(count, entities, seed, malformed_every))
+    events = generate_events(count, entities, seed, malformed_every)
+    produced = preload(bootstrap, input_topic, events)
     seconds = time.perf_counter() - started
     click.echo(json.dumps({"produced": produced, "seconds": round(seconds, 3),
                            "events_per_s": round(produced / seconds, 1)}))  # fmt: skip
 
 
 @main.command("account")
-@click.option(
-    "--bootstrap",
-    envvar="STREAMSERVE_KAFKA_BOOTSTRAP",
-    show_envvar=True,
-    default="127.0.0.1:9092",
-    show_default=True,
-    help="Kafka bootstrap servers.",
-)
-@click.option(
-    "--input-topic",
-    envvar="STREAMSERVE_INPUT_TOPIC",
-    show_envvar=True,
-    default="events",
-    show_default=True,
-)
-@click.option(
-    "--predictions-topic",
-    envvar="STREAMSERVE_PREDICTIONS_TOPIC",
-    show_envvar=True,
-    default="predictions",
-    show_default=True,
-)
-@click.option(
-    "--dead-letter-topic",
-    envvar="STREAMSERVE_DEAD_LETTER_TOPIC",
-    show_envvar=True,
-    default="dead-letters",
-    show_default=True,
-)
+@bootstrap_option
+@input_topic_option
+@env_option("--predictions-topic", "STREAMSERVE_PREDICTIONS_TOPIC", "predictions", "Predictions.")
+@env_option("--dead-letter-topic", "STREAMSERVE_DEAD_LETTER_TOPIC", "dead-letters", "Dead letters.")
 def account_command(
     bootstrap: str, input_topic: str, predictions_topic: str, dead_letter_topic: str
 ) -> None:
