@@ -129,3 +129,12 @@ def produce_steadily(scenario: Scenario, events: list[tuple[bytes, bytes]], per_
         producer.flush(10)
         time.sleep(max(0.05 - (time.monotonic() - began), 0))
     assert producer.flush(30) == 0
+
+
+def test_demo_command_accounts_for_every_event() -> None:
+    result = run("demo", "--events", "2000", "--entities", "200", "--trees", "20",
+                 env={}, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["events"] == 2000 and summary["lost"] == 0
+    assert summary["dead_letters"] == 20 and summary["scored"] == 1980
