@@ -170,11 +170,11 @@ class Worker:
         scorer = self.scorer
         started = time.perf_counter()
         prepared = scorer.prepare(records)
-        looked_up = time.perf_counter()
+        lookup_started = time.perf_counter()
         store_rows = self.store.fetch(prepared.store_keys.keys)
-        fetched = time.perf_counter()
+        predict_started = time.perf_counter()
         matrix, scores = scorer.predict(prepared, store_rows)
-        predicted = time.perf_counter()
+        predict_done = time.perf_counter()
         scored = scorer.encode(prepared, store_rows, matrix, scores, wall_ms(), batch_id)
         self._produce(self.settings.predictions_topic, scored.predictions)
         self._produce(self.settings.dead_letter_topic, scored.dead_letters)
@@ -185,8 +185,8 @@ class Worker:
             scored,
             len(records),
             trigger,
-            lookup_ms=(fetched - looked_up) * 1000,
-            predict_ms=(predicted - fetched) * 1000,
+            lookup_ms=(predict_started - lookup_started) * 1000,
+            predict_ms=(predict_done - predict_started) * 1000,
         )
         log.debug(
             "batch %s: %d records, trigger %s, %.2f ms",
