@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -26,8 +27,9 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 N_EVENTS, N_ENTITIES, SKIP_EVERY, MALFORMED_EVERY = 4_000, 600, 10, 100
 
 
-def schema(name: str) -> dict:
-    return json.loads((SCHEMAS / name).read_text())
+@functools.cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_malformed_events_are_dead_letters_with_original_bytes_and_reason(draine
     classes = Counter()
     for message in dead_letters:
         headers = headers_of(message)
-        jsonschema.validate(headers, schema("dead-letter-headers.schema.json"))
+        validator("dead-letter-headers.schema.json").validate(headers)
         original = inputs[source_of(message)]
         assert (message.key(), message.value() or b"") == (original.key(), original.value() or b"")
         assert headers["streamserve-error-reason"]
@@ -88,8 +90,8 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
     absent = 0
     for message in predictions:
         record = json.loads(message.value())
-        jsonschema.validate(record, schema("prediction.schema.json"))
-        jsonschema.validate(headers_of(message), schema("prediction-headers.schema.json"))
+        validator("prediction.schema.json").validate(record)
+        validator("prediction-headers.schema.json").validate(headers_of(message))
         is_absent = record["entity_id"] not in stored
         absent += is_absent
         assert record["missing_features"] == (n_store if is_absent else 0)
@@ -97,7 +99,7 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
     metrics = scenario.metrics()
     counted = Counter()
     for record in metrics:
-        jsonschema.validate(record, schema("metrics.schema.json"))
+        validator("metrics.schema.json").validate(record)
         counted.update(record["missing_features"])
     assert counted == {name: absent for name in synthetic.STORE_FEATURES}
 
