@@ -4,6 +4,7 @@ consumer group and Redis key prefix."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
@@ -38,6 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack() -> Iterator[EmbeddedStack]:
     with running_stack() as running:
         yield running
+        gc.collect()  # free clients still in reference cycles before their broker goes away
 
 
 @dataclass
