@@ -28,10 +28,6 @@ class Rejection:
     reason: str
 
 
-def _optional_float() -> Any:
-    return float | None
-
-
 def build_event_type(manifest: Manifest) -> type[msgspec.Struct]:
     """A msgspec Struct type that decodes exactly the fields the manifest reads from an event."""
     tree: dict[str, Any] = {}
@@ -53,7 +49,7 @@ def _struct_fields(tree: dict[str, Any], prefix: str) -> list[tuple[str, Any, An
     fields: list[tuple[str, Any, Any]] = []
     for name, child in tree.items():
         if child is None:
-            fields.append((name, _optional_float(), None))
+            fields.append((name, float | None, None))
         else:
             sub = msgspec.defstruct(f"{prefix}_{name}", _struct_fields(child, f"{prefix}_{name}"))
             fields.append((name, sub | None, None))

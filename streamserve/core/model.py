@@ -90,6 +90,11 @@ def check_manifest(manifest: Manifest) -> None:
     for path in paths:
         if any(not part for part in path.split(".")):
             raise ModelBundleError(f"event feature path {path!r} has an empty segment")
+        nested = [p for p in paths if p.startswith(path + ".")]
+        if nested:
+            raise ModelBundleError(
+                f"event feature path {path!r} is a number and also holds {nested[0]!r}"
+            )
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

@@ -50,6 +50,15 @@ def test_a_manifest_in_another_order_than_the_booster_is_refused(
         ({"version": ""}, "at `$.version`"),
         ({"colour": "red"}, "unknown field `colour`"),
         ({"model_file": "nope.ubj"}, "nope.ubj named by the manifest does not exist"),
+        (
+            {
+                "features": [
+                    {"name": "m", "source": "event", "path": "merchant"},
+                    {"name": "r", "source": "event", "path": "merchant.risk"},
+                ]
+            },
+            "'merchant' is a number and also holds 'merchant.risk'",
+        ),
     ],
 )
 def test_bad_manifests_are_refused_with_a_message(
