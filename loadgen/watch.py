@@ -12,6 +12,12 @@ from collections import Counter
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from streamserve.core.records import (
+    HEADER_ERROR_CLASS,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+)
+
 
 def read_topics(
     bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0, idle_s: float = 3.0
@@ -57,11 +63,6 @@ def read_topics(
         consumer.close()
 
 
-SOURCE_PARTITION = "streamserve-source-partition"
-SOURCE_OFFSET = "streamserve-source-offset"
-ERROR_CLASS = "streamserve-error-class"
-
-
 def account(
     bootstrap: str, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
 ) -> dict[str, object]:
@@ -75,10 +76,9 @@ def account(
     classes: Counter[str] = Counter()
     for topic in (predictions, dead_letters):
         for message in found[topic]:
-            headers = header_map(message)
-            outcomes[(int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET]))] += 1
+            outcomes[source_of(message)] += 1
             if topic == dead_letters:
-                classes[headers[ERROR_CLASS]] += 1
+                classes[header_map(message)[HEADER_ERROR_CLASS]] += 1
     sources = {(m.partition(), m.offset()) for m in inputs}
     return {
         "events": len(sources),
@@ -95,3 +95,9 @@ def header_map(message: Message) -> dict[str, str]:
     raw = message.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}
+
+
+def source_of(message: Message) -> tuple[int, int]:
+    """(partition, offset) of the input record an output came from, by its provenance headers."""
+    headers = header_map(message)
+    return int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])

@@ -195,7 +195,7 @@ def features_load(model_dir: Path, entities: int, skip_every: int) -> None:
     settings = _settings(model_dir=model_dir)
     manifest = _run(lambda: read_manifest(model_dir))
     written = _run(lambda: load_entity_features(settings, manifest, entities, skip_every))
-    click.echo(f"wrote {written} entities ({manifest.store.layout} layout)")
+    click.echo(f"wrote {len(written)} entities ({manifest.store.layout} layout)")
 
 
 @main.command()

@@ -21,16 +21,21 @@ from streamserve.runtime.confluent import build_worker
 
 def load_entity_features(
     settings: Settings, manifest: Manifest, n_entities: int, skip_every: int = 0, seed: int = 7
-) -> int:
-    """Write synthetic features of entities u0..u{n-1}; every ``skip_every``-th stays absent."""
+) -> dict[str, np.ndarray]:
+    """Write synthetic features of entities u0..u{n-1}; every ``skip_every``-th stays absent.
+
+    Returns entity id -> the row written, for whoever needs to know what the store holds.
+    """
     rows = synthetic.entity_features(n_entities, seed)
     keep = np.arange(n_entities)
     if skip_every:
         keep = keep[keep % skip_every != skip_every - 1]
+    written = {synthetic.entity_id(int(i)): rows[i] for i in keep}
     template = manifest.store.key_template
-    keys = [template.replace("{entity_id}", synthetic.entity_id(int(i))) for i in keep]
+    keys = [template.replace("{entity_id}", entity) for entity in written]
     client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
-    return store_io.write_features(client, manifest, keys, rows[keep], written_at=time.time())
+    store_io.write_features(client, manifest, keys, rows[keep], written_at=time.time())
+    return written
 
 
 def run_demo(events: int, entities: int, malformed_every: int, trees: int) -> dict[str, Any]:

@@ -28,6 +28,15 @@ def bundle(bundle_dir: Path) -> ModelBundle:
     return load_bundle(bundle_dir)
 
 
+def is_scorable(value: bytes | None) -> bool:
+    """Independent of the decoder under test: every synthetic malformed kind fails this."""
+    try:
+        event = json.loads(value or b"")
+    except ValueError:
+        return False
+    return "entity_id" in event and isinstance(event.get("amount"), float | int)
+
+
 def event_row(event: dict[str, Any], store_row: np.ndarray) -> np.ndarray:
     """The model input a correct worker must build, computed without any streamserve code."""
     values = []

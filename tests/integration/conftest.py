@@ -23,10 +23,8 @@ from loadgen.watch import read_topics
 from streamserve import synthetic
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import read_manifest
+from streamserve.demo import load_entity_features
 from streamserve.embedded import EmbeddedStack, running_stack
-from streamserve.io import store as store_io
-
-pytestmark = pytest.mark.integration
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,16 +74,7 @@ class Scenario:
     def load_features(self, n_entities: int, skip_every: int) -> dict[str, np.ndarray]:
         """Write entity features; returns entity id -> stored row for the entities written."""
         manifest = read_manifest(self.bundle_dir)
-        table = synthetic.entity_features(n_entities)
-        written = {
-            synthetic.entity_id(i): table[i]
-            for i in range(n_entities)
-            if not (skip_every and i % skip_every == skip_every - 1)
-        }
-        client = store_io.connect(self.settings.redis_url.get_secret_value())
-        keys = [manifest.store.key_template.replace("{entity_id}", e) for e in written]
-        store_io.write_features(client, manifest, keys, np.stack(list(written.values())))
-        return written
+        return load_entity_features(self.settings, manifest, n_entities, skip_every)
 
     def preload(self, n: int, n_entities: int, malformed_every: int = 0) -> list[bytes]:
         """Produce ``n`` events; returns their values in production order."""
@@ -132,16 +121,6 @@ def make_scenario(stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path, layout
         rdkafka_consumer={"session.timeout.ms": "6000"},
     )
     return Scenario(stack, settings, copy, uid)
-
-
-def headers_of(message: Message) -> dict[str, str]:
-    return {k: v.decode() for k, v in (message.headers() or [])}
-
-
-def source_of(message: Message) -> tuple[int, int]:
-    """(partition, offset) of the input record an output came from."""
-    headers = headers_of(message)
-    return int(headers["streamserve-source-partition"]), int(headers["streamserve-source-offset"])
 
 
 def wait_for(condition: Any, timeout_s: float, what: str) -> None:

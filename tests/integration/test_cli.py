@@ -14,10 +14,10 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from loadgen.watch import read_topics
+from loadgen.watch import read_topics, source_of
 from streamserve import synthetic
 from streamserve.embedded import free_port
-from tests.integration.conftest import Scenario, source_of, wait_for
+from tests.integration.conftest import Scenario, wait_for
 
 
 def streamserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:

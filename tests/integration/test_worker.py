@@ -11,16 +11,15 @@ import jsonschema
 import numpy as np
 import pytest
 
+from loadgen.watch import header_map, source_of
 from streamserve import synthetic
 from streamserve.embedded import EmbeddedStack
 from streamserve.runtime.confluent import build_worker
-from tests.conftest import offline_scores
+from tests.conftest import is_scorable, offline_scores
 from tests.integration.conftest import (
     Scenario,
-    headers_of,
     inputs_of,
     make_scenario,
-    source_of,
 )
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -55,7 +54,7 @@ def test_every_input_ends_as_exactly_one_prediction_or_dead_letter(drained) -> N
 
 def test_published_scores_equal_offline_booster_predict(drained) -> None:
     scenario, stored, values, _, predictions, _ = drained
-    good = [v for v in values if not _is_malformed(v)]
+    good = [v for v in values if is_scorable(v)]
     expected = offline_scores(scenario.bundle_dir, good, stored)
     published = {}
     for message in predictions:
@@ -74,7 +73,7 @@ def test_malformed_events_are_dead_letters_with_original_bytes_and_reason(draine
     inputs = inputs_of(scenario, N_EVENTS)
     classes = Counter()
     for message in dead_letters:
-        headers = headers_of(message)
+        headers = header_map(message)
         validator("dead-letter-headers.schema.json").validate(headers)
         original = inputs[source_of(message)]
         assert (message.key(), message.value() or b"") == (original.key(), original.value() or b"")
@@ -91,7 +90,7 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
     for message in predictions:
         record = json.loads(message.value())
         validator("prediction.schema.json").validate(record)
-        validator("prediction-headers.schema.json").validate(headers_of(message))
+        validator("prediction-headers.schema.json").validate(header_map(message))
         is_absent = record["entity_id"] not in stored
         absent += is_absent
         assert record["missing_features"] == (n_store if is_absent else 0)
@@ -140,7 +139,7 @@ def test_size_and_time_triggered_batches_are_both_observed(scenario: Scenario) -
     scenario.preload(1_050, 50)
     summary = build_worker(scenario.settings).run()
     predictions, _ = scenario.outputs(expected=1_050)
-    sizes = Counter(headers_of(m)["streamserve-batch-id"] for m in predictions)
+    sizes = Counter(header_map(m)["streamserve-batch-id"] for m in predictions)
     assert max(sizes.values()) == 100  # no batch grows past max_batch_size
     triggers = Counter()
     for record in scenario.metrics():
@@ -148,11 +147,3 @@ def test_size_and_time_triggered_batches_are_both_observed(scenario: Scenario) -
     assert triggers["size"] >= 1 and triggers["time"] >= 1
     assert triggers == Counter(summary.triggers)
     assert sum(sizes.values()) == 1_050
-
-
-def _is_malformed(value: bytes) -> bool:
-    try:
-        event = json.loads(value)
-    except ValueError:
-        return True
-    return "entity_id" not in event or not isinstance(event.get("amount"), float | int)

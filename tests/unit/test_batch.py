@@ -11,7 +11,7 @@ from streamserve import synthetic
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
 from streamserve.core.model import ModelBundle
-from tests.conftest import offline_scores
+from tests.conftest import is_scorable, offline_scores
 
 
 @dataclass
@@ -68,7 +68,7 @@ def world() -> tuple[list[Record], MemoryStore, dict[str, np.ndarray]]:
 def test_scores_equal_offline_booster_predict(bundle: ModelBundle, bundle_dir: Path, world) -> None:
     records, store, by_entity = world
     scored = BatchScorer(bundle).score(records, store, clock_ms=lambda: 5_000, batch_id="b1")
-    good = [r.value() for r in records if _is_valid(r.value())]
+    good = [r.value() for r in records if is_scorable(r.value())]
     expected = offline_scores(bundle_dir, good, by_entity)
     got = {}
     for out in scored.predictions:
@@ -127,12 +127,3 @@ def test_missing_store_features_are_nan_and_counted(bundle: ModelBundle, world) 
     assert absent_events > 0
     assert store_counts.tolist() == [absent_events] * n_store
     assert scored.store_misses == sum(1 for k in store.calls[0] if k[5:] not in by_entity)
-
-
-def _is_valid(value: bytes | None) -> bool:
-    """Independent of the decoder under test: the synthetic malformed kinds fail one of these."""
-    try:
-        event = msgspec.json.decode(value or b"")
-    except msgspec.DecodeError:
-        return False
-    return isinstance(event.get("amount"), float | int) and "entity_id" in event
