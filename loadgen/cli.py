@@ -6,6 +6,10 @@ Options read the same STREAMSERVE_* variables as the worker, so one environment 
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -68,3 +72,24 @@ def account_command(
     click.echo(json.dumps(result))
     if result["lost"]:
         raise SystemExit(1)
+
+
+@main.command("passthrough")
+@click.option("--output-topic", default="passthrough", show_default=True,
+              help="Where the copies go.")  # fmt: skip
+def passthrough_command(output_topic: str) -> None:
+    """Copy the input topic's records to OUTPUT_TOPIC untouched: the broker path's ceiling.
+
+    Reads the worker's STREAMSERVE_* variables (bootstrap, input topic, group, batch size,
+    exit-when-idle); SIGTERM stops it. Prints one JSON line like the worker's.
+    """
+    from loadgen.passthrough import run_passthrough
+    from streamserve.config import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    summary = run_passthrough(settings, output_topic, stop)
+    click.echo(json.dumps(summary.as_dict()))

@@ -73,8 +73,12 @@ class EventDecoder:
         self._decoder = msgspec.json.Decoder(build_event_type(manifest))
         self._id_field = manifest.event.id_field
         self._entity_field = manifest.event.entity_field
+        self._event_id = operator.attrgetter(self._id_field)
+        self._entity_id = operator.attrgetter(self._entity_field)
         self._paths = [f.event_path for f in manifest.event_features]
         self._getters: list[Callable[[Any], Any]] = [_path_getter(p) for p in self._paths]
+        # attrgetter of several paths returns a tuple; of one path, a bare value
+        self._all_features = operator.attrgetter(*self._paths) if self._paths else None
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch of raw values; returns the good events and one Rejection per bad one."""
@@ -84,15 +88,7 @@ class EventDecoder:
             indices = list(range(len(values)))
             rejections: list[Rejection] = []
         except (msgspec.MsgspecError, TypeError):
-            events, indices, rejections = [], [], []
-            for i, value in enumerate(values):
-                try:
-                    if not value:
-                        raise _EmptyValue
-                    events.append(decode(value))
-                    indices.append(i)
-                except (msgspec.MsgspecError, _EmptyValue) as exc:
-                    rejections.append(self._classify(i, exc))
+            events, indices, rejections = self._decode_one_by_one(values)
         columns = self._feature_columns(events)
         out_of_range = ~np.isfinite(columns) & ~np.isnan(columns)
         if out_of_range.any():
@@ -108,15 +104,39 @@ class EventDecoder:
         return (
             DecodedEvents(
                 indices=indices,
-                event_ids=[getattr(e, self._id_field) for e in events],
-                entity_ids=[getattr(e, self._entity_field) for e in events],
+                event_ids=list(map(self._event_id, events)),
+                entity_ids=list(map(self._entity_id, events)),
                 event_features=columns,
             ),
             rejections,
         )
 
+    def _decode_one_by_one(
+        self, values: Sequence[bytes | None]
+    ) -> tuple[list[Any], list[int], list[Rejection]]:
+        decode = self._decoder.decode
+        events, indices, rejections = [], [], []
+        for i, value in enumerate(values):
+            try:
+                if not value:
+                    raise _EmptyValue
+                events.append(decode(value))
+                indices.append(i)
+            except (msgspec.MsgspecError, _EmptyValue) as exc:
+                rejections.append(self._classify(i, exc))
+        return events, indices, rejections
+
     def _feature_columns(self, events: list[Any]) -> np.ndarray:
-        matrix = np.empty((len(events), len(self._getters)), dtype=np.float32)
+        width = len(self._paths)
+        if not width:
+            return np.empty((len(events), 0), dtype=np.float32)
+        try:  # fast path: every feature present (one C call per event reads them all)
+            rows = list(map(self._all_features, events))
+            with np.errstate(over="ignore"):
+                return np.array(rows, dtype=np.float64).astype(np.float32).reshape(-1, width)
+        except (TypeError, AttributeError):  # a null feature or a null parent object
+            pass
+        matrix = np.empty((len(events), width), dtype=np.float32)
         for col, getter in enumerate(self._getters):
             values = [getter(e) for e in events]
             if None in values:

@@ -1,0 +1,92 @@
+"""Child processes of a load run: the worker, the pass-through, the producer and the watcher.
+
+Each runs in its own process so that none of them skews another's latency through the GIL. A
+child prints one JSON line on stdout when it ends and logs on stderr; "assigned" in its log tells
+that it has joined its consumer group and owns partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+STREAMSERVE_ENV_PREFIX = "STREAMSERVE_"
+
+
+def child_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its STREAMSERVE_* variables, plus ``settings_env``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STREAMSERVE_ENV_PREFIX)}
+    env.update(settings_env)
+    return env
+
+
+def streamserve_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamserve", *args]
+
+
+def loadgen_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loadgen", *args]
+
+
+@dataclass
+class Child:
+    """A running child process whose stderr is kept (last lines) and watched for assignment."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    assigned: threading.Event = field(default_factory=threading.Event)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.log_tail.append(line)
+            if " assigned " in f" {line} " and "assigned nothing" not in line:
+                self.assigned.set()
+
+    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.assigned.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not get partitions:\n{self.tail()}")
+
+    def result(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait for the exit and return the JSON line it printed last."""
+        out, _ = self.proc.communicate(timeout=timeout_s)
+        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+        if self.proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+        return dict(json.loads(lines[-1]))
+
+    def stop(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """SIGTERM (finish the batch in hand, commit, print the summary) and return its JSON."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.result(timeout_s)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self) -> str:
+        time.sleep(0.2)  # let the reader thread catch the last lines
+        return "\n".join(self.log_tail)
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str]) -> Child:
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    child = Child(name, proc)
+    threading.Thread(target=child._read_stderr, name=f"{name}-stderr", daemon=True).start()
+    return child
