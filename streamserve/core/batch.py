@@ -116,7 +116,7 @@ class BatchScorer:
         manifest = self.bundle.manifest
         name, version = manifest.name, manifest.version
         primary, every = _split_outputs(scores)
-        every_row = every or [None] * len(scored)
+        every_row: list[Any] = every or [None] * len(scored)
         latency_values = [None if v != v else v for v in latencies.tolist()]
         encode, make = self._encode, rec.Prediction
         values = [

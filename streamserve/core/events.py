@@ -78,7 +78,9 @@ class EventDecoder:
         self._paths = [f.event_path for f in manifest.event_features]
         self._getters: list[Callable[[Any], Any]] = [_path_getter(p) for p in self._paths]
         # attrgetter of several paths returns a tuple; of one path, a bare value
-        self._all_features = operator.attrgetter(*self._paths) if self._paths else None
+        self._all_features: Callable[[Any], Any] = operator.attrgetter(
+            *self._paths or ["__class__"]
+        )
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch of raw values; returns the good events and one Rejection per bad one."""
@@ -128,9 +130,9 @@ class EventDecoder:
 
     def _feature_columns(self, events: list[Any]) -> np.ndarray:
         width = len(self._paths)
-        if not width:
+        if self._all_features is None:
             return np.empty((len(events), 0), dtype=np.float32)
-        try:  # fast path: every feature present (one C call per event reads them all)
+        try:  # fast path: no null parent object (one C call per event reads every feature)
             rows = list(map(self._all_features, events))
             with np.errstate(over="ignore"):
                 return np.array(rows, dtype=np.float64).astype(np.float32).reshape(-1, width)
