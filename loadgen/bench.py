@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from loadgen import procs
+from loadgen.chart import plot_bench
 from loadgen.produce import preload
 from streamserve import synthetic
 from streamserve.config import load_settings
@@ -25,7 +27,9 @@ from streamserve.demo import load_entity_features
 from streamserve.embedded import EmbeddedStack, running_stack
 from streamserve.io import kafka as kafka_io
 
-PARTITIONS = 8
+# Tansu spends CPU per partition on every fetch and produce request: with 8 partitions it falls
+# behind at 10k events/s of small live batches, with 2 (one worker per core here) it keeps up.
+PARTITIONS = 2
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,74 @@ class Bench:
                            f"{result['cpu_us_per_event']} µs CPU/event")  # fmt: skip
         return result
 
+    def latency(self, target: str, rate: int) -> dict[str, Any]:
+        """Offer ``rate`` events/s to a running worker or pass-through; time every output."""
+        plan = self.plan
+        step = f"{target}-{rate}"
+        input_topic = self.topic(f"{step}-in")
+        if target == "worker":
+            outputs, dead_letters = (
+                self.topic(f"{step}-predictions"),
+                self.topic(f"{step}-dead-letters"),
+            )
+            argv, origin = procs.streamserve_argv("worker"), "prediction"
+        else:
+            outputs, dead_letters = self.topic(f"{step}-out"), None
+            argv = procs.loadgen_argv("passthrough", "--output-topic", outputs)
+            origin = "record-timestamp"
+        self.create_topics([input_topic, outputs, *([dead_letters] if dead_letters else [])])
+        bootstrap = self.stack.kafka_bootstrap
+        consumer = procs.spawn(step, argv, self.env(step, input_topic=input_topic))
+        watcher: procs.Child | None = None
+        try:
+            with self.console.status(f"{step}: waiting for partitions"):
+                consumer.wait_ready()
+            watch_args = [
+                "watch",
+                "--bootstrap",
+                bootstrap,
+                "--outputs",
+                outputs,
+                "--origin",
+                origin,
+                "--expected",
+                str(int(rate * plan.load_seconds)),
+            ]
+            if dead_letters:
+                watch_args += ["--dead-letters", dead_letters]  # fmt: skip
+            watcher = procs.spawn("watcher", procs.loadgen_argv(*watch_args), procs.child_env({}),
+                                  ready_text="watching")  # fmt: skip
+            watcher.wait_ready()
+            produce_args = ["produce", "--bootstrap", bootstrap, "--input-topic", input_topic,
+                            "--profile", "fixed", "--rate", str(rate),
+                            "--seconds", str(plan.load_seconds), "--entities", str(plan.entities),
+                            "--malformed-every", str(plan.malformed_every)]  # fmt: skip
+            with self.console.status(f"{step}: {rate:,} events/s for {plan.load_seconds:g} s"):
+                offered = procs.spawn("producer", procs.loadgen_argv(*produce_args),
+                                      procs.child_env({}), ready_text="").result()  # fmt: skip
+                watched = watcher.result()
+            summary = consumer.stop()
+        finally:
+            consumer.kill()
+            if watcher is not None:
+                watcher.kill()
+        row = {"target": target, "offered_per_s": rate, "offered": offered,
+               "latency_ms": watched["latency_ms"], "lost": watched["lost"],
+               "duplicated": watched["duplicated"], "peak_rss_mb": summary["peak_rss_mb"],
+               "cpu_us_per_event": summary["cpu_us_per_event"],
+               "series": watched["series"]}  # fmt: skip
+        latency = row["latency_ms"]
+        self.console.print(f"{step}: p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
+                           f"lost {row['lost']}")  # fmt: skip
+        return row
+
+    def create_topics(self, topics: list[str]) -> None:
+        settings = load_settings(kafka_bootstrap=self.stack.kafka_bootstrap)
+        kafka_io.ensure_topics(kafka_io.make_admin(settings), topics, PARTITIONS)
+
 
 def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
+    """Every measurement of the plan on one stack; writes bench.json and bench.png."""
     started = time.time()
     with running_stack() as stack:
         bench = Bench(plan, stack, console)
@@ -120,15 +190,82 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             max_batch_size=1,
             max_events=plan.baseline_events,
         )
-    results = {
+        latency = [
+            bench.latency(target, rate)
+            for rate in plan.loads
+            for target in ("worker", "passthrough")
+        ]
+    results: dict[str, Any] = {
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
         "started_at": started,
         "drain": {"worker": worker, "passthrough": passthrough, "baseline": baseline},
+        "latency": latency,
     }
+    results["goals"] = goals(results)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     (plan.out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_bench(results, plan.out_dir / "bench.png")
     return results
+
+
+def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's goals, each with the measured value and whether it is met."""
+    drain = results["drain"]
+    worker, passthrough, baseline = drain["worker"], drain["passthrough"], drain["baseline"]
+    p99 = {(row["target"], row["offered_per_s"]): row["latency_ms"]["p99"]
+           for row in results["latency"]}  # fmt: skip
+    rss = max([worker["peak_rss_mb"], *(r["peak_rss_mb"] for r in results["latency"]
+                                          if r["target"] == "worker")])  # fmt: skip
+    found: dict[str, dict[str, Any]] = {
+        "drain_vs_passthrough": _goal(
+            worker["events_per_s"] / passthrough["events_per_s"], ">=", 0.95
+        ),
+        "drain_vs_baseline": _goal(worker["events_per_s"] / baseline["events_per_s"], ">=", 40),
+        "cpu_us_per_event": _goal(worker["cpu_us_per_event"], "<=", 6.0),
+        "worker_peak_rss_mb": _goal(rss, "<=", 300),
+    }
+    if ("worker", 10_000) in p99 and ("passthrough", 10_000) in p99:
+        extra = p99[("worker", 10_000)] - p99[("passthrough", 10_000)]
+        found["p99_over_passthrough_at_10k_ms"] = _goal(extra, "<=", 20)
+    return found
+
+
+def _goal(value: float, op: str, target: float) -> dict[str, Any]:
+    met = value >= target if op == ">=" else value <= target
+    return {"value": round(value, 3), "goal": f"{op} {target:g}", "met": met}
+
+
+def print_table(results: dict[str, Any], console: Console) -> None:
+    """The bench table: drain rates with ratios, CPU, latency under load, RSS and the goals."""
+    drain = results["drain"]
+    table = Table(title="streamserve bench", show_lines=False)
+    for column in ("measurement", "worker", "pass-through", "baseline (batch 1)"):
+        table.add_column(column, justify="right" if column != "measurement" else "left")
+    rates = [drain[k]["events_per_s"] for k in ("worker", "passthrough", "baseline")]
+    table.add_row(f"drain of {results['plan']['events']:,} events (events/s)",
+                  *(f"{r:,.0f}" for r in rates))  # fmt: skip
+    table.add_row("worker CPU per event (µs, user+sys, all threads)",
+                  *(f"{drain[k]['cpu_us_per_event']:.1f}"
+                    for k in ("worker", "passthrough", "baseline")))  # fmt: skip
+    table.add_row("peak RSS (MB)", *(f"{drain[k]['peak_rss_mb']:.0f}"
+                                     for k in ("worker", "passthrough", "baseline")))  # fmt: skip
+    rows = {(r["target"], r["offered_per_s"]): r for r in results["latency"]}
+    for rate in sorted({r["offered_per_s"] for r in results["latency"]}):
+        cells = []
+        for target in ("worker", "passthrough"):
+            row = rows.get((target, rate))
+            cells.append(f"{row['latency_ms']['p50']:.0f} / {row['latency_ms']['p99']:.0f}"
+                         if row else "-")  # fmt: skip
+        table.add_row(f"p50 / p99 latency at {rate:,} events/s (ms)", *cells, "")
+    console.print(table)
+    goal_table = Table(title="goals")
+    for column in ("goal", "measured", "target", "met"):
+        goal_table.add_column(column)
+    for name, goal in results["goals"].items():
+        goal_table.add_row(name, f"{goal['value']:g}", goal["goal"], "yes" if goal["met"] else "NO")
+    console.print(goal_table)
+    console.print(json.dumps({"goals": results["goals"]}))
 
 
 def machine() -> dict[str, Any]:

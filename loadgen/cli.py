@@ -11,11 +11,13 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
-from loadgen.produce import preload
+from loadgen.produce import preload, produce_at_rate
+from loadgen.profile import RateProfile
 from loadgen.watch import account
 from streamserve.synthetic import generate_events
 
@@ -57,6 +59,130 @@ def preload_command(
     seconds = time.perf_counter() - started
     click.echo(json.dumps({"produced": produced, "seconds": round(seconds, 3),
                            "events_per_s": round(produced / seconds, 1)}))  # fmt: skip
+
+
+def profile_options(command: Any) -> Any:
+    """The options that describe an offered load."""
+    options = [
+        click.option("--profile", "kind", type=click.Choice(["fixed", "ramp", "burst"]),
+                     default="fixed", show_default=True, help="Shape of the offered load."),
+        click.option("--rate", type=click.FloatRange(min=0), default=1000, show_default=True,
+                     help="Events/s (ramp: start rate; burst: base rate)."),
+        click.option("--peak", type=click.FloatRange(min=0), default=0.0,
+                     help="Ramp: end rate. Burst: rate during a burst."),
+        click.option("--seconds", type=click.FloatRange(min=0.1), default=10, show_default=True),
+        click.option("--burst-every-s", type=click.FloatRange(min=0.1), default=5.0,
+                     show_default=True),
+        click.option("--burst-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True),
+        click.option("--entities", type=click.IntRange(min=1), default=10_000,
+                     show_default=True, help="Distinct entities (Zipf-distributed keys)."),
+        click.option("--malformed-every", type=click.IntRange(min=0), default=100,
+                     show_default=True, help="Every N-th event is malformed (0: none)."),
+        click.option("--seed", type=int, default=11, show_default=True),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_profile(kind: str, rate: float, peak: float, seconds: float, burst_every_s: float,
+                 burst_s: float) -> RateProfile:  # fmt: skip
+    try:
+        return RateProfile(kind, rate, seconds, peak, burst_every_s, burst_s)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command("produce")
+@bootstrap_option
+@input_topic_option
+@profile_options
+def produce_command(bootstrap: str, input_topic: str, kind: str, rate: float, peak: float,
+                    seconds: float, burst_every_s: float, burst_s: float, entities: int,
+                    malformed_every: int, seed: int) -> None:  # fmt: skip
+    """Offer events at a fixed rate, a ramp or bursts; prints one JSON line of what was sent."""
+    profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
+    events = generate_events(profile.total, entities, seed, malformed_every)
+    click.echo(json.dumps(produce_at_rate(bootstrap, input_topic, profile, events)))
+
+
+@main.command("watch")
+@bootstrap_option
+@env_option("--outputs", "STREAMSERVE_PREDICTIONS_TOPIC", "predictions", "Topic to time.")
+@click.option("--dead-letters", default=None, help="Dead-letter topic, for the accounting.")
+@click.option("--origin", type=click.Choice(["prediction", "record-timestamp"]),
+              default="prediction", show_default=True,
+              help="Where the produce time comes from: prediction fields, or the output "
+                   "record's timestamp (pass-through).")  # fmt: skip
+@click.option("--expected", type=click.IntRange(min=0), required=True,
+              help="Events sent: stop once this many outputs arrived.")  # fmt: skip
+@click.option("--idle-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+def watch_command(bootstrap: str, outputs: str, dead_letters: str | None, origin: str,
+                  expected: int, idle_s: float) -> None:  # fmt: skip
+    """Time every output from its event's produce time; prints one JSON line."""
+    from loadgen.latency import Watcher
+
+    watcher = Watcher(bootstrap, outputs, dead_letters, origin)  # type: ignore[arg-type]
+    watcher.poll(0.5)  # connect and start fetching before the load starts
+    print("watching", file=sys.stderr, flush=True)  # the parent waits for this line
+    try:
+        watcher.run(expected, idle_s)
+    finally:
+        watcher.close()
+    click.echo(json.dumps(watcher.result(expected)))
+
+
+@main.command("run")
+@bootstrap_option
+@input_topic_option
+@env_option("--predictions-topic", "STREAMSERVE_PREDICTIONS_TOPIC", "predictions", "Predictions.")
+@env_option("--dead-letter-topic", "STREAMSERVE_DEAD_LETTER_TOPIC", "dead-letters", "Dead letters.")
+@profile_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("loadgen-results"),
+              show_default=True, help="Where run.json and run.png go.")  # fmt: skip
+def run_command(bootstrap: str, input_topic: str, predictions_topic: str,
+                dead_letter_topic: str, kind: str, rate: float, peak: float, seconds: float,
+                burst_every_s: float, burst_s: float, entities: int, malformed_every: int,
+                seed: int, out_dir: Path) -> None:  # fmt: skip
+    """Offer a load to running workers and watch the outcome: accounting, latency, chart.
+
+    The producer runs in its own process; this one watches. Exit 1 if any event was lost.
+    """
+    from loadgen.live import run_live
+
+    profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
+    producer_args = ["--profile", kind, "--rate", str(rate), "--peak", str(peak),
+                     "--seconds", str(seconds), "--burst-every-s", str(burst_every_s),
+                     "--burst-s", str(burst_s), "--entities", str(entities),
+                     "--malformed-every", str(malformed_every), "--seed", str(seed)]  # fmt: skip
+    result = run_live(bootstrap, input_topic, predictions_topic, dead_letter_topic, profile,
+                      producer_args, out_dir)  # fmt: skip
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "series"}))
+    if result["lost"]:
+        raise SystemExit(1)
+
+
+@main.command("bench")
+@click.option("--events", type=click.IntRange(min=1000), default=500_000, show_default=True)
+@click.option("--baseline-events", type=click.IntRange(min=100), default=20_000,
+              show_default=True, help="Events the batch-size-1 baseline scores.")  # fmt: skip
+@click.option("--load-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True)
+@click.option("--loads", default="1000,10000,30000", show_default=True,
+              help="Offered loads (events/s), comma-separated.")  # fmt: skip
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench-results"),
+              show_default=True)  # fmt: skip
+def bench_command(events: int, baseline_events: int, load_seconds: float, loads: str,
+                  out_dir: Path) -> None:  # fmt: skip
+    """The benchmark: drain, pass-through ceiling, per-event baseline, latency, RSS."""
+    from rich.console import Console
+
+    from loadgen.bench import BenchPlan, print_table, run_bench
+
+    plan = BenchPlan(events=events, baseline_events=baseline_events, load_seconds=load_seconds,
+                     loads=tuple(int(x) for x in loads.split(",")), out_dir=out_dir)  # fmt: skip
+    console = Console(stderr=True)
+    results = run_bench(plan, console)
+    print_table(results, Console())
 
 
 @main.command("account")

@@ -18,6 +18,7 @@ from streamserve.io import kafka as kafka_io
 from streamserve.runtime.summary import RunSummary
 
 log = logging.getLogger("streamserve.passthrough")
+POLL_S = 0.002  # consume(n, timeout) waits for n records or the timeout: it adds to latency
 
 
 def run_passthrough(
@@ -44,7 +45,7 @@ def run_passthrough(
     produce = producer.produce
     try:
         while not stop.is_set():
-            messages = consumer.consume(settings.max_batch_size, 0.01)
+            messages = consumer.consume(settings.max_batch_size, POLL_S)
             now = time.monotonic()
             for m in messages:
                 error = m.error()

@@ -1,8 +1,8 @@
 """Child processes of a load run: the worker, the pass-through, the producer and the watcher.
 
 Each runs in its own process so that none of them skews another's latency through the GIL. A
-child prints one JSON line on stdout when it ends and logs on stderr; "assigned" in its log tells
-that it has joined its consumer group and owns partitions.
+child prints one JSON line on stdout when it ends and logs on stderr; a given line in its log
+tells that it is ready ("assigned": it joined its consumer group and owns partitions).
 """
 
 from __future__ import annotations
@@ -38,26 +38,27 @@ def loadgen_argv(*args: str) -> list[str]:
 
 @dataclass
 class Child:
-    """A running child process whose stderr is kept (last lines) and watched for assignment."""
+    """A running child process whose stderr is kept (last lines) and watched for readiness."""
 
     name: str
     proc: subprocess.Popen[bytes]
+    ready_text: str
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    assigned: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self.log_tail.append(line)
-            if " assigned " in f" {line} " and "assigned nothing" not in line:
-                self.assigned.set()
+            if self.ready_text in line and "assigned nothing" not in line:
+                self.ready.set()
 
-    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.assigned.wait(0.1):
+        while not self.ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not get partitions:\n{self.tail()}")
+                raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
 
     def result(self, timeout_s: float = 600.0) -> dict[str, Any]:
         """Wait for the exit and return the JSON line it printed last."""
@@ -83,10 +84,10 @@ class Child:
         return "\n".join(self.log_tail)
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str]) -> Child:
+def spawn(name: str, argv: list[str], env: dict[str, str], ready_text: str = "assigned") -> Child:
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
-    child = Child(name, proc)
+    child = Child(name, proc, ready_text)
     threading.Thread(target=child._read_stderr, name=f"{name}-stderr", daemon=True).start()
     return child

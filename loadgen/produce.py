@@ -1,10 +1,13 @@
-"""Produce events to Kafka as fast as the client allows (pre-loading a topic)."""
+"""Produce events to Kafka: as fast as the client allows (pre-loading), or on a rate profile."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import Producer
+
+from loadgen.profile import RateProfile
 
 PRODUCER_CONFIG = {
     "linger.ms": 20,
@@ -41,3 +44,60 @@ def preload(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) 
     if remaining or failures:
         raise RuntimeError(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
     return count
+
+
+LIVE_PRODUCER_CONFIG = {
+    # A record's timestamp is taken at produce(), so its send delay counts as latency. 5 ms, not
+    # less: at 1 ms Tansu falls behind the flood of tiny produce requests at 10k events/s.
+    "linger.ms": 5,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 1_000_000,
+    "acks": "all",
+}
+TICK_S = 0.001
+
+
+def produce_at_rate(
+    bootstrap: str,
+    topic: str,
+    profile: RateProfile,
+    records: Iterator[tuple[bytes, bytes]],
+    on_tick: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """Produce ``profile.total`` records on the profile's schedule; returns what was offered.
+
+    Every record's Kafka timestamp is the moment it was handed to the client, which is where the
+    watcher measures end-to-end latency from. ``on_tick(sent, elapsed_s)`` is called about every
+    100 ms (progress bars). ``max_behind`` is the largest backlog against the schedule: if it is
+    large, this process could not keep the rate and the numbers measure it, not the target.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, **LIVE_PRODUCER_CONFIG})
+    producer.list_topics(topic, timeout=10)  # connect and learn the partitions before the clock
+    total = profile.total
+    sent = max_behind = 0
+    started = time.monotonic()
+    next_tick = 0.0
+    while sent < total:
+        elapsed = time.monotonic() - started
+        due = min(profile.due(elapsed), total)
+        max_behind = max(max_behind, due - sent)
+        while sent < due:
+            key, value = next(records)
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:  # the client's queue is full: let it drain
+                    producer.poll(0.01)
+            sent += 1
+        producer.poll(0)
+        if on_tick is not None and elapsed >= next_tick:
+            on_tick(sent, elapsed)
+            next_tick = elapsed + 0.1
+        time.sleep(TICK_S)
+    seconds = time.monotonic() - started
+    remaining = producer.flush(60)
+    if remaining:
+        raise RuntimeError(f"{remaining} records were not delivered to {topic}")
+    return {"sent": sent, "seconds": round(seconds, 3), "events_per_s": round(sent / seconds, 1),
+            "max_behind": max_behind}  # fmt: skip

@@ -1,0 +1,53 @@
+"""`streamserve-loadgen run`: offer a load from a child process and watch the outcome here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loadgen import procs
+from loadgen.chart import plot_series
+from loadgen.latency import Watcher
+from loadgen.profile import RateProfile
+
+
+def run_live(
+    bootstrap: str,
+    input_topic: str,
+    predictions: str,
+    dead_letters: str,
+    profile: RateProfile,
+    producer_args: list[str],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Produce ``profile`` to ``input_topic`` (child process), time every outcome; writes
+    run.json and run.png to ``out_dir`` and returns the result."""
+    watcher = Watcher(bootstrap, predictions, dead_letters)
+    argv = procs.loadgen_argv(
+        "produce", "--bootstrap", bootstrap, "--input-topic", input_topic, *producer_args
+    )
+    producer = procs.spawn("producer", argv, dict(os.environ), ready_text="")
+    expected = profile.total
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    try:
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task("outcomes read", total=expected)
+            while producer.proc.poll() is None:
+                watcher.poll()
+                progress.update(task, completed=watcher.outputs_read)
+            offered = producer.result()
+            watcher.run(expected)
+    finally:
+        producer.kill()
+        watcher.close()
+    result = {"offered": offered, **watcher.result(offered["sent"])}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.json").write_text(json.dumps(result, indent=2) + "\n")
+    title = f"{profile.kind} load, {offered['events_per_s']:,.0f} events/s offered"
+    plot_series(result["series"], out_dir / "run.png", title)
+    return result
