@@ -131,7 +131,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 1)}  # fmt: skip
 
 
-def per_second(received_ms: list[float], latencies_ms: list[float]) -> list[dict[str, float]]:
+def per_second(received_ms: list[float], latencies_ms: list[float]) -> list[dict[str, Any]]:
     """Outputs per second and their p50/p99 latency, by the second they were read in."""
     if not received_ms:
         return []

@@ -224,16 +224,22 @@ def embedded() -> None:
 
 
 @main.command()
-@click.option("--events", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=1), default=12.0, show_default=True)
+@click.option("--start-rate", type=click.FloatRange(min=1), default=2_000, show_default=True)
+@click.option("--peak-rate", type=click.FloatRange(min=1), default=20_000, show_default=True)
 @click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--malformed-every", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--trees", type=click.IntRange(1, 5000), default=300, show_default=True)
-def demo(events: int, entities: int, malformed_every: int, trees: int) -> None:
-    """Start the embedded stack, pre-load events, drain them with one worker, print a JSON line."""
-    from streamserve.demo import run_demo
+@click.option("--trees", type=click.IntRange(1, 5000), default=200, show_default=True)
+def demo(seconds: float, start_rate: float, peak_rate: float, entities: int,
+         malformed_every: int, trees: int) -> None:  # fmt: skip
+    """Embedded stack, a worker under a ramp of load, a live view; ends with one JSON line."""
+    from rich.console import Console
+
+    from streamserve.demo import DemoPlan, run_demo
 
     _setup_logging("WARNING")
-    result = _run(lambda: run_demo(events, entities, malformed_every, trees))
+    plan = DemoPlan(seconds, start_rate, peak_rate, entities, malformed_every, trees)
+    result = _run(lambda: run_demo(plan, Console(stderr=True)))
     click.echo(json.dumps(result))
     if result["lost"]:
         sys.exit(1)

@@ -1,22 +1,32 @@
-"""The demo: embedded stack, demo model and features, pre-loaded events, one worker drain."""
+"""The demo: embedded stack, demo model and features, a worker process under a ramp of load
+from a load generator process, and a live view of throughput, latency, lag and batches."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
-from loadgen.produce import preload
-from loadgen.watch import read_topics
+from loadgen import procs
+from loadgen.latency import Watcher, percentiles
+from loadgen.profile import RateProfile
 from streamserve import synthetic
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
+from streamserve.core.records import MetricsRecord
 from streamserve.embedded import running_stack
+from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
-from streamserve.runtime.confluent import build_worker
 
 
 def load_entity_features(
@@ -38,38 +48,143 @@ def load_entity_features(
     return written
 
 
-def run_demo(events: int, entities: int, malformed_every: int, trees: int) -> dict[str, Any]:
-    """Drain ``events`` pre-loaded events with one worker; returns the accounting."""
+@dataclass(frozen=True)
+class DemoPlan:
+    """The demo's load: a ramp from ``start_rate`` to ``peak_rate`` events/s over ``seconds``."""
+
+    seconds: float = 12.0
+    start_rate: float = 2_000
+    peak_rate: float = 20_000
+    entities: int = 10_000
+    malformed_every: int = 100
+    trees: int = 200
+
+    @property
+    def profile(self) -> RateProfile:
+        return RateProfile("ramp", self.start_rate, self.seconds, self.peak_rate)
+
+
+def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
+    """Embedded stack, demo model and features, one worker process and one load generator
+    process; this process watches outcomes and metrics in a live view. Returns the summary."""
     workdir = Path(tempfile.mkdtemp(prefix="streamserve-demo-"))
     with running_stack() as stack:
         model_dir = workdir / "model"
-        manifest = synthetic.train_demo_model(model_dir, trees=trees)
-        settings = load_settings(
-            kafka_bootstrap=stack.kafka_bootstrap,
-            redis_url=stack.redis_url,
-            model_dir=model_dir,
-            exit_when_idle_s=3.0,
-            metrics_interval_s=2.0,
-        )
-        load_entity_features(settings, manifest, entities, skip_every=50)
-        worker = build_worker(settings)  # creates the topics
-        generated = synthetic.generate_events(events, entities, malformed_every=malformed_every)
-        produced = preload(stack.kafka_bootstrap, settings.input_topic, generated)
-        summary = worker.run()
-        del worker  # its clients go before the stack they talk to
-        outputs = read_topics(
-            stack.kafka_bootstrap,
-            [settings.predictions_topic, settings.dead_letter_topic],
-            expected=produced,
-            idle_s=1.0,
-        )
-        predictions = len(outputs[settings.predictions_topic])
-        dead_letters = len(outputs[settings.dead_letter_topic])
+        with console.status("training the demo model and writing entity features"):
+            manifest = synthetic.train_demo_model(model_dir, trees=plan.trees)
+            settings = load_settings(
+                kafka_bootstrap=stack.kafka_bootstrap,
+                redis_url=stack.redis_url,
+                model_dir=model_dir,
+                topic_partitions=2,  # one worker per core; see loadgen/bench.py on Tansu
+                metrics_interval_s=1.0,
+            )
+            load_entity_features(settings, manifest, plan.entities, skip_every=50)
+            kafka_io.ensure_topics(
+                kafka_io.make_admin(settings), settings.topic_names(), settings.topic_partitions
+            )
+        env = {
+            **stack.env(),
+            "STREAMSERVE_MODEL_DIR": str(model_dir),
+            "STREAMSERVE_TOPIC_PARTITIONS": "2",
+            "STREAMSERVE_METRICS_INTERVAL_S": "1",
+        }
+        worker = procs.spawn("worker", procs.streamserve_argv("worker"), procs.child_env(env))
+        try:
+            with console.status("worker joining its consumer group"):
+                worker.wait_ready()
+            result = _watch_load(plan, settings, console)
+            worker.stop()
+        finally:
+            worker.kill()
+    return result
+
+
+def _watch_load(plan: DemoPlan, settings: Settings, console: Console) -> dict[str, Any]:
+    bootstrap = settings.kafka_bootstrap
+    watcher = Watcher(bootstrap, settings.predictions_topic, settings.dead_letter_topic)
+    metrics = MetricsReader(bootstrap, settings.metrics_topic)
+    profile = plan.profile
+    argv = procs.loadgen_argv(
+        "produce", "--bootstrap", bootstrap, "--input-topic", settings.input_topic,
+        "--profile", "ramp", "--rate", str(plan.start_rate), "--peak", str(plan.peak_rate),
+        "--seconds", str(plan.seconds), "--entities", str(plan.entities),
+        "--malformed-every", str(plan.malformed_every),
+    )  # fmt: skip
+    producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
+    started = time.monotonic()
+    try:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while producer.proc.poll() is None or watcher.outputs_read < profile.total:
+                watcher.poll(0.05)
+                metrics.poll()
+                elapsed = time.monotonic() - started
+                live.update(_view(plan, watcher, metrics, elapsed))
+                if elapsed > plan.seconds + 60:
+                    break
+        console.print()
+        producer.result()
+    finally:
+        producer.kill()
+        watcher.close()
+        metrics.close()
+    watched = watcher.result(profile.total)
+    received = watcher.received_ms
+    span_s = (max(received) - min(received)) / 1000 if len(received) > 1 else 0.0
+    outcomes = watched["predictions"] + watched["dead_letters"]
     return {
-        "events": produced,
-        "scored": predictions,
-        "dead_letters": dead_letters,
-        "lost": produced - predictions - dead_letters,
-        "events_per_s": summary.as_dict()["events_per_s"],
-        "batches": summary.batches,
+        "events": profile.total,
+        "scored": watched["predictions"],
+        "dead_letters": watched["dead_letters"],
+        "lost": watched["lost"],
+        "events_per_s": round(outcomes / span_s, 1) if span_s else 0.0,
+        "p50_ms": watched["latency_ms"]["p50"],
+        "p99_ms": watched["latency_ms"]["p99"],
     }
+
+
+class MetricsReader:
+    """The worker's metrics records, read from the metrics topic as they come."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.latest: MetricsRecord | None = None
+        self.dead_letters: Counter[str] = Counter()
+        self._decode = msgspec.json.Decoder(MetricsRecord).decode
+        config = {"bootstrap.servers": bootstrap, "group.id": "streamserve-demo",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 10}  # fmt: skip
+        self._consumer = Consumer(config)
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+
+    def poll(self) -> None:
+        for message in self._consumer.consume(100, 0):
+            value = message.value()
+            if message.error() is None and value:
+                self.latest = self._decode(value)
+                self.dead_letters.update(self.latest.dead_letters_by_class)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _view(plan: DemoPlan, watcher: Watcher, metrics: MetricsReader, elapsed: float) -> Table:
+    table = Table(title="streamserve demo", show_header=False, min_width=64)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    last = [v for t, v in zip(watcher.received_ms, watcher.latencies_ms, strict=True)
+            if t >= watcher.received_ms[-1] - 1000] if watcher.received_ms else []  # fmt: skip
+    recent = percentiles(last)
+    table.add_row("elapsed", f"{elapsed:5.1f} s")
+    table.add_row("offered", f"{plan.profile.rate_at(elapsed):,.0f} events/s")
+    table.add_row("scored, last second", f"{len(last):,} events/s")
+    table.add_row("latency p50 / p99, last second", f"{recent['p50']:.0f} / {recent['p99']:.0f} ms")
+    table.add_row("predictions / dead letters",
+                  f"{len(watcher.received_ms):,} / {watcher.dead_letter_count:,}")  # fmt: skip
+    record = metrics.latest
+    if record is not None:
+        table.add_row("consumer lag", f"{record.total_lag:,} records")
+        table.add_row("batch size mean / max", f"{record.batch_size_mean:,.0f} / "
+                      f"{record.batch_size_max:,} ({dict(record.batches_by_trigger)})")  # fmt: skip
+        by_class = ", ".join(f"{k} {v}" for k, v in sorted(metrics.dead_letters.items()))
+        table.add_row("dead letters by class", by_class)
+    return table

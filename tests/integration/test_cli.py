@@ -132,9 +132,11 @@ def produce_steadily(scenario: Scenario, events: list[tuple[bytes, bytes]], per_
 
 
 def test_demo_command_accounts_for_every_event() -> None:
-    result = run("demo", "--events", "2000", "--entities", "200", "--trees", "20",
-                 env={}, timeout=180)  # fmt: skip
+    result = run("demo", "--seconds", "3", "--start-rate", "500", "--peak-rate", "1500",
+                 "--entities", "200", "--trees", "20", env={}, timeout=180)  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["events"] == 2000 and summary["lost"] == 0
-    assert summary["dead_letters"] == 20 and summary["scored"] == 1980
+    assert summary["events"] == 3000 and summary["lost"] == 0  # (500 + 1500) / 2 * 3 s
+    assert summary["dead_letters"] == 30 and summary["scored"] == 2970
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"]
+    assert "latency p50 / p99" in result.stderr  # the live view was drawn

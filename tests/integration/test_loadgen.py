@@ -1,0 +1,46 @@
+"""The measuring tools against the real broker: the rate producer, the watcher, the pass-through."""
+
+import threading
+
+from loadgen.latency import Watcher
+from loadgen.passthrough import run_passthrough
+from loadgen.produce import produce_at_rate
+from loadgen.profile import RateProfile
+from streamserve import synthetic
+from streamserve.io import kafka as kafka_io
+
+from .conftest import Scenario, wait_for
+
+
+def test_a_paced_load_through_the_pass_through_is_timed_and_fully_accounted(
+    scenario: Scenario,
+) -> None:
+    settings = scenario.with_settings(exit_when_idle_s=0).settings
+    copies = f"copies-{scenario.uid}"
+    admin = kafka_io.make_admin(settings)
+    kafka_io.ensure_topics(admin, [settings.input_topic, copies], settings.topic_partitions)
+    stop = threading.Event()
+    summaries = []
+    copier = threading.Thread(
+        target=lambda: summaries.append(run_passthrough(settings, copies, stop)), daemon=True
+    )
+    copier.start()
+    watcher = Watcher(settings.kafka_bootstrap, copies, origin="record-timestamp")
+    try:
+        profile = RateProfile("burst", rate=500, peak=3000, seconds=2, burst_every_s=1, burst_s=0.2)
+        events = synthetic.generate_events(profile.total, 100)
+        offered = produce_at_rate(settings.kafka_bootstrap, settings.input_topic, profile, events)
+        watcher.run(expected=profile.total, idle_s=15)
+    finally:
+        stop.set()
+        copier.join(30)
+        watcher.close()
+    assert offered["sent"] == profile.total == 2 * 500 + 2 * 0.2 * 2500
+    assert 1.9 <= offered["seconds"] <= 3.0  # paced, not sent as fast as possible
+    result = watcher.result(offered["sent"])
+    assert result["lost"] == 0 and result["predictions"] == profile.total
+    assert sum(point["events_per_s"] for point in result["series"]) == profile.total
+    latency = result["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"] < 30_000
+    wait_for(lambda: summaries, 5, "the pass-through summary")
+    assert summaries[0].events == profile.total
