@@ -10,14 +10,16 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, FeatureStore, OutputRecord
+from streamserve.core.batch import BatchScorer, FeatureStore, OutputRecord, PreparedBatch
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.window import BatchWindow, Trigger
 from streamserve.errors import ConfigError, DeliveryError
@@ -30,11 +32,34 @@ log = logging.getLogger("streamserve.worker")
 
 IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
 FLUSH_SLICE_S = 1.0
+SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 GC_THRESHOLD = 200_000  # container allocations between young-generation collections
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What the scoring thread returns for a batch."""
+
+    store_rows: np.ndarray
+    matrix: np.ndarray
+    scores: np.ndarray
+    lookup_ms: float
+    predict_ms: float
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A decoded batch whose feature lookup and predict run on the scoring thread."""
+
+    records: list[Message]
+    prepared: PreparedBatch
+    trigger: Trigger
+    batch_id: str
+    future: Future[Predicted]
 
 
 @dataclass(frozen=True)
@@ -58,10 +83,8 @@ def tune_garbage_collector() -> None:
 
 def next_offsets(records: list[Message]) -> dict[tuple[str, int], int]:
     """The offset to commit per (topic, partition): one past the batch's last record there."""
-    offsets: dict[tuple[str, int], int] = {}
-    for m in records:
-        offsets[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
-    return offsets
+    last = {(m.topic(), m.partition()): m.offset() for m in records}  # later records win
+    return {tp: offset + 1 for tp, offset in last.items()}  # type: ignore[misc,operator]
 
 
 class Worker:
@@ -88,6 +111,8 @@ class Worker:
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._pending: list[Message] = []
         self._in_flight: InFlight | None = None
+        self._scoring: Scoring | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._batch_seq = 0
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._metrics = MetricsWindow(
@@ -110,13 +135,17 @@ class Worker:
         tune_garbage_collector()
         try:
             while not self._should_stop():
+                scoring = self._scoring is not None
                 remaining = self._window.remaining_s(time.monotonic())
                 if remaining is None:  # no batch open: return as soon as one record is there
-                    messages = self.consumer.consume(1, IDLE_POLL_S)
+                    messages = self.consumer.consume(1, 0 if scoring else IDLE_POLL_S)
                 else:  # fill the open batch until it is full or its time is up
-                    messages = self.consumer.consume(self._window.room(), remaining)
+                    wait = min(remaining, SCORING_POLL_S) if scoring else remaining
+                    messages = self.consumer.consume(self._window.room(), wait)
                 now = time.monotonic()
-                records = [m for m in messages if self._is_record(m)]
+                records = [m for m in messages if m.error() is None]
+                if len(records) != len(messages):
+                    self._check_errors(messages)
                 if records:
                     self._last_activity = now
                     self.summary.record_arrived()
@@ -124,12 +153,15 @@ class Worker:
                     self._window.add(len(records), now)
                 trigger = self._window.trigger(now)
                 if trigger:
-                    self._complete_batch(trigger)
+                    self._dispatch(trigger)
+                elif self._scoring and (self._scoring.future.done() or not self._pending):
+                    self._finish_scoring()  # idle, or scored while the next batch fills
                 elif not records:
                     self._settle(wait=False)
                 self._maybe_publish_metrics()
         except BaseException:
             log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
         self._shutdown()
@@ -140,69 +172,91 @@ class Worker:
         if self.stop_event.is_set():
             return True
         if settings.max_events:
-            in_flight = self._in_flight.events if self._in_flight else 0
-            if self.summary.events + in_flight + len(self._pending) >= settings.max_events:
+            in_hand = len(self._pending)
+            in_hand += self._in_flight.events if self._in_flight else 0
+            in_hand += len(self._scoring.records) if self._scoring else 0
+            if self.summary.events + in_hand >= settings.max_events:
                 return True
         if not settings.exit_when_idle_s or self._last_activity is None:
             return False  # idle time counts from the first assignment on
         return time.monotonic() - self._last_activity >= settings.exit_when_idle_s
 
-    def _is_record(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.code() == KafkaError._PARTITION_EOF:
-            return False
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer error: %s", error.str())
-        return False
+    def _check_errors(self, messages: list[Message]) -> None:
+        """Raise a fatal consumer error; log the others (end-of-partition events are normal)."""
+        for message in messages:
+            error = message.error()
+            if error is None or error.code() == KafkaError._PARTITION_EOF:
+                continue
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning("consumer error: %s", error.str())
 
-    def _complete_batch(self, trigger: Trigger) -> None:
-        """Score the batch in hand and hand its outputs to the producer.
+    def _dispatch(self, trigger: Trigger) -> None:
+        """Decode the batch in hand and start its feature lookup and predict on the scoring
+        thread; then finish the batch scored before it, while this one is being scored.
 
         Order (ARCHITECTURE.md, Delivery semantics): score -> produce every prediction and dead
         letter -> wait until the broker acknowledged all of them -> store the offsets for commit.
-        The wait is pipelined: this batch's outputs are acknowledged while the next batch is
-        consumed and scored, and ``_settle`` stores its offsets just before the next batch's
-        outputs are produced (or as soon as the producer is idle). At most one batch is in
-        flight, so ``flush`` in ``_settle`` only ever waits for that batch's outputs.
+        Three batches overlap at most: one filling or being decoded here, one being scored
+        (Redis I/O and XGBoost release the GIL), one whose outputs await acknowledgement.
+        Batches finish in order, so offsets are stored in order.
         """
         records = self._pending
         if not records:
             return
         self._batch_seq += 1
         batch_id = f"{self.settings.worker_id}-{self._batch_seq}"
-        scorer = self.scorer
+        prepared = self.scorer.prepare(records)
+        previous = self._scoring
+        if previous is not None:
+            previous.future.result()  # the scoring thread takes one batch at a time
+        future = self._executor.submit(self._lookup_and_predict, prepared)
+        self._scoring = Scoring(records, prepared, trigger, batch_id, future)
+        self._pending = []
+        self._window.reset()
+        if previous is not None:
+            self._finish(previous)
+
+    def _lookup_and_predict(self, prepared: PreparedBatch) -> Predicted:
+        """On the scoring thread: one Redis round trip, one booster call."""
         started = time.perf_counter()
-        prepared = scorer.prepare(records)
-        lookup_started = time.perf_counter()
         store_rows = self.store.fetch(prepared.store_keys.keys)
         predict_started = time.perf_counter()
-        matrix, scores = scorer.predict(prepared, store_rows)
-        predict_done = time.perf_counter()
-        scored = scorer.encode(prepared, store_rows, matrix, scores, wall_ms(), batch_id)
-        self._settle()  # the previous batch: acknowledged -> offsets stored
+        matrix, scores = self.scorer.predict(prepared, store_rows)
+        lookup_ms = (predict_started - started) * 1000
+        predict_ms = (time.perf_counter() - predict_started) * 1000
+        return Predicted(store_rows, matrix, scores, lookup_ms, predict_ms)
+
+    def _finish_scoring(self) -> None:
+        batch, self._scoring = self._scoring, None
+        if batch is not None:
+            self._finish(batch)
+
+    def _finish(self, batch: Scoring) -> None:
+        """Encode a scored batch and hand its outputs to the producer; the batch before it
+        must be acknowledged first (``_settle``), so at most one batch awaits the broker."""
+        predicted = batch.future.result()  # re-raises a feature store error here
+        scored = self.scorer.encode(
+            batch.prepared, predicted.store_rows, predicted.matrix, predicted.scores,
+            wall_ms(), batch.batch_id,
+        )  # fmt: skip
+        self._settle()
         self._produce(self.settings.predictions_topic, scored.predictions)
         self._produce(self.settings.dead_letter_topic, scored.dead_letters)
         self.producer.poll(0)
-        self._in_flight = InFlight(
-            next_offsets(records), len(records), len(scored.predictions),
-            len(scored.dead_letters), trigger,
-        )  # fmt: skip
+        size = len(batch.records)
+        self._in_flight = InFlight(next_offsets(batch.records), size, len(scored.predictions),
+                                   len(scored.dead_letters), batch.trigger)  # fmt: skip
         self._metrics.record_batch(
-            scored,
-            len(records),
-            trigger,
-            lookup_ms=(predict_started - lookup_started) * 1000,
-            predict_ms=(predict_done - predict_started) * 1000,
+            scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
         )
-        log.debug(
-            "batch %s: %d records, trigger %s, %.2f ms",
-            batch_id, len(records), trigger, (time.perf_counter() - started) * 1000,
-        )  # fmt: skip
-        self._pending = []
-        self._window.reset()
+        log.debug("batch %s: %d records, trigger %s", batch.batch_id, size, batch.trigger)
+
+    def _complete_all(self) -> None:
+        """Score and finish everything in hand and wait for its acknowledgement."""
+        self._dispatch("stop")
+        self._finish_scoring()
+        self._settle()
 
     def _produce(self, topic: str, outputs: list[OutputRecord]) -> None:
         produce = self.producer.produce
@@ -276,8 +330,7 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the batch in hand and commit before the partitions move to another worker."""
         log.info("revoked %s", _names(partitions))
-        self._complete_batch("stop")
-        self._settle()
+        self._complete_all()
         self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -287,12 +340,12 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop: finish the batch in hand, publish metrics, flush, commit, leave the group."""
         try:
-            self._complete_batch("stop")
-            self._settle()
+            self._complete_all()
             self._maybe_publish_metrics(force=True)
             self.producer.flush(30)
             self._commit()
         finally:
+            self._executor.shutdown(wait=False)
             self.consumer.close()
 
 
