@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from loadgen import procs
@@ -91,11 +92,18 @@ class Bench:
             load_entity_features(settings, manifest, plan.entities, skip_every=50)
             admin = kafka_io.make_admin(settings)
             kafka_io.ensure_topics(admin, [self.drain_topic], PARTITIONS)
-        with self.console.status(f"pre-loading {plan.events:,} events"):
-            events = synthetic.generate_events(
-                plan.events, plan.entities, malformed_every=plan.malformed_every
-            )
-            preload(self.stack.kafka_bootstrap, self.drain_topic, events)
+        events = synthetic.generate_events(
+            plan.events, plan.entities, malformed_every=plan.malformed_every
+        )
+        with self._progress() as progress:
+            task = progress.add_task("pre-loading events", total=plan.events)
+            preload(self.stack.kafka_bootstrap, self.drain_topic, events,
+                    on_progress=lambda n: progress.update(task, completed=n))  # fmt: skip
+
+    def _progress(self) -> Progress:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())  # fmt: skip
+        return Progress(*columns, console=self.console, transient=True)
 
     def drain(self, step: str, argv: list[str], **settings: object) -> dict[str, Any]:
         """Run one consumer over the pre-loaded topic until it idles; returns its summary."""
@@ -149,9 +157,16 @@ class Bench:
                             "--profile", "fixed", "--rate", str(rate),
                             "--seconds", str(plan.load_seconds), "--entities", str(plan.entities),
                             "--malformed-every", str(plan.malformed_every)]  # fmt: skip
-            with self.console.status(f"{step}: {rate:,} events/s for {plan.load_seconds:g} s"):
-                offered = procs.spawn("producer", procs.loadgen_argv(*produce_args),
-                                      procs.child_env({}), ready_text="").result()  # fmt: skip
+            producer = procs.spawn("producer", procs.loadgen_argv(*produce_args),
+                                   procs.child_env({}), ready_text="")  # fmt: skip
+            with self._progress() as progress:
+                task = progress.add_task(f"{step}: {rate:,} events/s", total=plan.load_seconds)
+                started = time.monotonic()
+                while producer.proc.poll() is None:
+                    progress.update(task, completed=time.monotonic() - started)
+                    time.sleep(0.2)
+            offered = producer.result()
+            with self.console.status(f"{step}: waiting for the last outputs"):
                 watched = watcher.result()
             summary = consumer.stop()
         finally:

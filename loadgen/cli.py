@@ -169,17 +169,26 @@ def run_command(bootstrap: str, input_topic: str, predictions_topic: str,
 @click.option("--load-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True)
 @click.option("--loads", default="1000,10000,30000", show_default=True,
               help="Offered loads (events/s), comma-separated.")  # fmt: skip
+@click.option(
+    "--max-wait-ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The worker's STREAMSERVE_MAX_WAIT_MS (default: the worker's default).",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench-results"),
               show_default=True)  # fmt: skip
 def bench_command(events: int, baseline_events: int, load_seconds: float, loads: str,
-                  out_dir: Path) -> None:  # fmt: skip
+                  max_wait_ms: int | None, out_dir: Path) -> None:  # fmt: skip
     """The benchmark: drain, pass-through ceiling, per-event baseline, latency, RSS."""
     from rich.console import Console
 
     from loadgen.bench import BenchPlan, print_table, run_bench
+    from streamserve.config import Settings
 
     plan = BenchPlan(events=events, baseline_events=baseline_events, load_seconds=load_seconds,
-                     loads=tuple(int(x) for x in loads.split(",")), out_dir=out_dir)  # fmt: skip
+                     loads=tuple(int(x) for x in loads.split(",")), out_dir=out_dir,
+                     max_wait_ms=max_wait_ms if max_wait_ms is not None
+                     else Settings.model_fields["max_wait_ms"].default)  # fmt: skip
     console = Console(stderr=True)
     results = run_bench(plan, console)
     print_table(results, Console())

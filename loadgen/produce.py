@@ -17,10 +17,16 @@ PRODUCER_CONFIG = {
 }
 
 
-def preload(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+def preload(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes]],
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
     """Produce every (key, value) and wait until the broker acknowledged all; returns the count.
 
-    Raises RuntimeError if any record was not delivered.
+    ``on_progress(count)`` is called every 10,000 records. Raises RuntimeError if any record
+    was not delivered.
     """
     failures: list[str] = []
 
@@ -40,6 +46,8 @@ def preload(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) 
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
+            if on_progress is not None:
+                on_progress(count)
     remaining = producer.flush(60)
     if remaining or failures:
         raise RuntimeError(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
