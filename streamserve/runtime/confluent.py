@@ -1,7 +1,9 @@
 """The confluent-kafka worker loop: consume -> batch -> score -> produce -> store offsets.
 
-One batch at a time, on one thread: the consumer's rebalance callbacks run inside ``consume`` on
-this same thread, so a revoke can finish the batch in hand before its partitions go.
+Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
+``consume`` there, so a revoke can finish every batch in hand before its partitions go. A single
+scoring thread does the feature lookup and predict of one batch at a time, overlapped with the
+loop decoding the next batch and producing the previous one.
 """
 
 from __future__ import annotations
