@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from loadgen import procs
 from loadgen.chart import plot_bench
+from loadgen.live import progress_bar
 from loadgen.produce import preload
+from loadgen.profile import RateProfile
 from streamserve import synthetic
 from streamserve.config import load_settings
 from streamserve.demo import load_entity_features
@@ -101,9 +103,7 @@ class Bench:
                     on_progress=lambda n: progress.update(task, completed=n))  # fmt: skip
 
     def _progress(self) -> Progress:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())  # fmt: skip
-        return Progress(*columns, console=self.console, transient=True)
+        return progress_bar(self.console)
 
     def drain(self, step: str, argv: list[str], **settings: object) -> dict[str, Any]:
         """Run one consumer over the pre-loaded topic until it idles; returns its summary."""
@@ -153,12 +153,11 @@ class Bench:
             watcher = procs.spawn("watcher", procs.loadgen_argv(*watch_args), procs.child_env({}),
                                   ready_text="watching")  # fmt: skip
             watcher.wait_ready()
-            produce_args = ["produce", "--bootstrap", bootstrap, "--input-topic", input_topic,
-                            "--profile", "fixed", "--rate", str(rate),
-                            "--seconds", str(plan.load_seconds), "--entities", str(plan.entities),
-                            "--malformed-every", str(plan.malformed_every)]  # fmt: skip
-            producer = procs.spawn("producer", procs.loadgen_argv(*produce_args),
-                                   procs.child_env({}), ready_text="")  # fmt: skip
+            profile = RateProfile("fixed", rate, plan.load_seconds)
+            argv = procs.producer_argv(
+                bootstrap, input_topic, profile, plan.entities, plan.malformed_every
+            )
+            producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
             with self._progress() as progress:
                 task = progress.add_task(f"{step}: {rate:,} events/s", total=plan.load_seconds)
                 started = time.monotonic()

@@ -151,12 +151,8 @@ def run_command(bootstrap: str, input_topic: str, predictions_topic: str,
     from loadgen.live import run_live
 
     profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
-    producer_args = ["--profile", kind, "--rate", str(rate), "--peak", str(peak),
-                     "--seconds", str(seconds), "--burst-every-s", str(burst_every_s),
-                     "--burst-s", str(burst_s), "--entities", str(entities),
-                     "--malformed-every", str(malformed_every), "--seed", str(seed)]  # fmt: skip
     result = run_live(bootstrap, input_topic, predictions_topic, dead_letter_topic, profile,
-                      producer_args, out_dir)  # fmt: skip
+                      entities, malformed_every, seed, out_dir)  # fmt: skip
     click.echo(json.dumps({k: v for k, v in result.items() if k != "series"}))
     if result["lost"]:
         raise SystemExit(1)

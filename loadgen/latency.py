@@ -9,16 +9,15 @@ accounting, not for latency.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError
 
-from loadgen.watch import source_of
+from loadgen.watch import from_beginning, source_of
 
 Origin = Literal["prediction", "record-timestamp"]
 POLL_S = 0.002
@@ -45,22 +44,11 @@ class Watcher:
 
     def __post_init__(self) -> None:
         self._decode = msgspec.json.Decoder(_Timing).decode
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"streamserve-watcher-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
         topics = [t for t in (self.outputs, self.dead_letters) if t]
-        metadata = self._consumer.list_topics(timeout=10).topics
-        missing = [t for t in topics if t not in metadata]
+        self._consumer, missing = from_beginning(self.bootstrap, topics, "watcher", 5)
         if missing:
+            self._consumer.close()
             raise RuntimeError(f"topics {missing} do not exist; start the target first")
-        self._consumer.assign(
-            [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
-        )
 
     @property
     def outputs_read(self) -> int:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loadgen import procs
@@ -15,27 +16,32 @@ from loadgen.latency import Watcher
 from loadgen.profile import RateProfile
 
 
+def progress_bar(console: Console | None = None) -> Progress:
+    """The progress bar of every step that takes more than a few seconds."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    return Progress(*columns, console=console, transient=True)
+
+
 def run_live(
     bootstrap: str,
     input_topic: str,
     predictions: str,
     dead_letters: str,
     profile: RateProfile,
-    producer_args: list[str],
+    entities: int,
+    malformed_every: int,
+    seed: int,
     out_dir: Path,
 ) -> dict[str, Any]:
     """Produce ``profile`` to ``input_topic`` (child process), time every outcome; writes
     run.json and run.png to ``out_dir`` and returns the result."""
     watcher = Watcher(bootstrap, predictions, dead_letters)
-    argv = procs.loadgen_argv(
-        "produce", "--bootstrap", bootstrap, "--input-topic", input_topic, *producer_args
-    )
+    argv = procs.producer_argv(bootstrap, input_topic, profile, entities, malformed_every, seed)
     producer = procs.spawn("producer", argv, dict(os.environ), ready_text="")
     expected = profile.total
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
     try:
-        with Progress(*columns, transient=True) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("outcomes read", total=expected)
             while producer.proc.poll() is None:
                 watcher.poll()

@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.profile import RateProfile
+
 STREAMSERVE_ENV_PREFIX = "STREAMSERVE_"
 
 
@@ -34,6 +36,21 @@ def streamserve_argv(*args: str) -> list[str]:
 
 def loadgen_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "loadgen", *args]
+
+
+def producer_argv(
+    bootstrap: str, topic: str, profile: RateProfile, entities: int, malformed_every: int,
+    seed: int | None = None,
+) -> list[str]:  # fmt: skip
+    """The command line of a `streamserve-loadgen produce` child offering ``profile``."""
+    argv = loadgen_argv(
+        "produce", "--bootstrap", bootstrap, "--input-topic", topic,
+        "--profile", profile.kind, "--rate", str(profile.rate), "--peak", str(profile.peak),
+        "--seconds", str(profile.seconds), "--burst-every-s", str(profile.burst_every_s),
+        "--burst-s", str(profile.burst_s), "--entities", str(entities),
+        "--malformed-every", str(malformed_every),
+    )  # fmt: skip
+    return argv if seed is None else [*argv, "--seed", str(seed)]
 
 
 @dataclass

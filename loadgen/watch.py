@@ -19,28 +19,33 @@ from streamserve.core.records import (
 )
 
 
+def from_beginning(
+    bootstrap: str, topics: list[str], name: str, fetch_wait_ms: int = 10
+) -> tuple[Consumer, list[str]]:
+    """A consumer assigned to every partition of ``topics`` at offset 0 (the beginning of a
+    fresh topic), in a group of its own; also returns the topics that do not exist."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"streamserve-{name}-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+        }
+    )
+    metadata = consumer.list_topics(timeout=10).topics
+    consumer.assign(
+        [TopicPartition(t, p, 0) for t in topics if t in metadata for p in metadata[t].partitions]
+    )
+    return consumer, [t for t in topics if t not in metadata]
+
+
 def read_topics(
     bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0, idle_s: float = 3.0
 ) -> dict[str, list[Message]]:
     """Every record of ``topics`` from the beginning, until ``expected`` records were read and
     nothing more arrives for ``idle_s``, or ``timeout_s`` passes."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"streamserve-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
+    consumer, _missing = from_beginning(bootstrap, topics, "reader")
     try:
-        metadata = consumer.list_topics(timeout=10).topics
-        consumer.assign(
-            [
-                TopicPartition(t, p, 0)  # offset 0: the beginning of a fresh topic
-                for t in topics
-                for p in (metadata[t].partitions if t in metadata else {})
-            ]
-        )
         found: dict[str, list[Message]] = {t: [] for t in topics}
         total = 0
         deadline = time.monotonic() + timeout_s

@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -20,6 +19,7 @@ from rich.table import Table
 from loadgen import procs
 from loadgen.latency import Watcher, percentiles
 from loadgen.profile import RateProfile
+from loadgen.watch import from_beginning
 from streamserve import synthetic
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
@@ -105,12 +105,9 @@ def _watch_load(plan: DemoPlan, settings: Settings, console: Console) -> dict[st
     watcher = Watcher(bootstrap, settings.predictions_topic, settings.dead_letter_topic)
     metrics = MetricsReader(bootstrap, settings.metrics_topic)
     profile = plan.profile
-    argv = procs.loadgen_argv(
-        "produce", "--bootstrap", bootstrap, "--input-topic", settings.input_topic,
-        "--profile", "ramp", "--rate", str(plan.start_rate), "--peak", str(plan.peak_rate),
-        "--seconds", str(plan.seconds), "--entities", str(plan.entities),
-        "--malformed-every", str(plan.malformed_every),
-    )  # fmt: skip
+    argv = procs.producer_argv(
+        bootstrap, settings.input_topic, profile, plan.entities, plan.malformed_every
+    )
     producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
     started = time.monotonic()
     try:
@@ -150,11 +147,7 @@ class MetricsReader:
         self.latest: MetricsRecord | None = None
         self.dead_letters: Counter[str] = Counter()
         self._decode = msgspec.json.Decoder(MetricsRecord).decode
-        config = {"bootstrap.servers": bootstrap, "group.id": "streamserve-demo",
-                  "enable.auto.commit": False, "fetch.wait.max.ms": 10}  # fmt: skip
-        self._consumer = Consumer(config)
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self._consumer, _missing = from_beginning(bootstrap, [topic], "demo-metrics")
 
     def poll(self) -> None:
         for message in self._consumer.consume(100, 0):

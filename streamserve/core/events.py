@@ -78,8 +78,8 @@ class EventDecoder:
         self._paths = [f.event_path for f in manifest.event_features]
         self._getters: list[Callable[[Any], Any]] = [_path_getter(p) for p in self._paths]
         # attrgetter of several paths returns a tuple; of one path, a bare value
-        self._all_features: Callable[[Any], Any] = operator.attrgetter(
-            *self._paths or ["__class__"]
+        self._all_features: Callable[[Any], Any] | None = (
+            operator.attrgetter(*self._paths) if self._paths else None
         )
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
@@ -136,7 +136,7 @@ class EventDecoder:
             rows = list(map(self._all_features, events))
             with np.errstate(over="ignore"):
                 return np.array(rows, dtype=np.float64).astype(np.float32).reshape(-1, width)
-        except (TypeError, AttributeError):  # a null feature or a null parent object
+        except AttributeError:  # a null parent object (numpy turns a null feature into NaN)
             pass
         matrix = np.empty((len(events), width), dtype=np.float32)
         for col, getter in enumerate(self._getters):
