@@ -45,7 +45,7 @@ class BenchPlan:
     malformed_every: int = 100
     trees: int = 200
     batch_size: int = 1000
-    max_wait_ms: int = 20
+    max_wait_ms: float = 5.0
     loads: tuple[int, ...] = (1_000, 10_000, 30_000)
     load_seconds: float = 10.0
     out_dir: Path = field(default=Path("bench-results"))

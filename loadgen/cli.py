@@ -18,7 +18,6 @@ import click
 
 from loadgen.produce import preload, produce_at_rate
 from loadgen.profile import RateProfile
-from loadgen.watch import account
 from streamserve.synthetic import generate_events
 
 
@@ -188,21 +187,6 @@ def bench_command(events: int, baseline_events: int, load_seconds: float, loads:
     console = Console(stderr=True)
     results = run_bench(plan, console)
     print_table(results, Console())
-
-
-@main.command("account")
-@bootstrap_option
-@input_topic_option
-@env_option("--predictions-topic", "STREAMSERVE_PREDICTIONS_TOPIC", "predictions", "Predictions.")
-@env_option("--dead-letter-topic", "STREAMSERVE_DEAD_LETTER_TOPIC", "dead-letters", "Dead letters.")
-def account_command(
-    bootstrap: str, input_topic: str, predictions_topic: str, dead_letter_topic: str
-) -> None:
-    """Match every input record with its prediction or dead letter; exit 1 if any is lost."""
-    result = account(bootstrap, input_topic, predictions_topic, dead_letter_topic)
-    click.echo(json.dumps(result))
-    if result["lost"]:
-        raise SystemExit(1)
 
 
 @main.command("passthrough")

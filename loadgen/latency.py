@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaError
 
-from loadgen.watch import from_beginning, source_of
+from streamserve.audit import from_beginning, source_of
 
 Origin = Literal["prediction", "record-timestamp"]
 POLL_S = 0.002

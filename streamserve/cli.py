@@ -245,6 +245,32 @@ def demo(seconds: float, start_rate: float, peak_rate: float, entities: int,
         sys.exit(1)
 
 
+@main.command()
+@click.option("--input-topic", envvar="STREAMSERVE_INPUT_TOPIC", show_envvar=True,
+              help="Topic whose records are reconciled (default: the worker's).")  # fmt: skip
+@click.option("--timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Give up reading the topics after this long.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object only.")
+def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
+    """Match every input record with its prediction or dead letter by provenance headers.
+
+    Counts lost (no outcome), duplicated (more than one) and dead letters per class, from the
+    configured input, prediction and dead-letter topics. Exit 1 if any record was lost or a dead
+    letter has no reason.
+    """
+    from streamserve.audit import audit as run_audit
+
+    s = _settings(input_topic=input_topic)
+    report = _run(lambda: run_audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic,
+                                    s.dead_letter_topic, timeout_s))  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(report.render())
+    if not report.ok:
+        sys.exit(1)
+
+
 @main.group()
 def schemas() -> None:
     """The JSON Schemas of every record on every topic."""

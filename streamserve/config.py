@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="Model bundle directory (required).")
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(
-        20.0, ge=0, le=60_000, description="Batch closes this long after its first record."
+        5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
     )
     predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
     metrics_interval_s: float = Field(

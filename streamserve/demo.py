@@ -19,8 +19,8 @@ from rich.table import Table
 from loadgen import procs
 from loadgen.latency import Watcher, percentiles
 from loadgen.profile import RateProfile
-from loadgen.watch import from_beginning
 from streamserve import synthetic
+from streamserve.audit import from_beginning
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
 from streamserve.core.records import MetricsRecord

@@ -19,8 +19,8 @@ import pytest
 from confluent_kafka import Message
 
 from loadgen.produce import preload
-from loadgen.watch import read_topics
 from streamserve import synthetic
+from streamserve.audit import read_topics
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import read_manifest
 from streamserve.demo import load_entity_features

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from loadgen.watch import read_topics, source_of
 from streamserve import synthetic
+from streamserve.audit import read_topics, source_of
 from streamserve.embedded import free_port
 from tests.integration.conftest import Scenario, wait_for
 
@@ -140,3 +140,27 @@ def test_demo_command_accounts_for_every_event() -> None:
     assert summary["dead_letters"] == 30 and summary["scored"] == 2970
     assert 0 < summary["p50_ms"] <= summary["p99_ms"]
     assert "latency p50 / p99" in result.stderr  # the live view was drawn
+
+
+def test_audit_reconciles_inputs_with_outcomes_and_fails_on_loss(scenario: Scenario) -> None:
+    scenario.load_features(200, skip_every=0)
+    scenario.preload(2_000, 200, malformed_every=100)
+    assert run("worker", env=scenario.env(), timeout=120).returncode == 0
+    settings = scenario.settings
+    found = read_topics(settings.kafka_bootstrap, [settings.predictions_topic], 1_980, idle_s=0.5)
+    replayed = found[settings.predictions_topic][0]  # a redelivered prediction: a duplicate
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.predictions_topic, replayed.value(), replayed.key(),
+                     headers=replayed.headers())  # fmt: skip
+    producer.flush(10)
+
+    clean = json.loads(run("audit", "--json", env=scenario.env()).stdout)
+    assert clean["events"] == 2_000
+    assert (clean["predictions"], clean["dead_letters"]) == (1_981, 20)
+    assert (clean["lost"], clean["duplicated"], clean["extra_outputs"]) == (0, 1, 1)
+    assert sum(clean["dead_letters_by_class"].values()) == 20
+
+    scenario.preload(3, 200)  # nobody scores these
+    after = run("audit", env=scenario.env())
+    assert after.returncode == 1
+    assert "lost          3" in after.stdout and "FAILED" in after.stdout

@@ -11,8 +11,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from loadgen.watch import header_map, source_of
 from streamserve import synthetic
+from streamserve.audit import header_map, source_of
 from streamserve.embedded import EmbeddedStack
 from streamserve.runtime.confluent import build_worker
 from tests.conftest import is_scorable, offline_scores

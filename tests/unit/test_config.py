@@ -21,7 +21,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_are_valid() -> None:
     settings = load_settings()
     assert settings.max_batch_size == 1000
-    assert settings.max_wait_ms == 20.0
+    assert settings.max_wait_ms == 5.0
 
 
 def test_environment_variables_set_the_fields(monkeypatch: pytest.MonkeyPatch) -> None:
