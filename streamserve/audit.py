@@ -78,12 +78,13 @@ def read_topics(
 def read_to_end(
     bootstrap: str, topics: list[str], timeout_s: float = 120
 ) -> dict[str, list[Message]]:
-    """Every record of ``topics`` up to the end of each partition as the reader finds it.
+    """Every record of ``topics`` up to the end of each partition as the reader finds it; a topic
+    that does not exist reads as empty.
 
     The end comes from fetch responses (end-of-partition events), which brokers get right even
     where ListOffsets is off.
     """
-    consumer, missing = from_beginning(bootstrap, topics, "audit", eof=True)
+    consumer, _missing = from_beginning(bootstrap, topics, "audit", eof=True)
     try:
         found: dict[str, list[Message]] = {t: [] for t in topics}
         unfinished = {(tp.topic, tp.partition) for tp in consumer.assignment()}
@@ -152,6 +153,10 @@ def audit(
 
     Outputs that came from another topic (shared output topics) are not counted.
     """
+    consumer, missing = from_beginning(bootstrap, [input_topic], "audit-check")
+    consumer.close()
+    if missing:
+        raise StreamserveError(f"input topic {input_topic} does not exist")
     consumer, missing = from_beginning(bootstrap, [input_topic], "audit-check")
     consumer.close()
     if missing:
