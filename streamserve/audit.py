@@ -97,7 +97,7 @@ def read_to_end(
                 where = (message.topic(), message.partition())
                 if error is None:
                     found[where[0]].append(message)  # type: ignore[index]
-                    unfinished.add(where)  # type: ignore[arg-type]  # more may have arrived
+                    unfinished.add(where)  # more may have arrived
                 elif error.code() == KafkaError._PARTITION_EOF:
                     unfinished.discard(where)  # type: ignore[arg-type]
                 else:
