@@ -87,7 +87,9 @@ def read_to_end(
     consumer, _missing = from_beginning(bootstrap, topics, "audit", eof=True)
     try:
         found: dict[str, list[Message]] = {t: [] for t in topics}
-        unfinished = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        unfinished: set[tuple[str | None, int | None]] = {
+            (tp.topic, tp.partition) for tp in consumer.assignment()
+        }
         deadline = time.monotonic() + timeout_s
         while unfinished:
             if time.monotonic() > deadline:
@@ -99,7 +101,7 @@ def read_to_end(
                     found[where[0]].append(message)  # type: ignore[index]
                     unfinished.add(where)  # more may have arrived
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    unfinished.discard(where)  # type: ignore[arg-type]
+                    unfinished.discard(where)
                 else:
                     raise StreamserveError(f"reading {topics}: {error.str()}")
         return found
