@@ -47,7 +47,21 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), description="Feature store Redis URL."
     )
-    redis_timeout_s: float = Field(5.0, gt=0, le=300, description="Redis socket timeout.")
+    redis_timeout_s: float = Field(1.0, gt=0, le=300, description="Redis socket timeout.")
+    store_outage_policy: Literal["wait", "degrade"] = Field(
+        "wait",
+        description="When Redis fails: wait (pause, keep offsets, resume) or degrade "
+        "(score without store features, flagged).",
+    )
+    store_retries: int = Field(
+        2, ge=0, le=20, description="Retries of a failed feature lookup before the circuit opens."
+    )
+    store_retry_backoff_ms: float = Field(
+        50.0, ge=0, le=60_000, description="First retry pause; doubles per retry, at most 1 s."
+    )
+    store_breaker_reset_s: float = Field(
+        1.0, gt=0, le=3600, description="While the circuit is open, probe Redis this often."
+    )
     model_dir: Path | None = Field(None, description="Model bundle directory (required).")
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(

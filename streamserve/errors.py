@@ -19,6 +19,11 @@ class FeatureStoreError(StreamserveError):
     """The feature store could not answer a lookup."""
 
 
+class StoreUnavailable(FeatureStoreError):
+    """Lookups keep failing (retries used up), or the circuit is open and the next probe is not
+    due yet; the outage policy decides what happens to the batch."""
+
+
 class DeliveryError(StreamserveError):
     """The broker did not acknowledge an output record; offsets behind it stay uncommitted."""
 

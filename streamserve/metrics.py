@@ -36,6 +36,7 @@ class MetricsWindow:
         self.latencies: list[np.ndarray] = []
         self.store_keys = 0
         self.store_misses = 0
+        self.degraded = 0
         self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
 
     def record_batch(
@@ -51,10 +52,11 @@ class MetricsWindow:
         self.latencies.append(batch.latencies_ms)
         self.store_keys += batch.store_keys
         self.store_misses += batch.store_misses
+        self.degraded += len(batch.predictions) if batch.degraded else 0
         if len(batch.missing_by_feature):
             self.missing += batch.missing_by_feature
 
-    def close(self, now_ms: int, lag: list[PartitionLag]) -> MetricsRecord:
+    def close(self, now_ms: int, lag: list[PartitionLag], store_up: bool = True) -> MetricsRecord:
         """The record for the interval that ends now; the next interval starts now."""
         seconds = max(now_ms - self.started_ms, 1) / 1000.0
         record = MetricsRecord(
@@ -84,6 +86,8 @@ class MetricsWindow:
                 for name, count in zip(self.feature_names, self.missing, strict=True)
                 if count
             },
+            degraded_predictions=self.degraded,
+            feature_store_up=store_up,
         )
         self.start(now_ms)
         return record

@@ -72,6 +72,7 @@ class ScoredBatch:
     missing_by_feature: np.ndarray  # int64, one per manifest feature
     store_keys: int
     store_misses: int
+    degraded: bool = False
 
 
 class BatchScorer:
@@ -104,8 +105,10 @@ class BatchScorer:
         scores: np.ndarray,
         scored_at_ms: int,
         batch_id: str,
+        degraded: bool = False,
     ) -> ScoredBatch:
-        """Prediction records for the scored events, dead letters for the rejected ones."""
+        """Prediction records for the scored events, dead letters for the rejected ones;
+        ``degraded`` flags predictions made without the store's features."""
         records = batch.records
         events = batch.events
         scored = [records[i] for i in events.indices]
@@ -118,9 +121,9 @@ class BatchScorer:
         primary, every = _split_outputs(scores)
         every_row: list[Any] = every or [None] * len(scored)
         latency_values = [None if v != v else v for v in latencies.tolist()]
-        encode, make = self._encode, rec.Prediction
+        encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
         values = [
-            encode(make(event_id, entity_id, score, name, version, scored_at_ms, lat, n, all_))
+            encode(make(event_id, entity_id, score, name, version, stamp, lat, n, all_, degraded))
             for event_id, entity_id, score, lat, n, all_ in zip(
                 events.event_ids,
                 events.entity_ids,
@@ -160,6 +163,7 @@ class BatchScorer:
             missing_by_feature=missing.sum(axis=0),
             store_keys=len(batch.store_keys.keys),
             store_misses=store_misses,
+            degraded=degraded,
         )
 
     def score(

@@ -43,6 +43,7 @@ class Prediction(msgspec.Struct, omit_defaults=True):
     latency_ms: float | None  # None when the input record carries no timestamp
     missing_features: int
     scores: list[float] | None = None  # every output of a multi-output model
+    degraded: bool = False  # scored without store features: the feature store was down
 
 
 class PredictionHeaders(msgspec.Struct):
@@ -116,3 +117,5 @@ class MetricsRecord(msgspec.Struct):
     store_keys: int
     store_misses: int
     missing_features: dict[str, int]
+    degraded_predictions: int  # scored without store features (policy degrade, store down)
+    feature_store_up: bool  # the store's circuit is closed at the end of the interval

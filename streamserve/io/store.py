@@ -1,15 +1,25 @@
-"""Redis feature store: one round trip per batch (MGET, or pipelined HMGET), hiredis parsing."""
+"""Redis feature store: one round trip per batch (MGET, or pipelined HMGET), hiredis parsing;
+retries with backoff and a circuit breaker in front of it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from streamserve.core.batch import FeatureStore
+from streamserve.core.breaker import CircuitBreaker, backoff_delays
 from streamserve.core.features import hash_fields_to_rows, vector_bytes, vectors_to_rows
 from streamserve.core.model import Manifest
-from streamserve.errors import FeatureStoreError
+from streamserve.errors import FeatureStoreError, StoreUnavailable
+
+log = logging.getLogger("streamserve.store")
+MAX_RETRY_BACKOFF_S = 1.0
 
 TIMESTAMP_FIELD = "_ts"
 
@@ -17,7 +27,11 @@ TIMESTAMP_FIELD = "_ts"
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
     """A Redis client for ``url`` (redis://, rediss://, unix://) that returns bytes."""
     return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=False
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        decode_responses=False,
+        retry=Retry(NoBackoff(), 0),  # redis-py's own retries (10 by default) would hide ours
     )
 
 
@@ -52,6 +66,66 @@ class RedisFeatureStore:
             self._client.ping()
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
+
+
+class ResilientStore:
+    """A feature store behind retries and a circuit breaker.
+
+    A lookup is tried ``1 + retries`` times with doubling pauses; if all fail, the circuit opens
+    and lookups fail fast with StoreUnavailable, without touching Redis, except one probe every
+    ``reset_s``. Used from the scoring thread only.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        retries: int,
+        backoff_s: float,
+        reset_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._delays = backoff_delays(retries, backoff_s, MAX_RETRY_BACKOFF_S)
+        self._breaker = CircuitBreaker(reset_s)
+        self._clock = clock
+        self._sleep = sleep
+        self._down_since: float | None = None
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open."""
+        return not self._breaker.is_open
+
+    def probe_in(self) -> float:
+        """Seconds until the next lookup may go to Redis."""
+        return self._breaker.probe_in(self._clock())
+
+    def fetch(self, keys: list[str]) -> np.ndarray:
+        breaker = self._breaker
+        if not breaker.allows(self._clock()):
+            raise StoreUnavailable(f"feature store down; next probe in {self.probe_in():.1f} s")
+        delays = [] if breaker.is_open else self._delays  # a probe is a single try
+        error: FeatureStoreError | None = None
+        for delay in [0.0, *delays]:
+            if delay:
+                self._sleep(delay)
+            try:
+                rows = self._store.fetch(keys)
+            except FeatureStoreError as exc:
+                error = exc
+                continue
+            if self._down_since is not None:
+                log.warning("feature store answers again after %.1f s",
+                            self._clock() - self._down_since)  # fmt: skip
+                self._down_since = None
+            breaker.succeeded()
+            return rows
+        if self._down_since is None:
+            self._down_since = self._clock()
+            log.warning("feature store unavailable after %d tries: %s", 1 + len(delays), error)
+        breaker.failed(self._clock())
+        raise StoreUnavailable(str(error)) from error
 
 
 def write_features(

@@ -4,6 +4,11 @@ Kafka is only touched from the loop's thread: the consumer's rebalance callbacks
 ``consume`` there, so a revoke can finish every batch in hand before its partitions go. A single
 scoring thread does the feature lookup and predict of one batch at a time, overlapped with the
 loop decoding the next batch and producing the previous one.
+
+Backpressure: when the scoring thread falls behind (Redis slow, or down under the `wait` policy)
+and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
+signals are served) until scoring catches up, then resumes. Memory stays bounded by one batch
+filling, one being scored and one awaiting acknowledgement.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import gc
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import msgspec
@@ -21,10 +26,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, FeatureStore, OutputRecord, PreparedBatch
+from streamserve.core.batch import BatchScorer, OutputRecord, PreparedBatch
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.window import BatchWindow, Trigger
-from streamserve.errors import ConfigError, DeliveryError
+from streamserve.errors import ConfigError, DeliveryError, StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.metrics import MetricsWindow
@@ -35,6 +40,7 @@ log = logging.getLogger("streamserve.worker")
 IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
 FLUSH_SLICE_S = 1.0
 SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
+PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GC_THRESHOLD = 200_000  # container allocations between young-generation collections
 
 
@@ -51,6 +57,7 @@ class Predicted:
     scores: np.ndarray
     lookup_ms: float
     predict_ms: float
+    degraded: bool  # the store was down (policy degrade): scored without its features
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class Worker:
         self,
         settings: Settings,
         bundle: ModelBundle,
-        store: FeatureStore,
+        store: store_io.ResilientStore,
         consumer: Consumer,
         producer: Producer,
         delivery_errors: list[KafkaError],
@@ -115,6 +122,9 @@ class Worker:
         self._in_flight: InFlight | None = None
         self._scoring: Scoring | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._give_up = threading.Event()  # tells a scoring thread waiting for Redis to stop
+        self._paused: list[TopicPartition] = []
+        self._store_width = len(bundle.manifest.store_features)
         self._batch_seq = 0
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._metrics = MetricsWindow(
@@ -142,8 +152,8 @@ class Worker:
                 if remaining is None:  # no batch open: return as soon as one record is there
                     messages = self.consumer.consume(1, 0 if scoring else IDLE_POLL_S)
                 else:  # fill the open batch until it is full or its time is up
-                    wait = min(remaining, SCORING_POLL_S) if scoring else remaining
-                    messages = self.consumer.consume(self._window.room(), wait)
+                    timeout = min(remaining, SCORING_POLL_S) if scoring else remaining
+                    messages = self.consumer.consume(max(self._window.room(), 1), timeout)
                 now = time.monotonic()
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
@@ -155,14 +165,19 @@ class Worker:
                     self._window.add(len(records), now)
                 trigger = self._window.trigger(now)
                 if trigger:
-                    self._dispatch(trigger)
-                elif self._scoring and (self._scoring.future.done() or not self._pending):
+                    if self._scoring_done(PAUSE_AFTER_S):
+                        self._resume()
+                        self._dispatch(trigger)
+                    else:
+                        self._pause()  # scoring is behind: take no more records for now
+                elif self._scoring and self._scoring_done(0 if self._pending else SCORING_POLL_S):
                     self._finish_scoring()  # idle, or scored while the next batch fills
                 elif not records:
                     self._settle(wait=False)
                 self._maybe_publish_metrics()
         except BaseException:
             log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
+            self._give_up.set()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
@@ -193,6 +208,27 @@ class Worker:
                 raise KafkaException(error)
             log.warning("consumer error: %s", error.str())
 
+    def _scoring_done(self, timeout_s: float) -> bool:
+        """Whether the scoring thread is free for the next batch; waits up to ``timeout_s``."""
+        if self._scoring is None:
+            return True
+        done, _ = wait([self._scoring.future], timeout=timeout_s)
+        return bool(done)
+
+    def _pause(self) -> None:
+        if self._paused:
+            return
+        self._paused = self.consumer.assignment()
+        self.consumer.pause(self._paused)
+        log.info("scoring is behind (feature store slow or down): paused %s", _names(self._paused))
+
+    def _resume(self) -> None:
+        if not self._paused:
+            return
+        self.consumer.resume(self.consumer.assignment())
+        log.info("resumed %s", _names(self._paused))
+        self._paused = []
+
     def _dispatch(self, trigger: Trigger) -> None:
         """Decode the batch in hand and start its feature lookup and predict on the scoring
         thread; then finish the batch scored before it, while this one is being scored.
@@ -222,17 +258,33 @@ class Worker:
     def _lookup_and_predict(self, prepared: PreparedBatch) -> Predicted:
         """On the scoring thread: one Redis round trip, one booster call."""
         started = time.perf_counter()
-        store_rows = self.store.fetch(prepared.store_keys.keys)
+        store_rows, degraded = self._lookup(prepared.store_keys.keys)
         predict_started = time.perf_counter()
         matrix, scores = self.scorer.predict(prepared, store_rows)
         lookup_ms = (predict_started - started) * 1000
         predict_ms = (time.perf_counter() - predict_started) * 1000
-        return Predicted(store_rows, matrix, scores, lookup_ms, predict_ms)
+        return Predicted(store_rows, matrix, scores, lookup_ms, predict_ms, degraded)
+
+    def _lookup(self, keys: list[str]) -> tuple[np.ndarray, bool]:
+        """Store rows, and whether they are all NaN because the store is down.
+
+        Policy `wait` retries until Redis answers (the loop pauses meanwhile) or the loop gives
+        up on the batch (stop or revoke); policy `degrade` scores without the store's features.
+        """
+        while True:
+            try:
+                return self.store.fetch(keys), False
+            except StoreUnavailable:
+                if self.settings.store_outage_policy == "degrade":
+                    return np.full((len(keys), self._store_width), np.nan, np.float32), True
+                if self._give_up.wait(max(self.store.probe_in(), SCORING_POLL_S)):
+                    raise
 
     def _finish_scoring(self) -> None:
-        batch, self._scoring = self._scoring, None
+        batch = self._scoring
         if batch is not None:
-            self._finish(batch)
+            self._finish(batch)  # raises before producing anything if the batch was not scored
+            self._scoring = None
 
     def _finish(self, batch: Scoring) -> None:
         """Encode a scored batch and hand its outputs to the producer; the batch before it
@@ -240,7 +292,7 @@ class Worker:
         predicted = batch.future.result()  # re-raises a feature store error here
         scored = self.scorer.encode(
             batch.prepared, predicted.store_rows, predicted.matrix, predicted.scores,
-            wall_ms(), batch.batch_id,
+            wall_ms(), batch.batch_id, predicted.degraded,
         )  # fmt: skip
         self._settle()
         self._produce(self.settings.predictions_topic, scored.predictions)
@@ -255,10 +307,34 @@ class Worker:
         log.debug("batch %s: %d records, trigger %s", batch.batch_id, size, batch.trigger)
 
     def _complete_all(self) -> None:
-        """Score and finish everything in hand and wait for its acknowledgement."""
-        self._dispatch("stop")
-        self._finish_scoring()
+        """Score and finish everything in hand and wait for its acknowledgement. If the feature
+        store is down (policy `wait`), what is not scored yet is abandoned instead: its offsets
+        are never stored, so it is read again."""
+        self._give_up.set()
+        try:
+            self._dispatch("stop")
+            self._finish_scoring()
+        except StoreUnavailable:
+            self._abandon_unscored()
+        finally:
+            self._give_up.clear()
         self._settle()
+
+    def _abandon_unscored(self) -> None:
+        """Drop the batches not produced yet; rewind the partitions still ours to their first
+        record, so this worker reads them again (a revoked partition's next owner starts from
+        the committed offset, which is behind them)."""
+        records = [*(self._scoring.records if self._scoring else []), *self._pending]
+        first: dict[tuple[str, int], int] = {}
+        for m in records:
+            first.setdefault((m.topic(), m.partition()), m.offset())  # type: ignore[arg-type]
+        self._scoring, self._pending = None, []
+        self._window.reset()
+        ours = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in ours:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        log.warning("feature store down: %d records left unscored, to be read again", len(records))
 
     def _produce(self, topic: str, outputs: list[OutputRecord]) -> None:
         produce = self.producer.produce
@@ -308,7 +384,9 @@ class Worker:
         due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
         if not (due or (force and self._metrics.events_in)):
             return
-        record = self._metrics.close(now, kafka_io.consumer_lag(self.consumer))
+        record = self._metrics.close(
+            now, kafka_io.consumer_lag(self.consumer), self.store.available
+        )
         if record.events_in or due:
             self.producer.produce(
                 self.settings.metrics_topic,
@@ -326,6 +404,9 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions))
+        if self._paused and partitions:  # still waiting for scoring: the new ones wait too
+            consumer.pause(partitions)
+            self._paused += partitions
         if partitions and self._last_activity is None:
             self._last_activity = time.monotonic()
 
@@ -367,8 +448,14 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     threadpool_limits(settings.predict_threads, user_api="openmp")
     bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
     redis_client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
-    feature_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
-    feature_store.ping()
+    redis_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
+    redis_store.ping()
+    feature_store = store_io.ResilientStore(
+        redis_store,
+        retries=settings.store_retries,
+        backoff_s=settings.store_retry_backoff_ms / 1000,
+        reset_s=settings.store_breaker_reset_s,
+    )
     if settings.create_topics:
         kafka_io.ensure_topics(
             kafka_io.make_admin(settings), settings.topic_names(), settings.topic_partitions
