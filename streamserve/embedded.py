@@ -96,6 +96,21 @@ class EmbeddedStack:
             "STREAMSERVE_REDIS_URL": self.redis_url,
         }
 
+    def stop_redis(self) -> None:
+        """Stop the embedded Redis (an outage), saving its data for ``restart_redis``."""
+        proc = self.processes.pop("redis")
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+            client.save()
+            client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    def restart_redis(self) -> None:
+        """Start the embedded Redis again on its port, with the data it had when stopped."""
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        self.redis_url, self.processes["redis"] = start_redis(self.workdir, port)
+
     def stop(self) -> None:
         """Stop every server this stack started (SIGTERM, then SIGKILL after 10 s)."""
         for proc in self.processes.values():
@@ -166,8 +181,9 @@ def start_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     return bootstrap, proc
 
 
-def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
+def start_redis(workdir: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """redis-server on ``port`` (a free one by default); it loads ``workdir``/dump.rdb if there."""
+    port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
     proc = _spawn("redis", argv, workdir)

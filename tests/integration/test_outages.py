@@ -1,0 +1,65 @@
+"""Feature store outages under live load: a Redis of the test's own is stopped and restarted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streamserve import synthetic
+from streamserve.audit import audit, read_topics
+from streamserve.core.model import read_manifest
+from streamserve.embedded import start_stack
+from tests.integration.conftest import Scenario, wait_for
+from tests.integration.helpers import StderrLines, produce_steadily, streamserve
+
+
+@pytest.mark.parametrize("policy", ["wait", "degrade"])
+def test_a_redis_outage_under_load_loses_nothing(
+    scenario: Scenario, tmp_path: Path, policy: str
+) -> None:
+    n_events, entities = 12_000, 500
+    with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
+        scenario = scenario.with_settings(redis_url=own.redis_url, max_batch_size=200)
+        scenario.load_features(entities, skip_every=0)  # every entity has all its features
+        events = list(synthetic.generate_events(n_events, entities, malformed_every=0))
+        env = {**scenario.env(), "STREAMSERVE_STORE_OUTAGE_POLICY": policy,
+               "STREAMSERVE_EXIT_WHEN_IDLE_S": "0", "STREAMSERVE_LOG_LEVEL": "INFO"}  # fmt: skip
+        worker = streamserve("worker", env=env)
+        log = StderrLines(worker)
+        wait_for(lambda: "assigned" in log.text(), timeout_s=60, what="partitions")
+        producer = threading.Thread(target=produce_steadily, args=(scenario, events, 2_000))
+        producer.start()
+        time.sleep(1.5)
+        own.stop_redis()
+        time.sleep(2.5)
+        own.restart_redis()
+        producer.join()
+        settings = scenario.settings
+        outputs = [settings.predictions_topic, settings.dead_letter_topic]
+        wait_for(lambda: sum(map(len, read_topics(settings.kafka_bootstrap, outputs, n_events,
+                                                  5, 0.2).values())) >= n_events,
+                 timeout_s=60, what="an outcome for every event")  # fmt: skip
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, log.text()
+
+    report = audit(settings.kafka_bootstrap, settings.input_topic, *outputs)
+    assert (report.events, report.lost, report.duplicated) == (n_events, 0, 0)
+    assert report.predictions == n_events
+    found = read_topics(settings.kafka_bootstrap, [settings.predictions_topic], n_events, 30, 0.5)
+    predictions = [json.loads(m.value()) for m in found[settings.predictions_topic]]
+    store_width = len(read_manifest(scenario.bundle_dir).store_features)
+    degraded = [p for p in predictions if p.get("degraded")]
+    if policy == "wait":
+        assert "feature store unavailable" in log.text() and "paused" in log.text()
+        assert not degraded
+        assert all(p["missing_features"] == 0 for p in predictions)  # none scored without Redis
+    else:
+        assert 0 < len(degraded) < n_events
+        assert all(p["missing_features"] == store_width for p in degraded)
+        assert all(p["missing_features"] == 0 for p in predictions if not p.get("degraded"))
+        assert not predictions[-1].get("degraded")  # back to full features after the outage
