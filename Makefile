@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test unit demo bench lint format clean
+.PHONY: help install test unit demo bench chaos lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ demo: install ## Embedded stack, demo model, 100k events drained by one worker; 
 
 bench: install ## Benchmark (~6 min): drain, pass-through ceiling, batch-1 baseline, latency, RSS
 	$(BIN)/streamserve-loadgen bench --out bench-results
+
+chaos: install ## Chaos run (~2 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
+	$(BIN)/streamserve-loadgen chaos --out chaos-results
 
 lint: install ## ruff format check, ruff lint, mypy
 	$(BIN)/ruff format --check .

@@ -189,6 +189,39 @@ def bench_command(events: int, baseline_events: int, load_seconds: float, loads:
     print_table(results, Console())
 
 
+@main.command("chaos")
+@click.option("--events", type=click.IntRange(min=1000), default=300_000, show_default=True)
+@click.option("--rate", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Events/s offered.")  # fmt: skip
+@click.option("--kills", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Workers SIGKILLed (each replaced at once).")  # fmt: skip
+@click.option("--redis-outages", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--redis-down-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("chaos-results"),
+              show_default=True)  # fmt: skip
+def chaos_command(events: int, rate: int, kills: int, redis_outages: int, redis_down_s: float,
+                  seed: int, out_dir: Path) -> None:  # fmt: skip
+    """Two workers under load, SIGKILLs, Redis outages, a third worker joining; then an audit.
+
+    Exit 1 if anything was lost, a malformed event has no dead letter with a reason, or the
+    duplicates exceed what the killed workers had in hand.
+    """
+    from rich.console import Console
+
+    from loadgen.chaos import ChaosPlan, render, run_chaos
+
+    logging.basicConfig(level=logging.WARNING)
+    plan = ChaosPlan(events=events, rate=rate, kills=kills, redis_outages=redis_outages,
+                     redis_down_s=redis_down_s, seed=seed)  # fmt: skip
+    result = run_chaos(plan, Console(stderr=True))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "chaos.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    click.echo(render(result))
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @main.command("passthrough")
 @click.option("--output-topic", default="passthrough", show_default=True,
               help="Where the copies go.")  # fmt: skip

@@ -119,6 +119,7 @@ class AuditReport:
     dead_letters: int
     dead_letters_by_class: dict[str, int]
     dead_letters_without_reason: int
+    dead_lettered: int  # distinct input records with a dead letter
     lost: int  # inputs with no prediction and no dead letter
     duplicated: int  # inputs with more than one outcome
     extra_outputs: int  # outcomes beyond the first, summed over the duplicated inputs
@@ -170,14 +171,17 @@ def audit(
     classes: Counter[str] = Counter()
     counted = {predictions: 0, dead_letters: 0}
     without_reason = 0
+    dead_lettered: set[tuple[int, int]] = set()
     for topic in (predictions, dead_letters):
         for message in found[topic]:
             headers = header_map(message)
             if headers.get(HEADER_SOURCE_TOPIC) != input_topic:
                 continue
             counted[topic] += 1
-            outcomes[int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])] += 1
+            source = int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])
+            outcomes[source] += 1
             if topic == dead_letters:
+                dead_lettered.add(source)
                 classes[headers.get(HEADER_ERROR_CLASS, "")] += 1
                 without_reason += not headers.get(HEADER_ERROR_REASON)
     lost = sorted(sources - outcomes.keys())
@@ -189,6 +193,7 @@ def audit(
         dead_letters=counted[dead_letters],
         dead_letters_by_class=dict(sorted(classes.items())),
         dead_letters_without_reason=without_reason,
+        dead_lettered=len(dead_lettered & sources),
         lost=len(lost),
         duplicated=len(repeated),
         extra_outputs=sum(repeated) - len(repeated),

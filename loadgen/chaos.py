@@ -1,0 +1,286 @@
+"""`make chaos`: live load through a worker group while workers are SIGKILLed and restarted, Redis
+is stopped and restarted, and a worker joins mid-run; then `audit` says whether anything was lost.
+
+Every party is its own process on the embedded stack. A worker that exits on its own (for
+example at start-up while Redis is down, exit 4) is restarted a second later, as an orchestrator
+would.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from loadgen import procs
+from loadgen.profile import RateProfile
+from streamserve import synthetic
+from streamserve.audit import AuditReport, audit
+from streamserve.config import load_settings
+from streamserve.demo import load_entity_features
+from streamserve.embedded import EmbeddedStack, running_stack
+from streamserve.io import kafka as kafka_io
+
+SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
+RESTART_DELAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """What one chaos run does. Times are fractions of the load's duration."""
+
+    events: int = 300_000
+    rate: int = 10_000
+    malformed_every: int = 100
+    entities: int = 10_000
+    workers: int = 2
+    kills: int = 5
+    redis_outages: int = 2
+    redis_down_s: float = 5.0
+    join_at: float = 0.5
+    partitions: int = 4
+    max_batch_size: int = 500
+    commit_interval_ms: int = 200
+    trees: int = 100
+    seed: int = 7
+
+    @property
+    def seconds(self) -> float:
+        return self.events / self.rate
+
+    def duplicate_bound(self, kills: int) -> int:
+        """Most records one kill can leave to be scored twice: the batches in hand (one filling,
+        one scored, one awaiting acknowledgement) plus what was acknowledged but not committed
+        yet (a commit interval of the whole group's rate)."""
+        per_kill = 3 * self.max_batch_size + self.rate * self.commit_interval_ms // 1000
+        return kills * per_kill
+
+    def schedule(self) -> list[tuple[float, str]]:
+        """(seconds from the start of the load, action), in time order."""
+        rng = random.Random(self.seed)
+        span = self.seconds
+        actions = [(rng.uniform(0.05, 0.85) * span, "kill") for _ in range(self.kills)]
+        slot = 0.8 / max(self.redis_outages, 1)  # outages in separate slots: they never overlap
+        for i in range(self.redis_outages):
+            start = (0.1 + slot * i + rng.uniform(0, 0.2) * slot) * span
+            actions += [(start, "redis-stop"), (start + self.redis_down_s, "redis-start")]
+        actions.append((self.join_at * span, "join"))
+        return sorted(actions)
+
+
+@dataclass
+class ChaosResult:
+    plan: ChaosPlan
+    report: AuditReport
+    malformed_sent: int
+    kills: int = 0
+    restarts: int = 0
+    redis_outages: int = 0
+    joined: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["report"] = self.report.as_dict()
+        found["duplicate_bound"] = self.plan.duplicate_bound(self.kills)
+        found["ok"] = self.ok
+        return found
+
+
+class Chaos:
+    """The worker group of one chaos run, and the moves made against it."""
+
+    def __init__(self, plan: ChaosPlan, stack: EmbeddedStack, console: Console) -> None:
+        self.plan = plan
+        self.stack = stack
+        self.console = console
+        self.rng = random.Random(plan.seed + 1)
+        self.run_id = f"chaos-{int(time.time())}"
+        self.model_dir = Path(tempfile.mkdtemp(prefix="streamserve-chaos-")) / "model"
+        self.workers: dict[str, procs.Child] = {}
+        self.next_id = 0
+        self.kills = self.restarts = self.outages = self.joined = 0
+
+    def topic(self, name: str) -> str:
+        return f"{self.run_id}-{name}"
+
+    def env(self, worker_id: str) -> dict[str, str]:
+        plan = self.plan
+        settings = {
+            "MODEL_DIR": str(self.model_dir), "INPUT_TOPIC": self.topic("events"),
+            "PREDICTIONS_TOPIC": self.topic("predictions"),
+            "DEAD_LETTER_TOPIC": self.topic("dead-letters"),
+            "METRICS_TOPIC": self.topic("metrics"), "GROUP_ID": self.topic("group"),
+            "TOPIC_PARTITIONS": str(plan.partitions), "MAX_BATCH_SIZE": str(plan.max_batch_size),
+            "COMMIT_INTERVAL_MS": str(plan.commit_interval_ms), "WORKER_ID": worker_id,
+            "RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "LOG_LEVEL": "INFO",
+        }  # fmt: skip
+        env = {f"STREAMSERVE_{k}": v for k, v in settings.items()}
+        return procs.child_env({**self.stack.env(), **env})
+
+    def prepare(self) -> None:
+        plan = self.plan
+        manifest = synthetic.train_demo_model(self.model_dir, trees=plan.trees)
+        stack = self.stack
+        settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap,
+                                 redis_url=stack.redis_url, model_dir=self.model_dir)  # fmt: skip
+        load_entity_features(settings, manifest, plan.entities, skip_every=50)
+        names = ["events", "predictions", "dead-letters", "metrics"]
+        kafka_io.ensure_topics(kafka_io.make_admin(settings), [self.topic(n) for n in names],
+                               plan.partitions)  # fmt: skip
+
+    def start_worker(self) -> None:
+        self.next_id += 1
+        worker_id = f"worker-{self.next_id}"
+        argv = procs.streamserve_argv("worker")
+        self.workers[worker_id] = procs.spawn(worker_id, argv, self.env(worker_id))
+
+    def kill_one(self) -> None:
+        alive = [w for w, child in self.workers.items() if child.proc.poll() is None]
+        if not alive:
+            return
+        victim = self.rng.choice(alive)
+        self.workers.pop(victim).kill()
+        self.kills += 1
+        self.console.print(f"  SIGKILL {victim}; starting a replacement")
+        self.start_worker()
+
+    def restart_exited(self) -> None:
+        """A worker that exited on its own (e.g. Redis down at its start) is started again."""
+        for worker_id, child in list(self.workers.items()):
+            if child.proc.poll() is not None:
+                self.console.print(f"  {worker_id} exited with {child.proc.returncode}; "
+                                   f"restarting\n    {child.tail().splitlines()[-1:]}")  # fmt: skip
+                del self.workers[worker_id]
+                time.sleep(RESTART_DELAY_S)
+                self.restarts += 1
+                self.start_worker()
+
+    def act(self, action: str) -> None:
+        if action == "kill":
+            self.kill_one()
+        elif action == "redis-stop":
+            self.console.print("  Redis stopped")
+            self.stack.stop_redis()
+            self.outages += 1
+        elif action == "redis-start":
+            self.stack.restart_redis()
+            self.console.print("  Redis back")
+        elif action == "join":
+            self.console.print("  a worker joins the group (rebalance)")
+            self.joined += 1
+            self.start_worker()
+
+    def audit(self) -> AuditReport:
+        return audit(self.stack.kafka_bootstrap, self.topic("events"), self.topic("predictions"),
+                     self.topic("dead-letters"))  # fmt: skip
+
+    def stop_all(self) -> None:
+        for child in self.workers.values():
+            try:
+                child.stop(timeout_s=60)
+            except RuntimeError as exc:
+                self.console.print(f"  a worker did not stop cleanly: {exc}")
+            finally:
+                child.kill()
+
+
+def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
+    """One chaos run on the embedded stack (or the broker and Redis STREAMSERVE_* name; Redis
+    outages need the embedded Redis)."""
+    started = time.monotonic()
+    with running_stack() as stack:
+        chaos = Chaos(plan, stack, console)
+        with console.status("training the model and loading features"):
+            chaos.prepare()
+        for _ in range(plan.workers):
+            chaos.start_worker()
+        for child in chaos.workers.values():
+            child.wait_ready()
+        console.print(f"{plan.workers} workers up; offering {plan.events:,} events at "
+                      f"{plan.rate:,}/s")  # fmt: skip
+        profile = RateProfile("fixed", plan.rate, plan.seconds)
+        argv = procs.producer_argv(stack.kafka_bootstrap, chaos.topic("events"), profile,
+                                   plan.entities, plan.malformed_every, plan.seed)  # fmt: skip
+        producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
+        load_started = time.monotonic()
+        try:
+            for at, action in plan.schedule():
+                while time.monotonic() - load_started < at:
+                    chaos.restart_exited()
+                    time.sleep(0.05)
+                chaos.act(action)
+            offered = producer.result()
+            console.print(f"offered {offered['sent']:,} events; waiting for every outcome")
+            _wait_for_outcomes(chaos, plan)
+        finally:
+            chaos.stop_all()
+            producer.kill()
+        report = chaos.audit()
+    malformed = plan.events // plan.malformed_every if plan.malformed_every else 0
+    result = ChaosResult(plan, report, malformed, chaos.kills, chaos.restarts, chaos.outages,
+                         chaos.joined, round(time.monotonic() - started, 1))  # fmt: skip
+    result.problems = problems(result)
+    return result
+
+
+def _wait_for_outcomes(chaos: Chaos, plan: ChaosPlan) -> None:
+    """Wait until every event has an outcome (a killed worker's partitions resume after the
+    session timeout), or two minutes pass."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        chaos.restart_exited()
+        report = chaos.audit()
+        if report.lost == 0 and report.events >= plan.events:
+            return
+        time.sleep(2)
+
+
+def problems(result: ChaosResult) -> list[str]:
+    """What the run got wrong, in words; empty when it passed."""
+    plan, report = result.plan, result.report
+    found = []
+    if report.events != plan.events:
+        found.append(f"{report.events:,} events on the input topic, {plan.events:,} offered")
+    if report.lost:
+        found.append(f"{report.lost:,} events lost, e.g. {report.lost_examples}")
+    if report.dead_lettered != result.malformed_sent:
+        found.append(f"{report.dead_lettered:,} events dead-lettered, "
+                     f"{result.malformed_sent:,} malformed sent")  # fmt: skip
+    if report.dead_letters_without_reason:
+        found.append(f"{report.dead_letters_without_reason:,} dead letters without a reason")
+    if report.extra_outputs > plan.duplicate_bound(result.kills):
+        found.append(f"{report.extra_outputs:,} duplicate outputs, more than the bound "
+                     f"{plan.duplicate_bound(result.kills):,}")  # fmt: skip
+    return found
+
+
+def render(result: ChaosResult) -> str:
+    report = result.report
+    classes = ", ".join(f"{k} {v:,}" for k, v in report.dead_letters_by_class.items())
+    lines = [
+        f"chaos run: {result.plan.events:,} events at {result.plan.rate:,}/s, "
+        f"{result.seconds} s in all",
+        f"  moves: {result.kills} SIGKILLs (each worker replaced), {result.restarts} restarts "
+        f"after an exit, {result.redis_outages} Redis outages of {result.plan.redis_down_s} s, "
+        f"{result.joined} worker joined mid-run",
+        f"  predictions {report.predictions:,}, dead letters {report.dead_letters:,} "
+        f"({classes}) for {result.malformed_sent:,} malformed sent",
+        f"  lost {report.lost:,}",
+        f"  duplicated {report.duplicated:,} events ({report.extra_outputs:,} extra outputs; "
+        f"bound {result.plan.duplicate_bound(result.kills):,})",
+    ]
+    lines += [f"  PROBLEM: {p}" for p in result.problems]
+    lines.append("OK" if result.ok else "FAILED")
+    return "\n".join(lines)
