@@ -1,0 +1,22 @@
+"""A reduced `make chaos`: the same harness, fewer events and moves."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from loadgen.chaos import ChaosPlan, run_chaos
+
+
+def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:
+    plan = ChaosPlan(events=24_000, rate=4_000, entities=2_000, kills=2, redis_outages=1,
+                     redis_down_s=2.0, max_batch_size=200, trees=50, seed=3)  # fmt: skip
+    result = run_chaos(plan, Console(stderr=True))
+
+    report = result.report
+    assert (result.kills, result.redis_outages, result.joined) == (2, 1, 1)
+    assert report.events == 24_000
+    assert report.lost == 0, report.lost_examples
+    assert report.dead_lettered == 240  # every malformed event, once at least
+    assert report.dead_letters_without_reason == 0
+    assert report.extra_outputs <= plan.duplicate_bound(result.kills)
+    assert result.ok, result.problems
