@@ -89,7 +89,7 @@ class EventDecoder:
             events = [decode(v) for v in values]  # type: ignore[arg-type]
             indices = list(range(len(values)))
             rejections: list[Rejection] = []
-        except (msgspec.MsgspecError, TypeError):
+        except (msgspec.MsgspecError, TypeError, RecursionError):
             events, indices, rejections = self._decode_one_by_one(values)
         columns = self._feature_columns(events)
         out_of_range = ~np.isfinite(columns) & ~np.isnan(columns)
@@ -124,7 +124,7 @@ class EventDecoder:
                     raise _EmptyValue
                 events.append(decode(value))
                 indices.append(i)
-            except (msgspec.MsgspecError, _EmptyValue) as exc:
+            except (msgspec.MsgspecError, _EmptyValue, RecursionError) as exc:
                 rejections.append(self._classify(i, exc))
         return events, indices, rejections
 
@@ -150,6 +150,8 @@ class EventDecoder:
     def _classify(self, index: int, exc: Exception) -> Rejection:
         if isinstance(exc, _EmptyValue):
             return Rejection(index, "empty_value", "record value is empty")
+        if isinstance(exc, RecursionError):  # msgspec's decoder recurses per nesting level
+            return Rejection(index, "invalid_event", "JSON nested too deeply to decode")
         message = str(exc)
         if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
             return Rejection(index, "malformed_json", f"malformed JSON: {message}")

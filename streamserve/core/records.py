@@ -10,8 +10,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-EntityId = Annotated[str, msgspec.Meta(min_length=1)] | int
-EventId = Annotated[str, msgspec.Meta(min_length=1)] | int
+MAX_ID_CHARS = 1024  # a longer id is refused: it would make an oversized output key and record
+EntityId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | int
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | int
 
 ErrorClass = Literal[
     "empty_value",  # tombstone or zero-length value
