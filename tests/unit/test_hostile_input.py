@@ -45,8 +45,9 @@ def encoded(value: object) -> bytes:
 @st.composite
 def events_with_one_field_replaced(draw: st.DrawFn) -> bytes:
     event = json.loads(json.dumps(VALID))
-    path = draw(st.sampled_from([("event_id",), ("entity_id",), ("amount",), ("merchant",),
-                                 ("merchant", "risk"), ("hour_of_day",), ("distance_km",)]))  # fmt: skip
+    paths = [("event_id",), ("entity_id",), ("amount",), ("merchant",), ("merchant", "risk"),
+             ("hour_of_day",), ("distance_km",)]  # fmt: skip
+    path = draw(st.sampled_from(paths))
     target = event
     for part in path[:-1]:
         target = target[part]
