@@ -90,7 +90,7 @@ def make_admin(settings: Settings) -> AdminClient:
 
 
 def ensure_topics(
-    admin: AdminClient, topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+    admin: AdminClient, topics: Iterable[str], partitions: int, timeout_s: float = 10.0
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
     wanted = list(dict.fromkeys(topics))
@@ -115,6 +115,19 @@ def ensure_topics(
                 ) from None
     _wait_for_topics(admin, missing, timeout_s)
     return missing
+
+
+def require_topics(admin: AdminClient, topics: Iterable[str], timeout_s: float = 10.0) -> None:
+    """Raise unless every topic exists (for STREAMSERVE_CREATE_TOPICS=false)."""
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise StreamserveError(f"cannot reach the Kafka cluster: {exc.args[0].str()}") from None
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise StreamserveError(
+            f"topics {', '.join(missing)} do not exist and STREAMSERVE_CREATE_TOPICS is false"
+        )
 
 
 def _wait_for_topics(admin: AdminClient, topics: list[str], timeout_s: float) -> None:

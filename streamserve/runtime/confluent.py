@@ -456,10 +456,11 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
         backoff_s=settings.store_retry_backoff_ms / 1000,
         reset_s=settings.store_breaker_reset_s,
     )
+    admin = kafka_io.make_admin(settings)
     if settings.create_topics:
-        kafka_io.ensure_topics(
-            kafka_io.make_admin(settings), settings.topic_names(), settings.topic_partitions
-        )
+        kafka_io.ensure_topics(admin, settings.topic_names(), settings.topic_partitions)
+    else:
+        kafka_io.require_topics(admin, settings.topic_names())
     delivery_errors: list[KafkaError] = []
 
     def on_delivery(error: KafkaError | None, message: Message) -> None:

@@ -51,6 +51,21 @@ def test_an_unreachable_feature_store_stops_start_up(bundle_dir: Path) -> None:
     assert result.returncode == 4 and "feature store unreachable" in result.stderr
 
 
+def test_a_down_broker_or_a_missing_topic_stops_start_up_with_a_clear_error(
+    scenario: Scenario,
+) -> None:
+    scenario.load_features(10, skip_every=0)
+    down = {**scenario.env(), "STREAMSERVE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    result = run("worker", env=down, timeout=60)
+    assert result.returncode == 5 and "cannot reach the Kafka cluster" in result.stderr
+
+    no_topics = {**scenario.env(), "STREAMSERVE_CREATE_TOPICS": "false"}
+    result = run("worker", env=no_topics, timeout=60)
+    assert result.returncode == 5
+    assert f"{scenario.settings.input_topic}" in result.stderr
+    assert "STREAMSERVE_CREATE_TOPICS is false" in result.stderr
+
+
 def test_sigterm_during_load_then_restart_loses_nothing(scenario: Scenario) -> None:
     n_events = 30_000
     scenario = scenario.with_settings(max_batch_size=100, exit_when_idle_s=0.0)
