@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test unit demo bench chaos lint format clean
+.PHONY: help install test unit demo bench chaos soak lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ bench: install ## Benchmark (~6 min): drain, pass-through ceiling, batch-1 basel
 
 chaos: install ## Chaos run (~2 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
 	$(BIN)/streamserve-loadgen chaos --out chaos-results
+
+soak: install ## Soak (10 min): steady 5k events/s through one worker, RSS sampled; audit
+	$(BIN)/streamserve-loadgen soak --out soak-results
 
 lint: install ## ruff format check, ruff lint, mypy
 	$(BIN)/ruff format --check .

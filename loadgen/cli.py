@@ -222,6 +222,39 @@ def chaos_command(events: int, rate: int, kills: int, redis_outages: int, redis_
         raise SystemExit(1)
 
 
+@main.command("soak")
+@click.option("--minutes", type=click.FloatRange(min=0.5), default=10.0, show_default=True)
+@click.option("--rate", type=click.IntRange(min=100), default=5_000, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("soak-results"),
+              show_default=True)  # fmt: skip
+def soak_command(minutes: float, rate: int, out_dir: Path) -> None:
+    """A steady load through one worker, its RSS sampled every 10 s; ends with an audit.
+
+    Exit 1 if anything was lost.
+    """
+    from rich.console import Console
+
+    from loadgen.soak import SoakPlan, run_soak
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_soak(SoakPlan(minutes=minutes, rate=rate), Console(stderr=True))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    shown = {k: v for k, v in result.items() if k.startswith("rss_") and k != "rss_mb"}
+    click.echo(
+        json.dumps(
+            {
+                "events": result["audit"]["events"],
+                "lost": result["audit"]["lost"],
+                "rss_samples_mb": [round(r) for _, r in result["rss_mb"]],
+                **shown,
+            }
+        )
+    )
+    if result["audit"]["lost"]:
+        raise SystemExit(1)
+
+
 @main.command("passthrough")
 @click.option("--output-topic", default="passthrough", show_default=True,
               help="Where the copies go.")  # fmt: skip

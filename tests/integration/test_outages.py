@@ -63,3 +63,24 @@ def test_a_redis_outage_under_load_loses_nothing(
         assert all(p["missing_features"] == store_width for p in degraded)
         assert all(p["missing_features"] == 0 for p in predictions if not p.get("degraded"))
         assert not predictions[-1].get("degraded")  # back to full features after the outage
+
+
+def test_a_full_producer_queue_slows_the_worker_down_without_losing_anything(
+    scenario: Scenario,
+) -> None:
+    scenario = scenario.with_settings(max_batch_size=500)
+    scenario.load_features(300, skip_every=0)
+    scenario.preload(6_000, 300, malformed_every=50)
+    tiny_queue = {
+        **scenario.env(),
+        "STREAMSERVE_RDKAFKA_PRODUCER_QUEUE_BUFFERING_MAX_MESSAGES": "50",
+    }
+    worker = streamserve("worker", env=tiny_queue)
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["events"] == 6_000
+    settings = scenario.settings
+    report = audit(settings.kafka_bootstrap, settings.input_topic, settings.predictions_topic,
+                   settings.dead_letter_topic)  # fmt: skip
+    assert (report.events, report.lost, report.duplicated) == (6_000, 0, 0)
+    assert report.dead_letters == 120

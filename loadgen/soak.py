@@ -1,0 +1,99 @@
+"""`make soak`: a steady load through one worker for minutes, sampling its RSS, to show that memory
+stays flat (no growth with the number of events processed)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from rich.console import Console
+
+from loadgen import procs
+from loadgen.live import progress_bar
+from loadgen.profile import RateProfile
+from streamserve import synthetic
+from streamserve.audit import audit
+from streamserve.config import load_settings
+from streamserve.demo import load_entity_features
+from streamserve.embedded import running_stack
+from streamserve.io import kafka as kafka_io
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    minutes: float = 10.0
+    rate: int = 5_000
+    entities: int = 10_000
+    malformed_every: int = 100
+    sample_every_s: float = 10.0
+    trees: int = 200
+
+
+def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
+    """Offer ``plan.rate`` events/s for ``plan.minutes``; sample the worker's RSS; audit."""
+    run_id = f"soak-{int(time.time())}"
+    model_dir = Path(tempfile.mkdtemp(prefix="streamserve-soak-")) / "model"
+    topics = {name: f"{run_id}-{name}" for name in ("events", "predictions", "dead-letters")}
+    with running_stack() as stack:
+        manifest = synthetic.train_demo_model(model_dir, trees=plan.trees)
+        settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap,
+                                 redis_url=stack.redis_url, model_dir=model_dir)  # fmt: skip
+        load_entity_features(settings, manifest, plan.entities, skip_every=50)
+        kafka_io.ensure_topics(kafka_io.make_admin(settings), list(topics.values()), 2)
+        env = {"STREAMSERVE_MODEL_DIR": str(model_dir), "STREAMSERVE_INPUT_TOPIC": topics["events"],
+               "STREAMSERVE_PREDICTIONS_TOPIC": topics["predictions"],
+               "STREAMSERVE_DEAD_LETTER_TOPIC": topics["dead-letters"],
+               "STREAMSERVE_METRICS_TOPIC": f"{run_id}-metrics",
+               "STREAMSERVE_GROUP_ID": run_id, "STREAMSERVE_TOPIC_PARTITIONS": "2"}  # fmt: skip
+        worker = procs.spawn("worker", procs.streamserve_argv("worker"),
+                             procs.child_env({**stack.env(), **env}))  # fmt: skip
+        worker.wait_ready()
+        seconds = plan.minutes * 60
+        profile = RateProfile("fixed", plan.rate, seconds)
+        producer = procs.spawn("producer", procs.producer_argv(
+            stack.kafka_bootstrap, topics["events"], profile, plan.entities,
+            plan.malformed_every), procs.child_env({}), ready_text="")  # fmt: skip
+        samples: list[tuple[float, float]] = []
+        process = psutil.Process(worker.proc.pid)
+        started = time.monotonic()
+        with progress_bar(console) as progress:
+            task = progress.add_task(f"soak at {plan.rate:,} events/s", total=seconds)
+            next_sample = started
+            while producer.proc.poll() is None:
+                now = time.monotonic()
+                if now >= next_sample:
+                    samples.append((round(now - started, 1), process.memory_info().rss / 2**20))
+                    next_sample += plan.sample_every_s
+                progress.update(task, completed=now - started)
+                time.sleep(0.5)
+        offered = producer.result()
+        time.sleep(3)  # let the last batches through
+        summary = worker.stop()
+        report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
+                       topics["dead-letters"])  # fmt: skip
+    return {
+        "plan": plan.__dict__,
+        "offered": offered,
+        "worker": summary,
+        "audit": report.as_dict(),
+        "rss_mb": samples,
+        **rss_trend(samples),
+    }
+
+
+def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """First, last and peak RSS, and the growth after the first minute (warm-up) in MB/min."""
+    if len(samples) < 2:
+        return {}
+    times = np.array([t for t, _ in samples])
+    rss = np.array([r for _, r in samples])
+    warm = times >= 60 if (times >= 60).sum() >= 2 else np.ones_like(times, dtype=bool)
+    slope_per_s = float(np.polyfit(times[warm], rss[warm], 1)[0])
+    return {"rss_first_mb": round(float(rss[0]), 1), "rss_last_mb": round(float(rss[-1]), 1),
+            "rss_peak_mb": round(float(rss.max()), 1),
+            "rss_growth_mb_per_min_after_warmup": round(slope_per_s * 60, 3)}  # fmt: skip
