@@ -20,3 +20,13 @@ def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:
     assert report.dead_letters_without_reason == 0
     assert report.extra_outputs <= plan.duplicate_bound(result.kills)
     assert result.ok, result.problems
+
+
+def test_a_worker_joining_mid_load_causes_no_duplicates() -> None:
+    """A rebalance alone: revoked partitions finish their batches and commit before they move."""
+    plan = ChaosPlan(events=16_000, rate=4_000, entities=2_000, kills=0, redis_outages=0,
+                     max_batch_size=200, trees=50, seed=5)  # fmt: skip
+    result = run_chaos(plan, Console(stderr=True))
+    assert result.joined == 1
+    assert (result.report.lost, result.report.duplicated) == (0, 0)
+    assert result.ok, result.problems
