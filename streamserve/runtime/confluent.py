@@ -174,6 +174,8 @@ class Worker:
                     self._finish_scoring()  # idle, or scored while the next batch fills
                 elif not records:
                     self._settle(wait=False)
+                if self._paused and self._scoring_done(0):
+                    self._resume()  # caught up (or the batch in hand was abandoned)
                 self._maybe_publish_metrics()
         except BaseException:
             log.error("worker failed; the batch in hand stays uncommitted and will be re-read")

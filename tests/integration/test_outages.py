@@ -84,3 +84,35 @@ def test_a_full_producer_queue_slows_the_worker_down_without_losing_anything(
                    settings.dead_letter_topic)  # fmt: skip
     assert (report.events, report.lost, report.duplicated) == (6_000, 0, 0)
     assert report.dead_letters == 120
+
+
+def test_sigterm_while_waiting_for_redis_exits_cleanly_and_a_restart_scores_the_rest(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    n_events, entities = 6_000, 300
+    with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
+        scenario = scenario.with_settings(redis_url=own.redis_url, max_batch_size=200)
+        scenario.load_features(entities, skip_every=0)
+        env = {**scenario.env(), "STREAMSERVE_EXIT_WHEN_IDLE_S": "0",
+               "STREAMSERVE_LOG_LEVEL": "INFO"}  # fmt: skip
+        worker = streamserve("worker", env=env)
+        log = StderrLines(worker)
+        wait_for(lambda: "assigned" in log.text(), timeout_s=60, what="partitions")
+        own.stop_redis()
+        scenario.preload(n_events, entities)
+        wait_for(lambda: "paused" in log.text(), timeout_s=30, what="the worker to pause")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, log.text()
+        assert "left unscored, to be read again" in log.text()
+        assert json.loads(worker.stdout.read())["events"] == 0  # type: ignore[union-attr]
+
+        own.restart_redis()
+        again = streamserve("worker", env={**env, "STREAMSERVE_EXIT_WHEN_IDLE_S": "2"})
+        out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert json.loads(out)["events"] == n_events
+
+    settings = scenario.settings
+    report = audit(settings.kafka_bootstrap, settings.input_topic, settings.predictions_topic,
+                   settings.dead_letter_topic)  # fmt: skip
+    assert (report.events, report.lost, report.duplicated) == (n_events, 0, 0)
