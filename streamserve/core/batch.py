@@ -20,6 +20,7 @@ from streamserve.core.features import FeatureLayout, StoreKeys
 from streamserve.core.model import ModelBundle
 
 MAX_REASON_CHARS = 500
+MAX_DEAD_LETTER_BYTES = 900_000  # below librdkafka's and Kafka's default 1 MB message limit
 Headers = list[tuple[str, str | bytes | None]]
 
 
@@ -181,9 +182,19 @@ class BatchScorer:
 
 
 def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> OutputRecord:
-    """The original key and value, untouched, with headers naming the error and the source."""
+    """The original key and value, untouched, with headers naming the error and the source.
+
+    A record so big that the dead letter would pass ``MAX_DEAD_LETTER_BYTES`` keeps its key but
+    loses its value and original headers (the reason says so): it is still on the input topic,
+    where the source headers point, and an unpublishable dead letter would stop the worker.
+    """
     headers: Headers = list(record.headers() or [])
     reason = rejection.reason[:MAX_REASON_CHARS]
+    key, value = record.key(), record.value()
+    size = len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+    if size > MAX_DEAD_LETTER_BYTES:
+        reason = f"{reason[:200]} (original value and headers, {size} bytes, left out: too large)"
+        value, headers = None, []
     headers += [
         (rec.HEADER_ERROR_CLASS, rejection.error_class),
         (rec.HEADER_ERROR_REASON, reason),
@@ -192,7 +203,7 @@ def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> Ou
         (rec.HEADER_SOURCE_OFFSET, str(record.offset())),
         (rec.HEADER_BATCH_ID, batch_id),
     ]
-    return OutputRecord(key=record.key(), value=record.value(), headers=headers)
+    return OutputRecord(key=key, value=value, headers=headers)
 
 
 def _split_outputs(scores: np.ndarray) -> tuple[list[float], list[list[float]] | None]:

@@ -97,6 +97,8 @@ def test_every_record_ends_as_one_prediction_or_one_dead_letter(
         assert found[rec.HEADER_ERROR_CLASS] in rec.ErrorClass.__args__  # type: ignore[attr-defined]
         assert found[rec.HEADER_ERROR_REASON]
         assert len(found[rec.HEADER_ERROR_REASON]) <= 500
+        if value is None and "too large" in found[rec.HEADER_ERROR_REASON]:
+            continue  # too big to re-publish: provenance only (see the test below)
         assert (key_out, value) in {(r.key(), r.value()) for r in records}  # bytes untouched
     for _, value, _ in scored.predictions:
         prediction = msgspec.json.decode(value, type=rec.Prediction)
@@ -114,6 +116,21 @@ def test_an_oversized_entity_id_is_a_dead_letter_not_an_oversized_output(
     [(_, _, headers)] = scored.dead_letters
     assert dict(headers)[rec.HEADER_ERROR_CLASS] == "invalid_event"
     assert "1024" in dict(headers)[rec.HEADER_ERROR_REASON]
+
+
+def test_a_dead_letter_too_big_to_publish_keeps_its_provenance_but_not_its_value(
+    bundle: ModelBundle,
+) -> None:
+    width = len(bundle.manifest.store_features)
+    huge = b"{" + b" " * 950_000  # malformed, and nearly at the broker's message size limit
+    records = [Record(huge, 7), Record(b"not json", 8)]
+    scored = BatchScorer(bundle).score(records, MemoryStore({}, width), lambda: 1, "b")
+    big, small = scored.dead_letters
+    assert big.value is None and big.key == b"k"
+    headers = dict(big.headers)
+    assert "too large" in headers[rec.HEADER_ERROR_REASON]
+    assert headers[rec.HEADER_SOURCE_OFFSET] == "7" and "trace" not in headers
+    assert small.value == b"not json" and ("trace", b"t-1") in small.headers
 
 
 def test_a_huge_batch_of_garbage_is_all_dead_letters(bundle: ModelBundle) -> None:
