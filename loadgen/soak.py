@@ -74,8 +74,11 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         offered = producer.result()
         time.sleep(3)  # let the last batches through
         summary = worker.stop()
-        report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
-                       topics["dead-letters"])  # fmt: skip
+        console.print(f"RSS (MB) every {plan.sample_every_s:g} s: "
+                      f"{[round(r) for _, r in samples]} {rss_trend(samples)}")  # fmt: skip
+        with console.status("auditing"):
+            report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
+                           topics["dead-letters"])  # fmt: skip
     return {
         "plan": plan.__dict__,
         "offered": offered,

@@ -76,13 +76,13 @@ def read_topics(
 
 
 def read_to_end(
-    bootstrap: str, topics: list[str], timeout_s: float = 120
+    bootstrap: str, topics: list[str], timeout_s: float = 60
 ) -> dict[str, list[Message]]:
     """Every record of ``topics`` up to the end of each partition as the reader finds it; a topic
     that does not exist reads as empty.
 
     The end comes from fetch responses (end-of-partition events), which brokers get right even
-    where ListOffsets is off.
+    where ListOffsets is off. Gives up when nothing arrives for ``timeout_s``.
     """
     consumer, _missing = from_beginning(bootstrap, topics, "audit", eof=True)
     try:
@@ -93,8 +93,11 @@ def read_to_end(
         deadline = time.monotonic() + timeout_s
         while unfinished:
             if time.monotonic() > deadline:
-                raise StreamserveError(f"reading {topics} did not reach the end in {timeout_s} s")
-            for message in consumer.consume(10_000, 0.2):
+                raise StreamserveError(f"reading {topics}: nothing arrived for {timeout_s} s")
+            batch = consumer.consume(10_000, 0.2)
+            if batch:
+                deadline = time.monotonic() + timeout_s
+            for message in batch:
                 error = message.error()
                 where = (message.topic(), message.partition())
                 if error is None:
