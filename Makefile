@@ -29,7 +29,7 @@ demo: install ## Embedded stack, demo model, 100k events drained by one worker; 
 bench: install ## Benchmark (~6 min): drain, pass-through ceiling, batch-1 baseline, latency, RSS
 	$(BIN)/streamserve-loadgen bench --out bench-results
 
-chaos: install ## Chaos run (~2 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
+chaos: install ## Chaos run (~1 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
 	$(BIN)/streamserve-loadgen chaos --out chaos-results
 
 soak: install ## Soak (10 min): steady 5k events/s through one worker, RSS sampled; audit

@@ -98,6 +98,10 @@ class EmbeddedStack:
 
     def stop_redis(self) -> None:
         """Stop the embedded Redis (an outage), saving its data for ``restart_redis``."""
+        if "redis" not in self.processes:
+            raise EmbeddedStackError(
+                "only an embedded Redis can be stopped: unset STREAMSERVE_REDIS_URL"
+            )
         proc = self.processes.pop("redis")
         with contextlib.suppress(redis.RedisError):
             client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
