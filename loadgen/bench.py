@@ -26,7 +26,7 @@ from loadgen.produce import preload
 from loadgen.profile import RateProfile
 from streamserve import synthetic
 from streamserve.config import load_settings
-from streamserve.demo import load_entity_features
+from streamserve.demo import set_up_demo_world
 from streamserve.embedded import EmbeddedStack, running_stack
 from streamserve.io import kafka as kafka_io
 
@@ -85,15 +85,8 @@ class Bench:
     def prepare(self) -> None:
         plan = self.plan
         with self.console.status("training the demo model and loading features"):
-            manifest = synthetic.train_demo_model(self.model_dir, trees=plan.trees)
-            settings = load_settings(
-                kafka_bootstrap=self.stack.kafka_bootstrap,
-                redis_url=self.stack.redis_url,
-                model_dir=self.model_dir,
-            )
-            load_entity_features(settings, manifest, plan.entities, skip_every=50)
-            admin = kafka_io.make_admin(settings)
-            kafka_io.ensure_topics(admin, [self.drain_topic], PARTITIONS)
+            set_up_demo_world(self.stack, self.model_dir, plan.trees, plan.entities,
+                              [self.drain_topic], PARTITIONS)  # fmt: skip
         events = synthetic.generate_events(
             plan.events, plan.entities, malformed_every=plan.malformed_every
         )

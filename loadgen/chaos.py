@@ -19,12 +19,9 @@ from rich.console import Console
 
 from loadgen import procs
 from loadgen.profile import RateProfile
-from streamserve import synthetic
 from streamserve.audit import AuditReport, audit
-from streamserve.config import load_settings
-from streamserve.demo import load_entity_features
+from streamserve.demo import set_up_demo_world
 from streamserve.embedded import EmbeddedStack, running_stack
-from streamserve.io import kafka as kafka_io
 
 SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
 RESTART_DELAY_S = 1.0
@@ -131,14 +128,9 @@ class Chaos:
 
     def prepare(self) -> None:
         plan = self.plan
-        manifest = synthetic.train_demo_model(self.model_dir, trees=plan.trees)
-        stack = self.stack
-        settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap,
-                                 redis_url=stack.redis_url, model_dir=self.model_dir)  # fmt: skip
-        load_entity_features(settings, manifest, plan.entities, skip_every=50)
-        names = ["events", "predictions", "dead-letters", "metrics"]
-        kafka_io.ensure_topics(kafka_io.make_admin(settings), [self.topic(n) for n in names],
-                               plan.partitions)  # fmt: skip
+        topics = [self.topic(n) for n in ("events", "predictions", "dead-letters", "metrics")]
+        set_up_demo_world(self.stack, self.model_dir, plan.trees, plan.entities, topics,
+                          plan.partitions)  # fmt: skip
 
     def start_worker(self) -> None:
         self.next_id += 1

@@ -16,12 +16,9 @@ from rich.console import Console
 from loadgen import procs
 from loadgen.live import progress_bar
 from loadgen.profile import RateProfile
-from streamserve import synthetic
 from streamserve.audit import audit
-from streamserve.config import load_settings
-from streamserve.demo import load_entity_features
+from streamserve.demo import set_up_demo_world
 from streamserve.embedded import running_stack
-from streamserve.io import kafka as kafka_io
 
 
 @dataclass(frozen=True)
@@ -40,11 +37,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
     model_dir = Path(tempfile.mkdtemp(prefix="streamserve-soak-")) / "model"
     topics = {name: f"{run_id}-{name}" for name in ("events", "predictions", "dead-letters")}
     with running_stack() as stack:
-        manifest = synthetic.train_demo_model(model_dir, trees=plan.trees)
-        settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap,
-                                 redis_url=stack.redis_url, model_dir=model_dir)  # fmt: skip
-        load_entity_features(settings, manifest, plan.entities, skip_every=50)
-        kafka_io.ensure_topics(kafka_io.make_admin(settings), list(topics.values()), 2)
+        set_up_demo_world(stack, model_dir, plan.trees, plan.entities, list(topics.values()), 2)
         env = {"STREAMSERVE_MODEL_DIR": str(model_dir), "STREAMSERVE_INPUT_TOPIC": topics["events"],
                "STREAMSERVE_PREDICTIONS_TOPIC": topics["predictions"],
                "STREAMSERVE_DEAD_LETTER_TOPIC": topics["dead-letters"],

@@ -24,7 +24,7 @@ from streamserve.audit import from_beginning
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
 from streamserve.core.records import MetricsRecord
-from streamserve.embedded import running_stack
+from streamserve.embedded import EmbeddedStack, running_stack
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 
@@ -46,6 +46,20 @@ def load_entity_features(
     client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
     store_io.write_features(client, manifest, keys, rows[keep], written_at=time.time())
     return written
+
+
+def set_up_demo_world(
+    stack: EmbeddedStack, model_dir: Path, trees: int, entities: int, topics: list[str],
+    partitions: int,
+) -> Manifest:  # fmt: skip
+    """Train the demo model into ``model_dir``, write features of ``entities`` entities (every
+    50th left absent) to the stack's Redis, and create ``topics``; returns the manifest."""
+    manifest = synthetic.train_demo_model(model_dir, trees=trees)
+    settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
+                             model_dir=model_dir)  # fmt: skip
+    load_entity_features(settings, manifest, entities, skip_every=50)
+    kafka_io.ensure_topics(kafka_io.make_admin(settings), topics, partitions)
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -70,19 +84,16 @@ def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="streamserve-demo-"))
     with running_stack() as stack:
         model_dir = workdir / "model"
+        settings = load_settings(
+            kafka_bootstrap=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            model_dir=model_dir,
+            topic_partitions=2,  # one worker per core; see loadgen/bench.py on Tansu
+            metrics_interval_s=1.0,
+        )
         with console.status("training the demo model and writing entity features"):
-            manifest = synthetic.train_demo_model(model_dir, trees=plan.trees)
-            settings = load_settings(
-                kafka_bootstrap=stack.kafka_bootstrap,
-                redis_url=stack.redis_url,
-                model_dir=model_dir,
-                topic_partitions=2,  # one worker per core; see loadgen/bench.py on Tansu
-                metrics_interval_s=1.0,
-            )
-            load_entity_features(settings, manifest, plan.entities, skip_every=50)
-            kafka_io.ensure_topics(
-                kafka_io.make_admin(settings), settings.topic_names(), settings.topic_partitions
-            )
+            set_up_demo_world(stack, model_dir, plan.trees, plan.entities,
+                              settings.topic_names(), settings.topic_partitions)  # fmt: skip
         env = {
             **stack.env(),
             "STREAMSERVE_MODEL_DIR": str(model_dir),
