@@ -1,9 +1,10 @@
 """The confluent-kafka worker loop: consume -> batch -> score -> produce -> store offsets.
 
 Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
-``consume`` there, so a revoke can finish every batch in hand before its partitions go. A single
-scoring thread does the feature lookup and predict of one batch at a time, overlapped with the
-loop decoding the next batch and producing the previous one.
+``consume`` there, so a revoke can finish every batch in hand before its partitions go. The scoring
+thread (scoring.py) does the feature lookup and predict of one batch at a time, overlapped with
+the loop decoding the next batch and producing the previous one; delivery.py produces outputs and
+stores offsets only after acknowledgement.
 
 Backpressure: when the scoring thread falls behind (Redis slow, or down under the `wait` policy)
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
@@ -17,28 +18,28 @@ import gc
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 import msgspec
-import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, OutputRecord, PreparedBatch
+from streamserve.core.batch import BatchScorer, PreparedBatch
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.window import BatchWindow, Trigger
-from streamserve.errors import ConfigError, DeliveryError, StoreUnavailable
+from streamserve.errors import ConfigError, StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.metrics import MetricsWindow
+from streamserve.runtime.delivery import Delivery, InFlight, next_offsets
+from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.summary import RunSummary
 
 log = logging.getLogger("streamserve.worker")
 
 IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
-FLUSH_SLICE_S = 1.0
 SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GC_THRESHOLD = 200_000  # container allocations between young-generation collections
@@ -46,18 +47,6 @@ GC_THRESHOLD = 200_000  # container allocations between young-generation collect
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class Predicted:
-    """What the scoring thread returns for a batch."""
-
-    store_rows: np.ndarray
-    matrix: np.ndarray
-    scores: np.ndarray
-    lookup_ms: float
-    predict_ms: float
-    degraded: bool  # the store was down (policy degrade): scored without its features
 
 
 @dataclass(frozen=True)
@@ -71,29 +60,12 @@ class Scoring:
     future: Future[Predicted]
 
 
-@dataclass(frozen=True)
-class InFlight:
-    """A batch whose outputs were produced but not yet acknowledged by the broker."""
-
-    next_offsets: dict[tuple[str, int], int]  # (topic, partition) -> offset to commit
-    events: int
-    predictions: int
-    dead_letters: int
-    trigger: Trigger
-
-
 def tune_garbage_collector() -> None:
     """Make cyclic GC rare: a batch allocates tens of thousands of short-lived tuples and lists
     (none of them in cycles), and the default threshold of 700 ran a collection every few dozen
     events -- about 6% of the worker's time. Start-up objects are frozen out of collections."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
-def next_offsets(records: list[Message]) -> dict[tuple[str, int], int]:
-    """The offset to commit per (topic, partition): one past the batch's last record there."""
-    last = {(m.topic(), m.partition()): m.offset() for m in records}  # later records win
-    return {tp: offset + 1 for tp, offset in last.items()}  # type: ignore[misc,operator]
 
 
 class Worker:
@@ -116,15 +88,12 @@ class Worker:
         self.producer = producer
         self.stop_event = stop_event or threading.Event()
         self.summary = RunSummary()
-        self._delivery_errors = delivery_errors
+        self._delivery = Delivery(producer, consumer, delivery_errors)
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._pending: list[Message] = []
-        self._in_flight: InFlight | None = None
         self._scoring: Scoring | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
-        self._give_up = threading.Event()  # tells a scoring thread waiting for Redis to stop
+        self._scoring_thread = ScoringThread(self.scorer, store, settings.store_outage_policy)
         self._paused: list[TopicPartition] = []
-        self._store_width = len(bundle.manifest.store_features)
         self._batch_seq = 0
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._metrics = MetricsWindow(
@@ -179,8 +148,7 @@ class Worker:
                 self._maybe_publish_metrics()
         except BaseException:
             log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
-            self._give_up.set()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._scoring_thread.shutdown()
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
         self._shutdown()
@@ -192,7 +160,8 @@ class Worker:
             return True
         if settings.max_events:
             in_hand = len(self._pending)
-            in_hand += self._in_flight.events if self._in_flight else 0
+            in_flight = self._delivery.in_flight
+            in_hand += in_flight.events if in_flight else 0
             in_hand += len(self._scoring.records) if self._scoring else 0
             if self.summary.events + in_hand >= settings.max_events:
                 return True
@@ -250,37 +219,12 @@ class Worker:
         previous = self._scoring
         if previous is not None:
             previous.future.result()  # the scoring thread takes one batch at a time
-        future = self._executor.submit(self._lookup_and_predict, prepared)
+        future = self._scoring_thread.submit(prepared)
         self._scoring = Scoring(records, prepared, trigger, batch_id, future)
         self._pending = []
         self._window.reset()
         if previous is not None:
             self._finish(previous)
-
-    def _lookup_and_predict(self, prepared: PreparedBatch) -> Predicted:
-        """On the scoring thread: one Redis round trip, one booster call."""
-        started = time.perf_counter()
-        store_rows, degraded = self._lookup(prepared.store_keys.keys)
-        predict_started = time.perf_counter()
-        matrix, scores = self.scorer.predict(prepared, store_rows)
-        lookup_ms = (predict_started - started) * 1000
-        predict_ms = (time.perf_counter() - predict_started) * 1000
-        return Predicted(store_rows, matrix, scores, lookup_ms, predict_ms, degraded)
-
-    def _lookup(self, keys: list[str]) -> tuple[np.ndarray, bool]:
-        """Store rows, and whether they are all NaN because the store is down.
-
-        Policy `wait` retries until Redis answers (the loop pauses meanwhile) or the loop gives
-        up on the batch (stop or revoke); policy `degrade` scores without the store's features.
-        """
-        while True:
-            try:
-                return self.store.fetch(keys), False
-            except StoreUnavailable:
-                if self.settings.store_outage_policy == "degrade":
-                    return np.full((len(keys), self._store_width), np.nan, np.float32), True
-                if self._give_up.wait(max(self.store.probe_in(), SCORING_POLL_S)):
-                    raise
 
     def _finish_scoring(self) -> None:
         batch = self._scoring
@@ -297,12 +241,13 @@ class Worker:
             wall_ms(), batch.batch_id, predicted.degraded,
         )  # fmt: skip
         self._settle()
-        self._produce(self.settings.predictions_topic, scored.predictions)
-        self._produce(self.settings.dead_letter_topic, scored.dead_letters)
+        self._delivery.produce(self.settings.predictions_topic, scored.predictions)
+        self._delivery.produce(self.settings.dead_letter_topic, scored.dead_letters)
         self.producer.poll(0)
         size = len(batch.records)
-        self._in_flight = InFlight(next_offsets(batch.records), size, len(scored.predictions),
-                                   len(scored.dead_letters), batch.trigger)  # fmt: skip
+        self._delivery.in_flight = InFlight(next_offsets(batch.records), size,
+                                            len(scored.predictions), len(scored.dead_letters),
+                                            batch.trigger)  # fmt: skip
         self._metrics.record_batch(
             scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
         )
@@ -312,14 +257,12 @@ class Worker:
         """Score and finish everything in hand and wait for its acknowledgement. If the feature
         store is down (policy `wait`), what is not scored yet is abandoned instead: its offsets
         are never stored, so it is read again."""
-        self._give_up.set()
-        try:
-            self._dispatch("stop")
-            self._finish_scoring()
-        except StoreUnavailable:
-            self._abandon_unscored()
-        finally:
-            self._give_up.clear()
+        with self._scoring_thread.giving_up():
+            try:
+                self._dispatch("stop")
+                self._finish_scoring()
+            except StoreUnavailable:
+                self._abandon_unscored()
         self._settle()
 
     def _abandon_unscored(self) -> None:
@@ -338,48 +281,11 @@ class Worker:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
         log.warning("feature store down: %d records left unscored, to be read again", len(records))
 
-    def _produce(self, topic: str, outputs: list[OutputRecord]) -> None:
-        produce = self.producer.produce
-        for key, value, headers in outputs:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers)
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry
-                    self.producer.poll(0.05)
-
     def _settle(self, wait: bool = True) -> None:
-        """Once every output of the batch in flight is acknowledged, store its offsets.
-
-        With ``wait`` false it only checks (for an idle loop); otherwise it waits. A delivery
-        failure raises DeliveryError and leaves the batch's offsets unstored, so a restart
-        re-reads it.
-        """
-        batch = self._in_flight
-        if batch is None:
-            return
-        if wait:
-            while self.producer.flush(FLUSH_SLICE_S) > 0:
-                log.info("waiting for the broker to acknowledge outputs")
-        else:
-            self.producer.poll(0)
-            if len(self.producer) > 0:
-                return
-        if self._delivery_errors:
-            first = self._delivery_errors[0]
-            count = len(self._delivery_errors)
-            self._delivery_errors.clear()
-            raise DeliveryError(f"{count} output records were not delivered: {first.str()}")
-        self._store_offsets(batch.next_offsets)
-        self.summary.batch_done(batch.events, batch.predictions, batch.dead_letters, batch.trigger)
-        self._in_flight = None
-
-    def _store_offsets(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-        try:
-            self.consumer.store_offsets(offsets=offsets)
-        except KafkaException as exc:  # partition no longer ours: its new owner re-reads
-            log.warning("could not store offsets %s: %s", offsets, exc.args[0].str())
+        """Store the offsets of the batch in flight once it is acknowledged (see Delivery)."""
+        done = self._delivery.settle(wait)
+        if done is not None:
+            self.summary.batch_done(done.events, done.predictions, done.dead_letters, done.trigger)
 
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()
@@ -430,7 +336,7 @@ class Worker:
             self.producer.flush(30)
             self._commit()
         finally:
-            self._executor.shutdown(wait=False)
+            self._scoring_thread.shutdown()
             self.consumer.close()
 
 
