@@ -77,14 +77,14 @@ def read_topics(
 
 def read_to_end(
     bootstrap: str, topics: list[str], timeout_s: float = 60
-) -> dict[str, list[Message]]:
-    """Every record of ``topics`` up to the end of each partition as the reader finds it; a topic
-    that does not exist reads as empty.
+) -> tuple[dict[str, list[Message]], list[str]]:
+    """Every record of ``topics`` up to the end of each partition as the reader finds it, and the
+    topics that do not exist (they read as empty).
 
     The end comes from fetch responses (end-of-partition events), which brokers get right even
     where ListOffsets is off. Gives up when nothing arrives for ``timeout_s``.
     """
-    consumer, _missing = from_beginning(bootstrap, topics, "audit", eof=True)
+    consumer, missing = from_beginning(bootstrap, topics, "audit", eof=True)
     try:
         found: dict[str, list[Message]] = {t: [] for t in topics}
         unfinished: set[tuple[str | None, int | None]] = {
@@ -107,7 +107,7 @@ def read_to_end(
                     unfinished.discard(where)
                 else:
                     raise StreamserveError(f"reading {topics}: {error.str()}")
-        return found
+        return found, missing
     finally:
         consumer.close()
 
@@ -159,16 +159,11 @@ def audit(
 
     Outputs that came from another topic (shared output topics) are not counted.
     """
-    consumer, missing = from_beginning(bootstrap, [input_topic], "audit-check")
-    consumer.close()
+    found, missing = read_to_end(bootstrap, [input_topic], timeout_s)
     if missing:
         raise StreamserveError(f"input topic {input_topic} does not exist")
-    consumer, missing = from_beginning(bootstrap, [input_topic], "audit-check")
-    consumer.close()
-    if missing:
-        raise StreamserveError(f"input topic {input_topic} does not exist")
-    inputs = read_to_end(bootstrap, [input_topic], timeout_s)[input_topic]
-    found = read_to_end(bootstrap, [predictions, dead_letters], timeout_s)
+    inputs = found[input_topic]
+    found, _ = read_to_end(bootstrap, [predictions, dead_letters], timeout_s)
     sources: set[tuple[int, int]] = {(m.partition(), m.offset()) for m in inputs}  # type: ignore[misc]
     outcomes: Counter[tuple[int, int]] = Counter()
     classes: Counter[str] = Counter()
