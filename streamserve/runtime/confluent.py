@@ -183,7 +183,10 @@ class Worker:
         """Whether the scoring thread is free for the next batch; waits up to ``timeout_s``."""
         if self._scoring is None:
             return True
-        done, _ = wait([self._scoring.future], timeout=timeout_s)
+        future = self._scoring.future
+        if timeout_s <= 0 or future.done():  # the hot path: no waiter to set up
+            return future.done()
+        done, _ = wait([future], timeout=timeout_s)
         return bool(done)
 
     def _pause(self) -> None:
