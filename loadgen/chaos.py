@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,11 @@ class ChaosResult:
     redis_outages: int = 0
     joined: int = 0
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """What the run got wrong, in words; empty when it passed."""
+        return problems(self)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +94,7 @@ class ChaosResult:
         found = asdict(self)
         found["report"] = self.report.as_dict()
         found["duplicate_bound"] = self.plan.duplicate_bound(self.kills)
+        found["problems"] = self.problems
         found["ok"] = self.ok
         return found
 
@@ -221,10 +226,8 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
             producer.kill()
         report = chaos.audit()
     malformed = plan.events // plan.malformed_every if plan.malformed_every else 0
-    result = ChaosResult(plan, report, malformed, chaos.kills, chaos.restarts, chaos.outages,
-                         chaos.joined, round(time.monotonic() - started, 1))  # fmt: skip
-    result.problems = problems(result)
-    return result
+    return ChaosResult(plan, report, malformed, chaos.kills, chaos.restarts, chaos.outages,
+                       chaos.joined, round(time.monotonic() - started, 1))  # fmt: skip
 
 
 def _wait_for_outcomes(chaos: Chaos, plan: ChaosPlan) -> None:
