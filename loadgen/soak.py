@@ -67,8 +67,9 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         offered = producer.result()
         time.sleep(3)  # let the last batches through
         summary = worker.stop()
+        trend = rss_trend(samples)
         console.print(f"RSS (MB) every {plan.sample_every_s:g} s: "
-                      f"{[round(r) for _, r in samples]} {rss_trend(samples)}")  # fmt: skip
+                      f"{[round(r) for _, r in samples]} {trend}")  # fmt: skip
         with console.status("auditing"):
             report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
                            topics["dead-letters"])  # fmt: skip
@@ -78,7 +79,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         "worker": summary,
         "audit": report.as_dict(),
         "rss_mb": samples,
-        **rss_trend(samples),
+        **trend,
     }
 
 
