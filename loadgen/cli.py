@@ -96,13 +96,16 @@ def make_profile(kind: str, rate: float, peak: float, seconds: float, burst_ever
 @bootstrap_option
 @input_topic_option
 @profile_options
+@click.option("--linger-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="The producer's linger.ms: longer makes fewer, larger record batches.")  # fmt: skip
 def produce_command(bootstrap: str, input_topic: str, kind: str, rate: float, peak: float,
                     seconds: float, burst_every_s: float, burst_s: float, entities: int,
-                    malformed_every: int, seed: int) -> None:  # fmt: skip
+                    malformed_every: int, seed: int, linger_ms: float) -> None:  # fmt: skip
     """Offer events at a fixed rate, a ramp or bursts; prints one JSON line of what was sent."""
     profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
     events = generate_events(profile.total, entities, seed, malformed_every)
-    click.echo(json.dumps(produce_at_rate(bootstrap, input_topic, profile, events)))
+    offered = produce_at_rate(bootstrap, input_topic, profile, events, linger_ms=linger_ms)
+    click.echo(json.dumps(offered))
 
 
 @main.command("watch")

@@ -40,7 +40,7 @@ def loadgen_argv(*args: str) -> list[str]:
 
 def producer_argv(
     bootstrap: str, topic: str, profile: RateProfile, entities: int, malformed_every: int,
-    seed: int | None = None,
+    seed: int | None = None, linger_ms: float | None = None,
 ) -> list[str]:  # fmt: skip
     """The command line of a `streamserve-loadgen produce` child offering ``profile``."""
     argv = loadgen_argv(
@@ -50,7 +50,11 @@ def producer_argv(
         "--burst-s", str(profile.burst_s), "--entities", str(entities),
         "--malformed-every", str(malformed_every),
     )  # fmt: skip
-    return argv if seed is None else [*argv, "--seed", str(seed)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if linger_ms is not None:
+        argv += ["--linger-ms", str(linger_ms)]
+    return argv
 
 
 @dataclass

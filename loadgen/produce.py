@@ -71,6 +71,7 @@ def produce_at_rate(
     profile: RateProfile,
     records: Iterator[tuple[bytes, bytes]],
     on_tick: Callable[[int, float], None] | None = None,
+    linger_ms: float = LIVE_PRODUCER_CONFIG["linger.ms"],
 ) -> dict[str, float]:
     """Produce ``profile.total`` records on the profile's schedule; returns what was offered.
 
@@ -79,7 +80,8 @@ def produce_at_rate(
     100 ms (progress bars). ``max_behind`` is the largest backlog against the schedule: if it is
     large, this process could not keep the rate and the numbers measure it, not the target.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, **LIVE_PRODUCER_CONFIG})
+    config = {**LIVE_PRODUCER_CONFIG, "linger.ms": linger_ms}
+    producer = Producer({"bootstrap.servers": bootstrap, **config})
     producer.list_topics(topic, timeout=10)  # connect and learn the partitions before the clock
     total = profile.total
     sent = max_behind = 0

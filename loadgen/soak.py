@@ -29,6 +29,11 @@ class SoakPlan:
     malformed_every: int = 100
     sample_every_s: float = 10.0
     trees: int = 200
+    # Both producers (the load's and the worker's) linger this long, so that no partition holds
+    # more than ~16k record batches in 10 minutes: past that, the embedded broker (Tansu, memory
+    # storage) takes seconds per fetch, which would stall the worker and the closing audit. A
+    # 5 ms linger at 5k events/s makes that many batches in under two minutes.
+    linger_ms: int = 100
 
 
 def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
@@ -42,7 +47,8 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
                "STREAMSERVE_PREDICTIONS_TOPIC": topics["predictions"],
                "STREAMSERVE_DEAD_LETTER_TOPIC": topics["dead-letters"],
                "STREAMSERVE_METRICS_TOPIC": f"{run_id}-metrics",
-               "STREAMSERVE_GROUP_ID": run_id, "STREAMSERVE_TOPIC_PARTITIONS": "2"}  # fmt: skip
+               "STREAMSERVE_GROUP_ID": run_id, "STREAMSERVE_TOPIC_PARTITIONS": "2",
+               "STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS": str(plan.linger_ms)}  # fmt: skip
         worker = procs.spawn("worker", procs.streamserve_argv("worker"),
                              procs.child_env({**stack.env(), **env}))  # fmt: skip
         worker.wait_ready()
@@ -50,8 +56,10 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         profile = RateProfile("fixed", plan.rate, seconds)
         producer = procs.spawn("producer", procs.producer_argv(
             stack.kafka_bootstrap, topics["events"], profile, plan.entities,
-            plan.malformed_every), procs.child_env({}), ready_text="")  # fmt: skip
+            plan.malformed_every, linger_ms=plan.linger_ms), procs.child_env({}),
+            ready_text="")  # fmt: skip
         samples: list[tuple[float, float]] = []
+        cpu_percent: list[float] = []  # the worker's, over each sample interval
         process = psutil.Process(worker.proc.pid)
         started = time.monotonic()
         with progress_bar(console) as progress:
@@ -61,6 +69,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
                 now = time.monotonic()
                 if now >= next_sample:
                     samples.append((round(now - started, 1), process.memory_info().rss / 2**20))
+                    cpu_percent.append(process.cpu_percent())
                     next_sample += plan.sample_every_s
                 progress.update(task, completed=now - started)
                 time.sleep(0.5)
@@ -70,6 +79,9 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         trend = rss_trend(samples)
         console.print(f"RSS (MB) every {plan.sample_every_s:g} s: "
                       f"{[round(r) for _, r in samples]} {trend}")  # fmt: skip
+        console.print(f"worker CPU % per interval: {[round(c) for c in cpu_percent[1:]]}")
+        console.print(f"worker: {summary['events']:,} of {offered['sent']:,} offered events "
+                      f"scored or dead-lettered")  # fmt: skip
         with console.status("auditing"):
             report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
                            topics["dead-letters"])  # fmt: skip
@@ -79,6 +91,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         "worker": summary,
         "audit": report.as_dict(),
         "rss_mb": samples,
+        "worker_cpu_percent": cpu_percent[1:],  # the first is measured from the worker's start
         **trend,
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -75,25 +76,28 @@ def read_topics(
         consumer.close()
 
 
-def read_to_end(
-    bootstrap: str, topics: list[str], timeout_s: float = 60
-) -> tuple[dict[str, list[Message]], list[str]]:
-    """Every record of ``topics`` up to the end of each partition as the reader finds it, and the
-    topics that do not exist (they read as empty).
+def scan_to_end(
+    bootstrap: str, topics: list[str], visit: Callable[[Message], None], timeout_s: float = 60
+) -> list[str]:
+    """Pass every record of ``topics`` to ``visit``, up to the end of each partition as the reader
+    finds it; returns the topics that do not exist (they read as empty).
 
     The end comes from fetch responses (end-of-partition events), which brokers get right even
-    where ListOffsets is off. Gives up when nothing arrives for ``timeout_s``.
+    where ListOffsets is off. Records are not kept, so a topic of millions costs no memory here.
+    Gives up when nothing arrives for ``timeout_s``, naming where each unfinished partition is.
     """
     consumer, missing = from_beginning(bootstrap, topics, "audit", eof=True)
     try:
-        found: dict[str, list[Message]] = {t: [] for t in topics}
-        unfinished: set[tuple[str | None, int | None]] = {
-            (tp.topic, tp.partition) for tp in consumer.assignment()
-        }
+        position = {(tp.topic, tp.partition): -1 for tp in consumer.assignment()}
+        unfinished = set(position)
         deadline = time.monotonic() + timeout_s
         while unfinished:
             if time.monotonic() > deadline:
-                raise StreamserveError(f"reading {topics}: nothing arrived for {timeout_s} s")
+                behind = ", ".join(f"{t}[{p}] after offset {position[t, p]}"
+                                   for t, p in sorted(unfinished))  # fmt: skip
+                raise StreamserveError(
+                    f"reading {topics}: nothing arrived for {timeout_s:g} s; not at the end: {behind}"
+                )
             batch = consumer.consume(10_000, 0.2)
             if batch:
                 deadline = time.monotonic() + timeout_s
@@ -101,13 +105,14 @@ def read_to_end(
                 error = message.error()
                 where = (message.topic(), message.partition())
                 if error is None:
-                    found[where[0]].append(message)  # type: ignore[index]
+                    visit(message)
+                    position[where] = message.offset()  # type: ignore[assignment]
                     unfinished.add(where)  # more may have arrived
                 elif error.code() == KafkaError._PARTITION_EOF:
                     unfinished.discard(where)
                 else:
                     raise StreamserveError(f"reading {topics}: {error.str()}")
-        return found, missing
+        return missing
     finally:
         consumer.close()
 
@@ -159,29 +164,30 @@ def audit(
 
     Outputs that came from another topic (shared output topics) are not counted.
     """
-    found, missing = read_to_end(bootstrap, [input_topic], timeout_s)
-    if missing:
+    sources: set[tuple[int, int]] = set()
+    if scan_to_end(bootstrap, [input_topic], lambda m: sources.add(_where(m)), timeout_s):
         raise StreamserveError(f"input topic {input_topic} does not exist")
-    inputs = found[input_topic]
-    found, _ = read_to_end(bootstrap, [predictions, dead_letters], timeout_s)
-    sources: set[tuple[int, int]] = {(m.partition(), m.offset()) for m in inputs}  # type: ignore[misc]
     outcomes: Counter[tuple[int, int]] = Counter()
     classes: Counter[str] = Counter()
     counted = {predictions: 0, dead_letters: 0}
     without_reason = 0
     dead_lettered: set[tuple[int, int]] = set()
-    for topic in (predictions, dead_letters):
-        for message in found[topic]:
-            headers = header_map(message)
-            if headers.get(HEADER_SOURCE_TOPIC) != input_topic:
-                continue
-            counted[topic] += 1
-            source = int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])
-            outcomes[source] += 1
-            if topic == dead_letters:
-                dead_lettered.add(source)
-                classes[headers.get(HEADER_ERROR_CLASS, "")] += 1
-                without_reason += not headers.get(HEADER_ERROR_REASON)
+
+    def count(message: Message) -> None:
+        nonlocal without_reason
+        headers = header_map(message)
+        if headers.get(HEADER_SOURCE_TOPIC) != input_topic:
+            return
+        topic = message.topic()
+        counted[topic] += 1  # type: ignore[index]
+        source = int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])
+        outcomes[source] += 1
+        if topic == dead_letters:
+            dead_lettered.add(source)
+            classes[headers.get(HEADER_ERROR_CLASS, "")] += 1
+            without_reason += not headers.get(HEADER_ERROR_REASON)
+
+    scan_to_end(bootstrap, [predictions, dead_letters], count, timeout_s)
     lost = sorted(sources - outcomes.keys())
     repeated = [n for key, n in outcomes.items() if n > 1 and key in sources]
     return AuditReport(
@@ -197,6 +203,10 @@ def audit(
         extra_outputs=sum(repeated) - len(repeated),
         lost_examples=lost[:10],
     )
+
+
+def _where(message: Message) -> tuple[int, int]:
+    return message.partition(), message.offset()  # type: ignore[return-value]
 
 
 def header_map(message: Message) -> dict[str, str]:
