@@ -97,7 +97,7 @@ def make_profile(kind: str, rate: float, peak: float, seconds: float, burst_ever
 @input_topic_option
 @profile_options
 @click.option("--linger-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="The producer's linger.ms: longer makes fewer, larger record batches.")  # fmt: skip
+              help="The producer's linger.ms: longer, fewer and larger batches.")  # fmt: skip
 def produce_command(bootstrap: str, input_topic: str, kind: str, rate: float, peak: float,
                     seconds: float, burst_every_s: float, burst_s: float, entities: int,
                     malformed_every: int, seed: int, linger_ms: float) -> None:  # fmt: skip

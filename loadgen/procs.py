@@ -24,8 +24,11 @@ STREAMSERVE_ENV_PREFIX = "STREAMSERVE_"
 
 
 def child_env(settings_env: dict[str, str]) -> dict[str, str]:
-    """This process's environment without its STREAMSERVE_* variables, plus ``settings_env``."""
+    """This process's environment without its STREAMSERVE_* variables, plus ``settings_env``.
+    Workers started this way serve no HTTP endpoint unless ``settings_env`` gives a port (several
+    on one host would want the same default port)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(STREAMSERVE_ENV_PREFIX)}
+    env["STREAMSERVE_HTTP_PORT"] = "0"
     env.update(settings_env)
     return env
 

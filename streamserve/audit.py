@@ -96,14 +96,15 @@ def scan_to_end(
                 behind = ", ".join(f"{t}[{p}] after offset {position[t, p]}"
                                    for t, p in sorted(unfinished))  # fmt: skip
                 raise StreamserveError(
-                    f"reading {topics}: nothing arrived for {timeout_s:g} s; not at the end: {behind}"
+                    f"reading {topics}: nothing arrived for {timeout_s:g} s; "
+                    f"not at the end: {behind}"
                 )
             batch = consumer.consume(10_000, 0.2)
             if batch:
                 deadline = time.monotonic() + timeout_s
             for message in batch:
                 error = message.error()
-                where = (message.topic(), message.partition())
+                where: tuple[str, int] = (message.topic(), message.partition())  # type: ignore[assignment]
                 if error is None:
                     visit(message)
                     position[where] = message.offset()  # type: ignore[assignment]

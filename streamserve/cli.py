@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from streamserve import __version__
 from streamserve.config import Settings, load_settings
 from streamserve.errors import (
     ConfigError,
@@ -23,6 +24,7 @@ from streamserve.errors import (
     ModelBundleError,
     StreamserveError,
 )
+from streamserve.logs import setup_logging
 
 EXIT_CODES: list[tuple[type[StreamserveError], int]] = [
     (ConfigError, 2),
@@ -53,12 +55,6 @@ def _settings(**overrides: Any) -> Settings:
     return _run(lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Streaming inference: Kafka events, Redis features, XGBoost micro-batches.
@@ -80,7 +76,7 @@ def main() -> None:
     type=int,
     envvar="STREAMSERVE_MAX_EVENTS",
     show_envvar=True,
-    help="Exit after this many records.",
+    help="Exit after this many records (per process).",
 )
 @click.option(
     "--exit-when-idle-s",
@@ -89,19 +85,40 @@ def main() -> None:
     show_envvar=True,
     help="Exit after this many seconds without records.",
 )
-def worker(model_dir: Path | None, max_events: int | None, exit_when_idle_s: float | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes in the one consumer group (one per core). Process i serves HTTP on "
+    "STREAMSERVE_HTTP_PORT + i.",
+)
+def worker(
+    model_dir: Path | None, max_events: int | None, exit_when_idle_s: float | None, processes: int
+) -> None:
     """Consume, score and publish until stopped (SIGTERM/SIGINT: finish batch, commit, exit 0)."""
+    overrides = {"model_dir": model_dir, "max_events": max_events,
+                 "exit_when_idle_s": exit_when_idle_s}  # fmt: skip
+    settings = _settings(**overrides)
+    setup_logging(settings.log_level, settings.log_format)
+    if processes > 1:
+        from streamserve.processes import run_processes
+
+        sys.exit(run_processes(settings, processes, overrides))
+    from streamserve.io.http import serve
     from streamserve.runtime.confluent import build_worker
 
-    settings = _settings(
-        model_dir=model_dir, max_events=max_events, exit_when_idle_s=exit_when_idle_s
-    )
-    _setup_logging(settings.log_level)
-    logging.getLogger("streamserve").info("starting with %s", settings.masked())
+    log = logging.getLogger("streamserve")
+    config = settings.masked()
+    log.info("streamserve %s worker %s starting; configuration: %s",
+             __version__, settings.worker_id, config, extra={"config": config})  # fmt: skip
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    summary = _run(lambda: build_worker(settings, stop).run())
+    built = _run(lambda: build_worker(settings, stop))
+    if settings.http_port:
+        _run(lambda: serve(built.telemetry, settings.http_host, settings.http_port))
+    summary = _run(built.run)
     click.echo(json.dumps(summary.as_dict()))
 
 
@@ -237,7 +254,7 @@ def demo(seconds: float, start_rate: float, peak_rate: float, entities: int,
 
     from streamserve.demo import DemoPlan, run_demo
 
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     plan = DemoPlan(seconds, start_rate, peak_rate, entities, malformed_every, trees)
     result = _run(lambda: run_demo(plan, Console(stderr=True)))
     click.echo(json.dumps(result))

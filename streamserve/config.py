@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as one JSON object per line."
+    )
+    http_host: str = Field("0.0.0.0", min_length=1, description="Address of the HTTP endpoint.")
+    http_port: int = Field(
+        9400, ge=0, le=65_535, description="Port of /metrics, /healthz, /readyz (0: off)."
+    )
+    liveness_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="/healthz fails if the loop has not turned for this long."
+    )
     rdkafka_common: dict[str, str] = Field(
         default_factory=dict, description="librdkafka options for both clients."
     )

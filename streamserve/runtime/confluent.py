@@ -36,6 +36,7 @@ from streamserve.metrics import MetricsWindow
 from streamserve.runtime.delivery import Delivery, InFlight, next_offsets
 from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.summary import RunSummary
+from streamserve.telemetry import Telemetry
 
 log = logging.getLogger("streamserve.worker")
 
@@ -43,6 +44,7 @@ IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
 SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GC_THRESHOLD = 200_000  # container allocations between young-generation collections
+GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
 
 
 def wall_ms() -> int:
@@ -99,6 +101,11 @@ class Worker:
         self._metrics = MetricsWindow(
             settings.worker_id, bundle.name, bundle.version, self.scorer.layout.feature_names
         )
+        self.telemetry = Telemetry(bundle.name, bundle.version, settings.liveness_timeout_s)
+        self.telemetry.health.model_loaded = True
+        self.telemetry.health.store_available = lambda: store.available
+        self._assigned: set[tuple[str, int]] = set()
+        self._gauges_due = 0.0
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batch in hand, commits and returns."""
@@ -146,6 +153,7 @@ class Worker:
                 if self._paused and self._scoring_done(0):
                     self._resume()  # caught up (or the batch in hand was abandoned)
                 self._maybe_publish_metrics()
+                self._turned(now)
         except BaseException:
             log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
             self._scoring_thread.shutdown()
@@ -153,6 +161,14 @@ class Worker:
             raise
         self._shutdown()
         return self.summary
+
+    def _turned(self, now: float) -> None:
+        """Tell /healthz the loop is alive; refresh the lag and pause gauges now and then."""
+        self.telemetry.health.loop_turned()
+        if now >= self._gauges_due:
+            self._gauges_due = now + GAUGES_EVERY_S
+            self.telemetry.set_lag(kafka_io.consumer_lag(self.consumer))
+            self.telemetry.paused.set(1 if self._paused else 0)
 
     def _should_stop(self) -> bool:
         settings = self.settings
@@ -254,6 +270,9 @@ class Worker:
         self._metrics.record_batch(
             scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
         )
+        self.telemetry.record_batch(
+            scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
+        )
         log.debug("batch %s: %d records, trigger %s", batch.batch_id, size, batch.trigger)
 
     def _complete_all(self) -> None:
@@ -315,6 +334,8 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions))
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self.telemetry.health.assigned = len(self._assigned)
         if self._paused and partitions:  # still waiting for scoring: the new ones wait too
             consumer.pause(partitions)
             self._paused += partitions
@@ -326,10 +347,16 @@ class Worker:
         log.info("revoked %s", _names(partitions))
         self._complete_all()
         self._commit()
+        self._unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (their uncommitted records will be re-read by the new owner)",
                     _names(partitions))  # fmt: skip
+        self._unassigned(partitions)
+
+    def _unassigned(self, partitions: list[TopicPartition]) -> None:
+        self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.telemetry.health.assigned = len(self._assigned)
 
     def _shutdown(self) -> None:
         """Stop: finish the batch in hand, publish metrics, flush, commit, leave the group."""

@@ -53,6 +53,7 @@ class Scenario:
         """The same settings as environment variables, for a worker subprocess."""
         env = {"STREAMSERVE_" + k.upper(): str(v) for k, v in self.overrides().items()}
         env["STREAMSERVE_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS"] = "6000"
+        env["STREAMSERVE_HTTP_PORT"] = "0"  # tests that want the endpoint pick a free port
         return env
 
     def overrides(self) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""Prometheus metrics and health state of one worker, served by io/http.py.
+
+Counters and histograms are cumulative (scrapes compute rates); the loop updates them once per
+batch, never per event: end-to-end latencies arrive as a numpy array per batch and are bucketed in
+one step (``BulkHistogram``), since prometheus-client's ``observe`` costs about a microsecond per
+value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamserve.core.batch import ScoredBatch
+from streamserve.core.records import PartitionLag
+
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STAGE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   0.5, 1, 2.5)  # fmt: skip
+
+
+class BulkHistogram(Collector):
+    """A Prometheus histogram fed a whole array of observations at a time."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count every finite value (NaN means "not known" and is skipped)."""
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return
+        slots = np.searchsorted(self._bounds, values, side="left")  # first bound >= value
+        counts = np.bincount(slots, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        bounds = [*(f"{b:g}" for b in self._bounds), "+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], list(zip(bounds, cumulative, strict=True)), total)
+        yield family
+
+
+class Health:
+    """What /healthz and /readyz report: the loop's last turn, its partitions, the store."""
+
+    def __init__(self, liveness_timeout_s: float, clock: Callable[[], float] = time.monotonic):
+        self.liveness_timeout_s = liveness_timeout_s
+        self._clock = clock
+        self._last_turn = clock()
+        self.assigned = 0
+        self.model_loaded = False
+        self.store_available: Callable[[], bool] = lambda: False
+
+    def loop_turned(self) -> None:
+        self._last_turn = self._clock()
+
+    def live(self) -> dict[str, object]:
+        """The loop turned within the liveness timeout (a stuck loop stops turning)."""
+        since = self._clock() - self._last_turn
+        return {"ok": since <= self.liveness_timeout_s, "last_loop_turn_s_ago": round(since, 3)}
+
+    def ready(self) -> dict[str, object]:
+        """Partitions assigned, model loaded and the feature store reachable."""
+        checks = {
+            "partitions_assigned": self.assigned > 0,
+            "model_loaded": self.model_loaded,
+            "feature_store_reachable": self.store_available(),
+        }
+        return {"ok": all(checks.values()), "assigned_partitions": self.assigned, **checks}
+
+
+class Telemetry:
+    """The worker's Prometheus metrics, in a registry of their own, and its health."""
+
+    def __init__(self, model_name: str, model_version: str, liveness_timeout_s: float = 30.0):
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, ...
+        self.health = health = Health(liveness_timeout_s)
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, doc, buckets=buckets, registry=registry)
+
+        info = gauge("streamserve_model_info", "The model being served (1).", ["name", "version"])
+        info.labels(model_name, model_version).set(1)
+        self.events = counter("streamserve_events", "Records handled, by outcome.", ["outcome"])
+        self.dead_letters = counter(
+            "streamserve_dead_letters", "Dead letters, by error class.", ["error_class"]
+        )
+        self.degraded = counter(
+            "streamserve_degraded_predictions",
+            "Predictions made without store features (policy degrade).",
+        )
+        self.batches = counter("streamserve_batches", "Batches, by what closed them.", ["trigger"])
+        self.batch_size = histogram(
+            "streamserve_batch_size", "Records per batch.", BATCH_SIZE_BUCKETS
+        )
+        self.lookup = histogram(
+            "streamserve_feature_lookup_seconds", "Feature lookup time per batch.", STAGE_BUCKETS_S
+        )
+        self.predict = histogram(
+            "streamserve_predict_seconds", "Model predict time per batch.", STAGE_BUCKETS_S
+        )
+        self.latency = BulkHistogram(
+            "streamserve_end_to_end_latency_seconds",
+            "Event record timestamp to prediction, per prediction.",
+            LATENCY_BUCKETS_S,
+        )
+        registry.register(self.latency)
+        self.store_keys = counter("streamserve_feature_store_keys", "Keys looked up.")
+        self.store_misses = counter(
+            "streamserve_feature_store_misses", "Looked-up keys the store did not have."
+        )
+        gauge(
+            "streamserve_feature_store_up", "1 while the feature store answers (circuit closed)."
+        ).set_function(lambda: float(health.store_available()))
+        gauge("streamserve_assigned_partitions", "Partitions assigned.").set_function(
+            lambda: float(health.assigned)
+        )
+        self.lag = gauge(
+            "streamserve_consumer_lag_records",
+            "Records behind the log end, per assigned partition.",
+            ["topic", "partition"],
+        )
+        self._lag_labels: set[tuple[str, str]] = set()
+        self.paused = gauge("streamserve_paused", "1 while consumption is paused (backpressure).")
+        for outcome in ("prediction", "dead_letter"):
+            self.events.labels(outcome)  # present from the start, at 0
+        for trigger in ("size", "time", "stop"):
+            self.batches.labels(trigger)
+
+    def record_batch(self, batch: ScoredBatch, size: int, trigger: str, lookup_ms: float,
+                     predict_ms: float) -> None:  # fmt: skip
+        """Count one scored batch."""
+        self.events.labels("prediction").inc(len(batch.predictions))
+        self.events.labels("dead_letter").inc(len(batch.dead_letters))
+        for error_class, count in batch.dead_letter_classes.items():
+            self.dead_letters.labels(error_class).inc(count)
+        if batch.degraded:
+            self.degraded.inc(len(batch.predictions))
+        self.batches.labels(trigger).inc()
+        self.batch_size.observe(size)
+        self.lookup.observe(lookup_ms / 1000)
+        self.predict.observe(predict_ms / 1000)
+        self.latency.observe_many(batch.latencies_ms / 1000)
+        self.store_keys.inc(batch.store_keys)
+        self.store_misses.inc(batch.store_misses)
+
+    def set_lag(self, lags: list[PartitionLag]) -> None:
+        """Set the assigned partitions' lag; drop the series of partitions no longer assigned."""
+        current = {(lag.topic, str(lag.partition)): lag.lag for lag in lags}
+        for labels in self._lag_labels - current.keys():
+            self.lag.remove(*labels)
+        for labels, value in current.items():
+            self.lag.labels(*labels).set(value)
+        self._lag_labels = set(current)

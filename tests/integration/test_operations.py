@@ -1,0 +1,164 @@
+"""Operating workers: the HTTP endpoint (/metrics, /healthz, /readyz) and `--processes N`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamserve import synthetic
+from streamserve.audit import audit
+from streamserve.core.model import read_manifest
+from streamserve.embedded import start_stack
+from tests.integration.conftest import Scenario, wait_for
+from tests.integration.helpers import StderrLines, produce_steadily, streamserve
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65_535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free ports")
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""  # not listening (yet)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, text = get(port, "/metrics")
+    if status != 200:
+        return {}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def endpoint_env(scenario: Scenario, port: int) -> dict[str, str]:
+    """A worker serving HTTP on a loopback ``port``, running until SIGTERM."""
+    return {**scenario.env(), "STREAMSERVE_HTTP_PORT": str(port),
+            "STREAMSERVE_HTTP_HOST": "127.0.0.1", "STREAMSERVE_EXIT_WHEN_IDLE_S": "0"}  # fmt: skip
+
+
+def lags(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[float]:
+    """The lag gauge of each partition, in partition order."""
+    series = {dict(labels)["partition"]: v for (name, labels), v in metrics.items()
+              if name == "streamserve_consumer_lag_records"}  # fmt: skip
+    return [series[p] for p in sorted(series)]
+
+
+def handled(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(v for (name, _), v in metrics.items() if name == "streamserve_events_total")
+
+
+def test_http_endpoint_reports_what_the_worker_did(scenario: Scenario) -> None:
+    scenario.load_features(2_000, skip_every=0)
+    scenario.preload(3_000, 2_000, malformed_every=50)
+    port = free_ports(1)
+    env = endpoint_env(scenario, port)
+    proc = streamserve("worker", env=env)
+    logs = StderrLines(proc)
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 30, f"/readyz 200; {logs.text()}")
+        wait_for(lambda: handled(scrape(port)) == 3_000, 60, "every event counted")
+        wait_for(lambda: lags(scrape(port)) == [0, 0, 0, 0], 10, "lag 0 on 4 partitions")
+        metrics = scrape(port)
+        predictions = metrics["streamserve_events_total", (("outcome", "prediction"),)]
+        dead = metrics["streamserve_events_total", (("outcome", "dead_letter"),)]
+        assert dead == 60 and predictions == 2_940
+        by_class = sum(v for (n, _), v in metrics.items() if n == "streamserve_dead_letters_total")
+        assert by_class == dead
+        assert metrics["streamserve_batch_size_sum", ()] == 3_000
+        assert metrics["streamserve_end_to_end_latency_seconds_count", ()] == predictions
+        assert metrics["streamserve_assigned_partitions", ()] == 4
+        manifest = read_manifest(scenario.bundle_dir)
+        info = ("name", manifest.name), ("version", manifest.version)
+        assert metrics["streamserve_model_info", info] == 1
+        assert metrics["streamserve_feature_store_up", ()] == 1
+        status, body = get(port, "/healthz")
+        assert status == 200 and json.loads(body)["ok"] is True
+        status, body = get(port, "/readyz")
+        assert json.loads(body)["assigned_partitions"] == 4
+        assert get(port, "/nope")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0, logs.text()
+
+
+def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_path: Path) -> None:
+    with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
+        scenario = scenario.with_settings(redis_url=own.redis_url)
+        scenario.load_features(500, skip_every=0)
+        port = free_ports(1)
+        env = endpoint_env(scenario, port)
+        proc = streamserve("worker", env=env)
+        logs = StderrLines(proc)
+        try:
+            wait_for(lambda: get(port, "/readyz")[0] == 200, 30, f"ready; {logs.text()}")
+            own.stop_redis()
+            events = list(synthetic.generate_events(2_000, 500))
+            produce_steadily(scenario, events, 1_000)  # lookups fail: the circuit opens
+            wait_for(lambda: get(port, "/readyz")[0] == 503, 20, "/readyz 503")
+            state = json.loads(get(port, "/readyz")[1])
+            assert state["feature_store_reachable"] is False and state["model_loaded"] is True
+            metrics = scrape(port)
+            assert metrics["streamserve_feature_store_up", ()] == 0
+            assert get(port, "/healthz")[0] == 200  # alive: waiting for Redis is not a hang
+            wait_for(lambda: scrape(port)["streamserve_paused", ()] == 1, 10, "paused")
+            own.restart_redis()
+            wait_for(lambda: get(port, "/readyz")[0] == 200, 20, "ready again")
+            wait_for(lambda: handled(scrape(port)) == 2_000, 60, "every event handled")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        assert proc.returncode == 0, logs.text()
+
+
+def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario) -> None:
+    scenario.load_features(2_000, skip_every=0)
+    scenario.preload(4_000, 2_000)
+    base = free_ports(2)
+    env = endpoint_env(scenario, base)
+    proc = streamserve("worker", "--processes", "2", env=env)
+    logs = StderrLines(proc)
+    ports = [base, base + 1]
+    try:
+        wait_for(lambda: sum(handled(scrape(p)) for p in ports) >= 4_000, 90,
+                 f"4,000 events handled by the two processes; {logs.text()}")  # fmt: skip
+        assigned = [scrape(p)["streamserve_assigned_partitions", ()] for p in ports]
+        assert assigned == [2, 2], assigned
+        assert all(handled(scrape(p)) > 0 for p in ports)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, logs.text()
+    summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(summaries) == 2 and all(s["events"] > 0 for s in summaries)
+    s = scenario.settings
+    report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    assert report.events == 4_000 and report.lost == 0, report.render()

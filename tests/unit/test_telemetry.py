@@ -1,0 +1,123 @@
+"""Prometheus metrics, health and JSON logs: what a scrape, a probe or a log pipeline sees."""
+
+import io
+import json
+import logging
+from collections import Counter
+
+import numpy as np
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamserve.core.batch import ScoredBatch
+from streamserve.core.records import PartitionLag
+from streamserve.logs import JsonFormatter
+from streamserve.telemetry import BulkHistogram, Health, Telemetry
+
+
+def samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every exported sample as (name, sorted labels) -> value, parsed from the text format."""
+    text = generate_latest(telemetry.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> ScoredBatch:
+    return ScoredBatch(
+        predictions=[object()] * predictions,  # type: ignore[list-item]
+        dead_letters=[object()] * sum(dead.values()),  # type: ignore[list-item]
+        dead_letter_classes=dead,
+        latencies_ms=np.array(latencies_ms, dtype=np.float64),
+        missing_by_feature=np.zeros(3, dtype=np.int64),
+        store_keys=predictions,
+        store_misses=1,
+    )
+
+
+def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
+    telemetry = Telemetry("fraud", "7")
+    telemetry.record_batch(scored(3, Counter(malformed_json=2), [4.0, 40.0, float("nan")]),
+                           5, "time", lookup_ms=2.0, predict_ms=1.0)  # fmt: skip
+    telemetry.record_batch(scored(1, Counter(), [2000.0]), 1, "size", 1.0, 1.0)
+    got = samples(telemetry)
+    assert got["streamserve_events_total", (("outcome", "prediction"),)] == 4
+    assert got["streamserve_events_total", (("outcome", "dead_letter"),)] == 2
+    assert got["streamserve_dead_letters_total", (("error_class", "malformed_json"),)] == 2
+    assert got["streamserve_batches_total", (("trigger", "time"),)] == 1
+    assert got["streamserve_batch_size_count", ()] == 2
+    assert got["streamserve_batch_size_sum", ()] == 6
+    assert got["streamserve_feature_lookup_seconds_sum", ()] == 0.003
+    assert got["streamserve_model_info", (("name", "fraud"), ("version", "7"))] == 1
+    # the NaN (no record timestamp) is not a latency; 4 ms, 40 ms and 2 s are
+    latency = "streamserve_end_to_end_latency_seconds"
+    assert got[latency + "_count", ()] == 3
+    assert got[latency + "_bucket", (("le", "0.005"),)] == 1
+    assert got[latency + "_bucket", (("le", "0.05"),)] == 2
+    assert got[latency + "_bucket", (("le", "1"),)] == 2
+    assert got[latency + "_bucket", (("le", "+Inf"),)] == 3
+    assert abs(got[latency + "_sum", ()] - 2.044) < 1e-9
+    assert "process_resident_memory_bytes" in {name for name, _ in got}
+
+
+def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    histogram = BulkHistogram("h", "test", [0.1, 1.0])
+    histogram.observe_many(np.array([0.1, 1.0, 1.5, np.inf]))
+    family = next(iter(histogram.collect()))
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name == "h_bucket"}
+    assert buckets == {"0.1": 1, "1": 2, "+Inf": 3}  # inf is not finite: not counted
+
+
+def test_lag_series_follow_the_assignment() -> None:
+    telemetry = Telemetry("m", "1")
+    telemetry.set_lag([PartitionLag("events", 0, 10), PartitionLag("events", 1, 0)])
+    telemetry.set_lag([PartitionLag("events", 1, 5)])  # partition 0 was revoked
+    lag = {k: v for k, v in samples(telemetry).items()
+           if k[0] == "streamserve_consumer_lag_records"}  # fmt: skip
+    assert lag == {("streamserve_consumer_lag_records",
+                    (("partition", "1"), ("topic", "events"))): 5}  # fmt: skip
+
+
+def test_liveness_fails_when_the_loop_stops_turning() -> None:
+    now = [100.0]
+    health = Health(liveness_timeout_s=30, clock=lambda: now[0])
+    now[0] += 29
+    assert health.live()["ok"]
+    now[0] += 2
+    assert health.live() == {"ok": False, "last_loop_turn_s_ago": 31.0}
+    health.loop_turned()
+    assert health.live()["ok"]
+
+
+def test_readiness_needs_partitions_a_model_and_the_store() -> None:
+    health = Health(30)
+    store_up = [True]
+    health.store_available = lambda: store_up[0]
+    health.model_loaded = True
+    assert health.ready()["ok"] is False  # nothing assigned yet
+    health.assigned = 2
+    assert health.ready() == {"ok": True, "assigned_partitions": 2, "partitions_assigned": True,
+                              "model_loaded": True, "feature_store_reachable": True}  # fmt: skip
+    store_up[0] = False
+    assert health.ready()["ok"] is False
+
+
+def test_json_logs_carry_extra_fields_and_the_exception() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("test-json-logs")
+    log.addHandler(handler)
+    log.propagate = False
+    log.warning("assigned %s", "events[0]", extra={"partitions": ["events[0]"]})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("batch failed", extra={"batch_id": "w-1"})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "assigned events[0]"
+    assert first["level"] == "WARNING" and first["partitions"] == ["events[0]"]
+    assert first["ts"].endswith("Z")
+    assert second["batch_id"] == "w-1" and "ValueError: boom" in second["exception"]
