@@ -288,6 +288,33 @@ def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--group", envvar="STREAMSERVE_GROUP_ID", show_envvar=True,
+              help="Consumer group (default: the worker's).")  # fmt: skip
+@click.option("--topic", envvar="STREAMSERVE_INPUT_TOPIC", show_envvar=True,
+              help="Topic (default: the worker's input topic).")  # fmt: skip
+@click.option("--max-lag", type=click.IntRange(min=0), default=None,
+              help="Exit 1 if the total lag is above this.")  # fmt: skip
+@click.option("--timeout-s", type=click.FloatRange(min=1), default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object only.")
+def lag(group: str | None, topic: str | None, max_lag: int | None, timeout_s: float,
+        as_json: bool) -> None:  # fmt: skip
+    """Committed offset, log end and lag per partition of a consumer group.
+
+    Exit 0; 1 if --max-lag is given and the total lag is above it; 5 if the cluster cannot be
+    reached or the topic does not exist. It never joins the group or commits.
+    """
+    from streamserve.lag import group_lag
+
+    s = _settings(group_id=group, input_topic=topic)
+    rdkafka = {**s.rdkafka_common, **s.rdkafka_consumer}
+    report = _run(lambda: group_lag(s.kafka_bootstrap, s.group_id, s.input_topic, rdkafka,
+                                    timeout_s))  # fmt: skip
+    click.echo(json.dumps(report.as_dict()) if as_json else report.render())
+    if max_lag is not None and report.total > max_lag:
+        sys.exit(1)
+
+
 @main.group()
 def schemas() -> None:
     """The JSON Schemas of every record on every topic."""

@@ -16,7 +16,7 @@ from streamserve.audit import audit
 from streamserve.core.model import read_manifest
 from streamserve.embedded import start_stack
 from tests.integration.conftest import Scenario, wait_for
-from tests.integration.helpers import StderrLines, produce_steadily, streamserve
+from tests.integration.helpers import StderrLines, produce_steadily, run, streamserve
 
 
 def free_ports(count: int) -> int:
@@ -162,3 +162,29 @@ def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario
     s = scenario.settings
     report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
     assert report.events == 4_000 and report.lost == 0, report.render()
+
+
+def test_lag_reports_committed_offsets_against_the_log_end(scenario: Scenario) -> None:
+    scenario.load_features(500, skip_every=0)
+    scenario.preload(2_000, 500)
+    env = scenario.env()
+    fresh = json.loads(run("lag", "--json", env=env).stdout)
+    assert fresh["total_lag"] == 2_000  # nothing committed: all of it is still to read
+    assert all(p["committed"] is None for p in fresh["partitions"])
+    assert sum(p["log_end"] for p in fresh["partitions"]) == 2_000
+
+    worker = run("worker", "--max-events", "1200", env={**env, "STREAMSERVE_MAX_BATCH_SIZE": "100"})
+    assert worker.returncode == 0, worker.stderr
+    handled = json.loads(worker.stdout)["events"]
+    assert 1_200 <= handled < 2_000
+    after = json.loads(run("lag", "--json", env=env).stdout)
+    committed = sum(p["committed"] or 0 for p in after["partitions"])
+    assert committed == handled and after["total_lag"] == 2_000 - handled
+    assert {p["partition"] for p in after["partitions"]} == {0, 1, 2, 3}
+
+    table = run("lag", env=env)
+    assert table.returncode == 0 and f"total lag {2_000 - handled:,}" in table.stdout
+    assert run("lag", "--max-lag", "0", env=env).returncode == 1
+    assert run("lag", "--max-lag", "2000", env=env).returncode == 0
+    missing = run("lag", "--topic", f"no-such-{scenario.uid}", env=env)
+    assert missing.returncode == 5 and "does not exist" in missing.stderr
