@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         SecretStr("redis://127.0.0.1:6379/0"), description="Feature store Redis URL."
     )
     redis_timeout_s: float = Field(1.0, gt=0, le=300, description="Redis socket timeout.")
+    redis_cluster: bool = Field(
+        False, description="STREAMSERVE_REDIS_URL names one node of a Redis Cluster."
+    )
     store_outage_policy: Literal["wait", "degrade"] = Field(
         "wait",
         description="When Redis fails: wait (pause, keep offsets, resume) or degrade "

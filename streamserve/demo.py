@@ -43,7 +43,9 @@ def load_entity_features(
     written = {synthetic.entity_id(int(i)): rows[i] for i in keep}
     template = manifest.store.key_template
     keys = [template.replace("{entity_id}", entity) for entity in written]
-    client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
+    client = store_io.connect(
+        settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
+    )
     store_io.write_features(client, manifest, keys, rows[keep], written_at=time.time())
     return written
 

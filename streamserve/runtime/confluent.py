@@ -385,7 +385,9 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     # thread per core spins between predict calls and doubles the worker's CPU per event.
     threadpool_limits(settings.predict_threads, user_api="openmp")
     bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
-    redis_client = store_io.connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
+    redis_client = store_io.connect(
+        settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
+    )
     redis_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
     redis_store.ping()
     feature_store = store_io.ResilientStore(
