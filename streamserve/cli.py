@@ -122,6 +122,33 @@ def worker(
     click.echo(json.dumps(summary.as_dict()))
 
 
+@main.command()
+@click.option("--ready", is_flag=True, help="Ask /readyz instead of /healthz.")
+@click.option("--timeout-s", type=click.FloatRange(min=0.1), default=3.0, show_default=True)
+def probe(ready: bool, timeout_s: float) -> None:
+    """Ask the local worker's /healthz (or /readyz); exit 0 if it says ok, else 1.
+
+    For container health checks and exec probes: it reads STREAMSERVE_HTTP_PORT like the worker.
+    """
+    import urllib.error
+    import urllib.request
+
+    s = _settings()
+    if not s.http_port:
+        click.echo("streamserve: STREAMSERVE_HTTP_PORT is 0: the endpoint is off", err=True)
+        sys.exit(2)
+    url = f"http://127.0.0.1:{s.http_port}/{'readyz' if ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            click.echo(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode())
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"streamserve: no answer from {url}: {exc}", err=True)
+        sys.exit(1)
+
+
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of KEY=value lines.")
 def show_config(as_json: bool) -> None:

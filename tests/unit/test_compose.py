@@ -1,19 +1,49 @@
-"""docker-compose.yml cannot run here (no Docker engine), so it is checked statically."""
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked statically: it parses,
+its settings exist, its commands exist, Prometheus finds every worker and the dashboard's queries
+name metrics the worker exports."""
 
+import json
 import re
 import shlex
+from collections import Counter
 from itertools import takewhile
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 from click.testing import CliRunner
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.cli import main as loadgen_main
 from streamserve.cli import main as streamserve_main
 from streamserve.config import RDKAFKA_PREFIX, settings_env_names
+from streamserve.core.batch import ScoredBatch
+from streamserve.core.records import PartitionLag
+from streamserve.telemetry import Telemetry
 
-COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+OURS = [name for name, s in SERVICES.items() if s.get("build") == "."]
+DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/streamserve.json").read_text())
+
+
+def command_lines(service: dict) -> list[list[str]]:
+    """Each command a service runs, as words: its command (a list, or `sh -c "a && b"`) and its
+    health check."""
+    found = []
+    command = service.get("command")
+    if isinstance(command, list):
+        found.append(command)
+    elif isinstance(command, str):
+        script = shlex.split(command)[-1] if command.startswith("sh -c") else command
+        found += [shlex.split(step) for step in script.split("&&")]
+    test = service.get("healthcheck", {}).get("test", [])
+    if test[:1] == ["CMD"]:
+        found.append(test[1:])
+    return found
 
 
 def test_every_streamserve_variable_is_a_real_setting() -> None:
@@ -30,28 +60,86 @@ def test_workers_point_at_the_compose_kafka_and_redis() -> None:
     assert env["STREAMSERVE_KAFKA_BOOTSTRAP"] == f"kafka:{kafka_port}"
     assert env["STREAMSERVE_REDIS_URL"].startswith("redis://redis:6379")
     assert "ports" not in SERVICES["worker"], "a fixed host port would break --scale worker=N"
+    assert env["STREAMSERVE_CREATE_TOPICS"] == "false"
+    assert "topics" in SERVICES["worker"]["depends_on"]
 
 
-def test_images_are_official_and_pinned() -> None:
+def test_images_are_official_and_pinned_and_ours_build_from_the_dockerfile() -> None:
     images = {name: s["image"] for name, s in SERVICES.items()}
     assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", images["kafka"])
     assert re.fullmatch(r"redis:7(\.\d+)*", images["redis"])
-    assert {images[n] for n in ("worker", "model-init", "loadgen")} == {"python:3.11-slim"}
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", images["prometheus"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
+    assert set(OURS) == {"topics", "model-init", "worker", "loadgen"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
 
 def test_commands_name_cli_commands_that_exist() -> None:
     runner = CliRunner()
+    checked = 0
     for name, service in SERVICES.items():
-        command = service.get("command")
-        if not isinstance(command, str):
-            continue
-        for step in re.split(r"&&", command.split('"')[1]):
-            words = shlex.split(step)
-            if words and words[0] == "exec":
-                words = words[1:]
+        for words in command_lines(service):
             if not words or words[0] not in ("streamserve", "streamserve-loadgen"):
                 continue
             main = streamserve_main if words[0] == "streamserve" else loadgen_main
             subcommand = list(takewhile(str.isalpha, words[1:]))[:2]
             result = runner.invoke(main, [*subcommand, "--help"])
-            assert result.exit_code == 0, f"{name}: `{step.strip()}` is not a command"
+            assert result.exit_code == 0, f"{name}: `{shlex.join(words)}` is not a command"
+            options = {w.split("=")[0] for w in words if w.startswith("--")}
+            for option in options:
+                assert option in result.output, f"{name}: no option {option}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_prometheus_scrapes_every_worker_replica_on_its_http_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["worker"] and discovery["type"] == "A"
+    assert str(discovery["port"]) == SERVICES["worker"]["environment"]["STREAMSERVE_HTTP_PORT"]
+    assert SERVICES["worker"]["expose"] == [str(discovery["port"])]
+    mounts = SERVICES["prometheus"]["volumes"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name a worker's /metrics shows once it has scored a batch with a dead letter
+    (series by error class appear with the first dead letter of that class)."""
+    telemetry = Telemetry("m", "1")
+    batch = ScoredBatch([], [object()], Counter(malformed_json=1), np.array([0.01]),  # type: ignore[list-item]
+                        np.zeros(1, dtype=np.int64), 1, 0)  # fmt: skip
+    telemetry.record_batch(batch, 1, "time", 1.0, 1.0)
+    telemetry.set_lag([PartitionLag("events", 0, 3)])
+    text = generate_latest(telemetry.registry).decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.mark.parametrize("panel", DASHBOARD["panels"], ids=lambda p: p["title"])
+def test_dashboard_queries_name_metrics_the_worker_exports(panel: dict) -> None:
+    exported = exported_metric_names()
+    for target in panel["targets"]:
+        names = set(re.findall(r"\b((?:streamserve|process)_[a-z_]+)\b", target["expr"]))
+        assert names, f"{panel['title']}: no worker metric in {target['expr']}"
+        assert names <= exported, f"{panel['title']}: not exported: {names - exported}"
+
+
+def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
+    exprs = " ".join(t["expr"] for p in DASHBOARD["panels"] for t in p["targets"])
+    for needed in ("streamserve_events_total", "streamserve_consumer_lag_records",
+                   "streamserve_end_to_end_latency_seconds_bucket", "streamserve_batch_size",
+                   "streamserve_dead_letters_total"):  # fmt: skip
+        assert needed in exprs
+    assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
+    datasources = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    assert {d["uid"] for d in datasources} >= {p["datasource"]["uid"] for p in DASHBOARD["panels"]}
+    assert datasources[0]["url"] == "http://prometheus:9090"
+    for mount in SERVICES["grafana"]["volumes"]:
+        source = mount.split(":")[0]
+        assert (ROOT / source).exists(), f"grafana mounts missing {source}"
