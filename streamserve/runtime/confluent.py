@@ -155,7 +155,10 @@ class Worker:
                 self._maybe_publish_metrics()
                 self._turned(now)
         except BaseException:
-            log.error("worker failed; the batch in hand stays uncommitted and will be re-read")
+            in_hand = len(self._pending) + (len(self._scoring.records) if self._scoring else 0)
+            log.exception("worker failed; %d records in hand stay uncommitted and will be re-read",
+                          in_hand, extra={"records_in_hand": in_hand,
+                                          "assigned": sorted(self._assigned)})  # fmt: skip
             self._scoring_thread.shutdown()
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
@@ -273,7 +276,15 @@ class Worker:
         self.telemetry.record_batch(
             scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
         )
-        log.debug("batch %s: %d records, trigger %s", batch.batch_id, size, batch.trigger)
+        log.debug(
+            "batch %s: %d records, trigger %s, %d predictions, %d dead letters, lookup %.2f ms, "
+            "predict %.2f ms", batch.batch_id, size, batch.trigger, len(scored.predictions),
+            len(scored.dead_letters), predicted.lookup_ms, predicted.predict_ms,
+            extra={"batch_id": batch.batch_id, "records": size, "trigger": batch.trigger,
+                   "predictions": len(scored.predictions), "dead_letters": len(scored.dead_letters),
+                   "lookup_ms": round(predicted.lookup_ms, 3),
+                   "predict_ms": round(predicted.predict_ms, 3)},
+        )  # fmt: skip
 
     def _complete_all(self) -> None:
         """Score and finish everything in hand and wait for its acknowledgement. If the feature
@@ -333,7 +344,7 @@ class Worker:
                 log.warning("commit failed: %s", exc.args[0].str())
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", _names(partitions))
+        log.info("assigned %s", _names(partitions), extra={"partitions": _list(partitions)})
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         self.telemetry.health.assigned = len(self._assigned)
         if self._paused and partitions:  # still waiting for scoring: the new ones wait too
@@ -344,14 +355,14 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the batch in hand and commit before the partitions move to another worker."""
-        log.info("revoked %s", _names(partitions))
+        log.info("revoked %s", _names(partitions), extra={"partitions": _list(partitions)})
         self._complete_all()
         self._commit()
         self._unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (their uncommitted records will be re-read by the new owner)",
-                    _names(partitions))  # fmt: skip
+                    _names(partitions), extra={"partitions": _list(partitions)})  # fmt: skip
         self._unassigned(partitions)
 
     def _unassigned(self, partitions: list[TopicPartition]) -> None:
@@ -371,7 +382,11 @@ class Worker:
 
 
 def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+    return ", ".join(_list(partitions)) or "nothing"
+
+
+def _list(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
 
 
 def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:

@@ -188,3 +188,21 @@ def test_lag_reports_committed_offsets_against_the_log_end(scenario: Scenario) -
     assert run("lag", "--max-lag", "2000", env=env).returncode == 0
     missing = run("lag", "--topic", f"no-such-{scenario.uid}", env=env)
     assert missing.returncode == 5 and "does not exist" in missing.stderr
+
+
+def test_json_logs_have_a_banner_the_assignment_and_batch_stats(scenario: Scenario) -> None:
+    scenario.load_features(100, skip_every=0)
+    scenario.preload(300, 100)
+    env = {**scenario.env(), "STREAMSERVE_LOG_FORMAT": "json", "STREAMSERVE_LOG_LEVEL": "DEBUG"}
+    result = run("worker", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines and len(lines) == len(result.stderr.splitlines()), result.stderr[-2000:]
+    banner = next(line for line in lines if "starting" in line["message"])
+    assert banner["config"]["STREAMSERVE_INPUT_TOPIC"] == scenario.settings.input_topic
+    assigned = [p for line in lines if line["message"].startswith("assigned")
+                for p in line["partitions"]]  # fmt: skip
+    assert sorted(assigned) == [f"{scenario.settings.input_topic}[{p}]" for p in range(4)]
+    batches = [line for line in lines if "batch_id" in line]
+    assert sum(b["records"] for b in batches) == 300
+    assert all(b["level"] == "DEBUG" and b["lookup_ms"] >= 0 for b in batches)
