@@ -147,27 +147,29 @@ class Telemetry:
         )
         self._lag_labels: set[tuple[str, str]] = set()
         self.paused = gauge("streamserve_paused", "1 while consumption is paused (backpressure).")
-        for outcome in ("prediction", "dead_letter"):
-            self.events.labels(outcome)  # present from the start, at 0
-        for trigger in ("size", "time", "stop"):
-            self.batches.labels(trigger)
+        # children looked up once (present from the start, at 0), not per batch
+        self._predictions = self.events.labels("prediction")
+        self._dead_letters = self.events.labels("dead_letter")
+        self._by_trigger = {t: self.batches.labels(t) for t in ("size", "time", "stop")}
 
     def record_batch(self, batch: ScoredBatch, size: int, trigger: str, lookup_ms: float,
                      predict_ms: float) -> None:  # fmt: skip
         """Count one scored batch."""
-        self.events.labels("prediction").inc(len(batch.predictions))
-        self.events.labels("dead_letter").inc(len(batch.dead_letters))
+        self._predictions.inc(len(batch.predictions))
+        if batch.dead_letters:
+            self._dead_letters.inc(len(batch.dead_letters))
         for error_class, count in batch.dead_letter_classes.items():
             self.dead_letters.labels(error_class).inc(count)
         if batch.degraded:
             self.degraded.inc(len(batch.predictions))
-        self.batches.labels(trigger).inc()
+        self._by_trigger[trigger].inc()
         self.batch_size.observe(size)
         self.lookup.observe(lookup_ms / 1000)
         self.predict.observe(predict_ms / 1000)
         self.latency.observe_many(batch.latencies_ms / 1000)
         self.store_keys.inc(batch.store_keys)
-        self.store_misses.inc(batch.store_misses)
+        if batch.store_misses:
+            self.store_misses.inc(batch.store_misses)
 
     def set_lag(self, lags: list[PartitionLag]) -> None:
         """Set the assigned partitions' lag; drop the series of partitions no longer assigned."""
