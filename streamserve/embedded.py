@@ -40,19 +40,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_cluster_port() -> int:
-    """A free port for a Redis Cluster node: its bus port (port + 10000) must be free too, and
-    so at most 55535."""
+def free_ports(offsets: tuple[int, ...], lowest: int = 20_000, highest: int = 65_535) -> int:
+    """A loopback port ``p`` such that ``p + offset`` is free right now for every offset, and at
+    most ``highest``: e.g. ``(0, 1)`` for two consecutive ports."""
     for _ in range(100):
-        port = random.randint(20_000, 55_535)
+        port = random.randint(lowest, highest - max(offsets))
         try:
-            for candidate in (port, port + CLUSTER_BUS_OFFSET):
+            for offset in offsets:
                 with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
+                    sock.bind(("127.0.0.1", port + offset))
         except OSError:
             continue
         return port
-    raise EmbeddedStackError("no free port pair for a Redis Cluster node")
+    raise EmbeddedStackError(f"no free loopback ports at offsets {offsets}")
 
 
 def tansu_binary() -> str:
@@ -208,7 +208,8 @@ def start_redis(
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """redis-server on ``port`` (a free one by default); it loads ``workdir``/dump.rdb if there.
     With ``cluster``, a node in cluster mode that holds no slots yet."""
-    port = port or (free_cluster_port() if cluster else free_port())
+    if not port:  # a cluster node's bus port (port + 10000) must be free too
+        port = free_ports((0, CLUSTER_BUS_OFFSET)) if cluster else free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
     if cluster:

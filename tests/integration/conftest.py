@@ -25,6 +25,7 @@ from streamserve.config import Settings, load_settings
 from streamserve.core.model import read_manifest
 from streamserve.demo import load_entity_features
 from streamserve.embedded import EmbeddedStack, running_stack
+from tests.conftest import is_scorable, offline_scores
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -138,3 +139,16 @@ def inputs_of(scenario: Scenario, expected: int) -> dict[tuple[int, int], Messag
     topic = scenario.settings.input_topic
     found = read_topics(scenario.settings.kafka_bootstrap, [topic], expected, idle_s=0.5)[topic]
     return {(m.partition(), m.offset()): m for m in found}  # type: ignore[misc]
+
+
+def assert_scores_equal_offline_predict(
+    scenario: Scenario, predictions: list[Message], values: list[bytes],
+    stored: dict[str, np.ndarray],
+) -> None:  # fmt: skip
+    """Every published score equals the booster's offline predict of the same features."""
+    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]  # type: ignore[arg-type]
+                 for m in predictions}  # fmt: skip
+    expected = offline_scores(scenario.bundle_dir, [v for v in values if is_scorable(v)], stored)
+    assert published.keys() == expected.keys()
+    np.testing.assert_allclose([published[k] for k in expected], list(expected.values()),
+                               rtol=1e-6, atol=1e-7)  # fmt: skip

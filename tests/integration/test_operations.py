@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,27 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamserve import synthetic
 from streamserve.audit import audit
 from streamserve.core.model import read_manifest
-from streamserve.embedded import start_stack
+from streamserve.embedded import free_port, free_ports, start_stack
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import StderrLines, produce_steadily, run, streamserve
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65_535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free ports")
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -78,7 +59,7 @@ def handled(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> fl
 def test_http_endpoint_reports_what_the_worker_did(scenario: Scenario) -> None:
     scenario.load_features(2_000, skip_every=0)
     scenario.preload(3_000, 2_000, malformed_every=50)
-    port = free_ports(1)
+    port = free_port()
     env = endpoint_env(scenario, port)
     proc = streamserve("worker", env=env)
     logs = StderrLines(proc)
@@ -114,7 +95,7 @@ def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_pa
     with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
         scenario = scenario.with_settings(redis_url=own.redis_url)
         scenario.load_features(500, skip_every=0)
-        port = free_ports(1)
+        port = free_port()
         env = endpoint_env(scenario, port)
         proc = streamserve("worker", env=env)
         logs = StderrLines(proc)
@@ -142,7 +123,7 @@ def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_pa
 def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario) -> None:
     scenario.load_features(2_000, skip_every=0)
     scenario.preload(4_000, 2_000)
-    base = free_ports(2)
+    base = free_ports((0, 1))
     env = endpoint_env(scenario, base)
     proc = streamserve("worker", "--processes", "2", env=env)
     logs = StderrLines(proc)

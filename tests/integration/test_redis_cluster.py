@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
 from streamserve.embedded import EmbeddedStack, start_redis_cluster
 from streamserve.runtime.confluent import build_worker
-from tests.conftest import is_scorable, offline_scores
-from tests.integration.conftest import make_scenario
+from tests.conftest import is_scorable
+from tests.integration.conftest import assert_scores_equal_offline_predict, make_scenario
 
 
 @pytest.fixture
@@ -43,9 +41,4 @@ def test_features_spread_over_cluster_nodes_score_like_offline_predict(
     assert (summary.predictions, summary.dead_letters) == (len(predictions), len(dead_letters))
     good = [v for v in values if is_scorable(v)]
     assert len(predictions) == len(good) and len(dead_letters) == 1_000 - len(good)
-    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]
-                 for m in predictions}  # fmt: skip
-    expected = offline_scores(scenario.bundle_dir, good, stored)
-    assert published.keys() == expected.keys()
-    np.testing.assert_allclose([published[k] for k in expected], list(expected.values()),
-                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    assert_scores_equal_offline_predict(scenario, predictions, values, stored)

@@ -18,6 +18,7 @@ from streamserve.runtime.confluent import build_worker
 from tests.conftest import is_scorable, offline_scores
 from tests.integration.conftest import (
     Scenario,
+    assert_scores_equal_offline_predict,
     inputs_of,
     make_scenario,
 )
@@ -125,12 +126,7 @@ def test_hash_layout_scores_equal_offline_predict(
     build_worker(scenario.settings).run()
     predictions, dead_letters = scenario.outputs(expected=1_000)
     assert dead_letters == []
-    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]
-                 for m in predictions}  # fmt: skip
-    expected = offline_scores(scenario.bundle_dir, values, stored)
-    assert published.keys() == expected.keys()
-    np.testing.assert_allclose([published[k] for k in expected], list(expected.values()),
-                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    assert_scores_equal_offline_predict(scenario, predictions, values, stored)
 
 
 def test_size_and_time_triggered_batches_are_both_observed(scenario: Scenario) -> None:
