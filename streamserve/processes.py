@@ -9,6 +9,8 @@ whole set; children that finish normally (idle exit, max events) just end.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -21,6 +23,13 @@ from streamserve.config import Settings, env_name
 
 log = logging.getLogger("streamserve.processes")
 STOP_GRACE_S = 60.0  # a child still running this long after SIGTERM is killed
+
+
+def die_with_parent() -> None:
+    """Child pre-exec hook (Linux): the child gets SIGTERM if the process that started it dies,
+    even by SIGKILL, so no worker or server outlives its supervisor."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def child_env(settings: Settings, index: int, overrides: dict[str, Any]) -> dict[str, str]:
@@ -37,7 +46,10 @@ def child_env(settings: Settings, index: int, overrides: dict[str, Any]) -> dict
 def run_processes(settings: Settings, count: int, overrides: dict[str, Any]) -> int:
     """Run ``count`` workers until all have ended; returns the exit code for the supervisor."""
     argv = [sys.executable, "-m", "streamserve", "worker"]
-    children = [subprocess.Popen(argv, env=child_env(settings, i, overrides)) for i in range(count)]
+    children = [
+        subprocess.Popen(argv, env=child_env(settings, i, overrides), preexec_fn=die_with_parent)
+        for i in range(count)
+    ]
     log.info("started %d worker processes: pids %s", count, [c.pid for c in children])
     stopping = False
 
