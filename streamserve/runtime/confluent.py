@@ -404,11 +404,9 @@ def _list(partitions: list[TopicPartition]) -> list[str]:
     return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
 
 
-def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
-    """Validate everything a worker needs, in order, before it consumes a single record.
-
-    Model bundle (manifest vs booster) -> feature store reachable -> topics -> clients.
-    """
+def load_model_and_store(settings: Settings) -> tuple[ModelBundle, store_io.ResilientStore]:
+    """The model bundle (manifest checked against booster) and the feature store behind retries
+    and a circuit breaker, after one ping; shared by both runtimes."""
     if settings.model_dir is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
     # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
@@ -426,11 +424,25 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
         backoff_s=settings.store_retry_backoff_ms / 1000,
         reset_s=settings.store_breaker_reset_s,
     )
+    return bundle, feature_store
+
+
+def prepare_topics(settings: Settings) -> None:
+    """Create the missing topics, or with STREAMSERVE_CREATE_TOPICS=false require them."""
     admin = kafka_io.make_admin(settings)
     if settings.create_topics:
         kafka_io.ensure_topics(admin, settings.topic_names(), settings.topic_partitions)
     else:
         kafka_io.require_topics(admin, settings.topic_names())
+
+
+def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
+    """Validate everything a worker needs, in order, before it consumes a single record.
+
+    Model bundle (manifest vs booster) -> feature store reachable -> topics -> clients.
+    """
+    bundle, feature_store = load_model_and_store(settings)
+    prepare_topics(settings)
     delivery_errors: list[KafkaError] = []
 
     def on_delivery(error: KafkaError | None, message: Message) -> None:
