@@ -112,6 +112,11 @@ def worker(
     config = settings.masked()
     log.info("streamserve %s worker %s starting; configuration: %s",
              __version__, settings.worker_id, config, extra={"config": config})  # fmt: skip
+    if settings.runtime == "faust":
+        from streamserve.runtime.faust import run_faust_worker
+
+        click.echo(json.dumps(_run(lambda: run_faust_worker(settings)).as_dict()))
+        return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

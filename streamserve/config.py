@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     store_breaker_reset_s: float = Field(
         1.0, gt=0, le=3600, description="While the circuit is open, probe Redis this often."
     )
+    runtime: Literal["confluent", "faust"] = Field(
+        "confluent", description="Worker runtime: confluent-kafka loop, or a faust-streaming app."
+    )
     model_dir: Path | None = Field(None, description="Model bundle directory (required).")
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(
