@@ -41,6 +41,7 @@ class BenchPlan:
 
     events: int = 500_000
     baseline_events: int = 20_000
+    faust_events: int = 100_000  # Faust drains a few thousand events/s: a part of the topic
     entities: int = 10_000
     malformed_every: int = 100
     trees: int = 200
@@ -197,6 +198,10 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             max_batch_size=1,
             max_events=plan.baseline_events,
         )
+        faust = bench.drain("faust", procs.streamserve_argv("worker"), runtime="faust",
+                            max_events=plan.faust_events)  # fmt: skip
+        faust_bare = bench.drain("faust-bare", procs.loadgen_argv("faust-bare"),
+                                 max_events=plan.faust_events)  # fmt: skip
         latency = [
             bench.latency(target, rate)
             for rate in plan.loads
@@ -206,7 +211,13 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
         "started_at": started,
-        "drain": {"worker": worker, "passthrough": passthrough, "baseline": baseline},
+        "drain": {
+            "worker": worker,
+            "passthrough": passthrough,
+            "baseline": baseline,
+            "faust": faust,
+            "faust_bare": faust_bare,
+        },
         "latency": latency,
     }
     results["goals"] = goals(results)
@@ -232,6 +243,10 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "cpu_us_per_event": _goal(worker["cpu_us_per_event"], "<=", 6.0),
         "worker_peak_rss_mb": _goal(rss, "<=", 300),
     }
+    if "faust" in drain and "faust_bare" in drain:
+        found["faust_vs_bare_faust"] = _goal(
+            drain["faust"]["events_per_s"] / drain["faust_bare"]["events_per_s"], ">=", 0.70
+        )
     if ("worker", 10_000) in p99 and ("passthrough", 10_000) in p99:
         extra = p99[("worker", 10_000)] - p99[("passthrough", 10_000)]
         found["p99_over_passthrough_at_10k_ms"] = _goal(extra, "<=", 20)
@@ -266,6 +281,12 @@ def print_table(results: dict[str, Any], console: Console) -> None:
                          if row else "-")  # fmt: skip
         table.add_row(f"p50 / p99 latency at {rate:,} events/s (ms)", *cells, "")
     console.print(table)
+    if "faust" in drain and "faust_bare" in drain:
+        faust, bare = drain["faust"], drain["faust_bare"]
+        console.print(f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
+                      f"{faust['cpu_us_per_event']:.0f} µs CPU/event; bare Faust agent counting "
+                      f"take() batches: {bare['events_per_s']:,.0f} events/s "
+                      f"({faust['events']:,} events each)")  # fmt: skip
     goal_table = Table(title="goals")
     for column in ("goal", "measured", "target", "met"):
         goal_table.add_column(column)

@@ -258,6 +258,22 @@ def soak_command(minutes: float, rate: int, out_dir: Path) -> None:
         raise SystemExit(1)
 
 
+@main.command("faust-bare")
+def faust_bare_command() -> None:
+    """A bare Faust agent that only counts stream.take() batches: Faust's own ceiling.
+
+    Reads the worker's STREAMSERVE_* variables (bootstrap, input topic, group, batch size, max
+    wait, idle exit, max events); SIGTERM stops it. Prints one JSON line like the worker's.
+    """
+    from loadgen.faustbare import run_bare_faust
+    from streamserve.config import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    click.echo(json.dumps(run_bare_faust(settings).as_dict()))
+
+
 @main.command("passthrough")
 @click.option("--output-topic", default="passthrough", show_default=True,
               help="Where the copies go.")  # fmt: skip

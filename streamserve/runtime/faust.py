@@ -159,8 +159,8 @@ def _header_bytes(headers: list[tuple[str, str | bytes | None]]) -> list[tuple[s
     return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in headers]
 
 
-def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
-    """A Faust app whose one agent scores the input topic in micro-batches."""
+def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
+    """A Faust app in the settings' consumer group, and its raw-bytes input topic."""
     session_ms = int(settings.rdkafka_consumer.get("session.timeout.ms", 10_000))
     app = faust.App(
         settings.group_id,
@@ -173,16 +173,27 @@ def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
         broker_commit_interval=settings.commit_interval_ms / 1000,
         store="memory://",
     )
-    scorer = FaustScorer(app, settings)
     topic = app.topic(
         settings.input_topic, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw",
     )  # fmt: skip
-    within = max(settings.max_wait_ms, 1.0) / 1000  # no timeout would hold a batch forever
+    return app, topic
+
+
+def batch_window_s(settings: Settings) -> float:
+    """``within`` for ``take``: STREAMSERVE_MAX_WAIT_MS, at least 1 ms (no timeout would hold a
+    batch forever)."""
+    return max(settings.max_wait_ms, 1.0) / 1000
+
+
+def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
+    """A Faust app whose one agent scores the input topic in micro-batches."""
+    app, topic = new_app(settings)
+    scorer = FaustScorer(app, settings)
 
     @app.agent(topic, name="streamserve-scorer")
     async def score(stream: Any) -> None:  # a faust Stream (take_events is not in StreamT)
-        async for events in stream.take_events(settings.max_batch_size, within=within):
+        async for events in stream.take_events(settings.max_batch_size, batch_window_s(settings)):
             await scorer.score(events)
 
     @app.timer(settings.metrics_interval_s)
@@ -204,20 +215,31 @@ def run_faust_worker(settings: Settings) -> RunSummary:
     app, scorer = faust_app(settings)
     if settings.http_port:
         serve(scorer.telemetry, settings.http_host, settings.http_port)
+    try:
+        run_app(app, settings, scorer.summary, scorer.telemetry)
+    finally:
+        scorer.close()
+    return scorer.summary
+
+
+def run_app(
+    app: faust.App, settings: Settings, summary: RunSummary, telemetry: Telemetry | None = None
+) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, or until ``summary`` reaches the idle or max-events
+    limits; keeps ``telemetry``'s health current."""
     activity = _Activity(time.monotonic())
 
     @app.timer(STOP_CHECK_S)
     async def stop_when_done() -> None:
-        """Keep /healthz and /readyz current; stop at the idle or max-events limit. Idle time
-        counts from the last batch or the last change of assignment (a rebalance is no idling)."""
+        """Idle time counts from the last batch or the last change of assignment (a rebalance
+        is not idling)."""
         now = time.monotonic()
         assigned = frozenset(app.consumer.assignment())
-        health = scorer.telemetry.health
-        health.loop_turned()
-        health.assigned = len(assigned)
+        if telemetry is not None:
+            telemetry.health.loop_turned()
+            telemetry.health.assigned = len(assigned)
         if assigned != activity.assigned or app.rebalancing:
             activity.at, activity.assigned = now, assigned
-        summary = scorer.summary
         if settings.max_events and summary.events >= settings.max_events:
             signal.raise_signal(signal.SIGTERM)  # the same clean stop as an operator's SIGTERM
         if settings.exit_when_idle_s:
@@ -232,6 +254,3 @@ def run_faust_worker(settings: Settings) -> RunSummary:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
-    finally:
-        scorer.close()
-    return scorer.summary
