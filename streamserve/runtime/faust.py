@@ -115,12 +115,7 @@ class FaustScorer:
         )
         self._metrics.start(wall_ms())
         self._seq = 0
-        self._delivery_errors: list[KafkaError] = []
-        self._producer = make_producer(settings, on_delivery=self._on_delivery)
-
-    def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
-        if error is not None:
-            self._delivery_errors.append(error)
+        self._producer = make_producer(settings)
 
     async def score(self, events: Sequence[Any]) -> ScoredBatch:
         """Score one batch and wait until the broker acknowledged all of its outputs."""
@@ -135,9 +130,10 @@ class FaustScorer:
             prepared, predicted.store_rows, predicted.matrix, predicted.scores,
             wall_ms(), batch_id, predicted.degraded,
         )  # fmt: skip
-        self._produce(self.settings.predictions_topic, scored.predictions)
-        self._produce(self.settings.dead_letter_topic, scored.dead_letters)
-        await self._delivered()
+        failures = _Failures()
+        self._produce(self.settings.predictions_topic, scored.predictions, failures)
+        self._produce(self.settings.dead_letter_topic, scored.dead_letters, failures)
+        await self._delivered(failures)
         size = len(events)
         trigger: Trigger = "size" if size >= self.settings.max_batch_size else "time"
         self.summary.batch_done(size, len(scored.predictions), len(scored.dead_letters), trigger)
@@ -150,33 +146,47 @@ class FaustScorer:
     async def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
         record = self._metrics.close(wall_ms(), [], self.store.available)
+        failures = _Failures()
         self._produce(
             self.settings.metrics_topic,
             [OutputRecord(self.settings.worker_id.encode(), msgspec.json.encode(record), [])],
+            failures,
         )
-        await self._delivered()
+        await self._delivered(failures)
 
     def close(self) -> None:
         self._thread.shutdown()
         self._producer.flush(30)
 
-    def _produce(self, topic: str, outputs: list[OutputRecord]) -> None:
+    def _produce(self, topic: str, outputs: list[OutputRecord], failures: _Failures) -> None:
         produce, poll = self._producer.produce, self._producer.poll
         for key, value, headers in outputs:
             while True:
                 try:
-                    produce(topic, value, key, headers=headers)
+                    produce(topic, value, key, headers=headers, on_delivery=failures.on_delivery)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     poll(0.05)
 
-    async def _delivered(self) -> None:
-        """Wait until the broker acknowledged everything produced; raise if anything failed."""
+    async def _delivered(self, failures: _Failures) -> None:
+        """Wait until the broker acknowledged everything produced; raise if any of the records
+        behind ``failures`` was not delivered (each batch checks only its own)."""
         remaining = await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_S)
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise DeliveryError(f"{remaining} outputs unacknowledged, {len(errors)} failed"
-                                + (f": {errors[0].str()}" if errors else ""))  # fmt: skip
+        if remaining or failures.errors:
+            first = f": {failures.errors[0].str()}" if failures.errors else ""
+            raise DeliveryError(f"{remaining} outputs unacknowledged, "
+                                f"{len(failures.errors)} failed{first}")  # fmt: skip
+
+
+class _Failures:
+    """Delivery errors of one batch's records."""
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+
+    def on_delivery(self, error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            self.errors.append(error)
 
 
 def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
