@@ -14,7 +14,6 @@ filling, one being scored and one awaiting acknowledgement.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -23,18 +22,19 @@ from dataclasses import dataclass
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, PreparedBatch, ScoredBatch
-from streamserve.core.model import ModelBundle, load_bundle
+from streamserve.core.model import ModelBundle
 from streamserve.core.window import BatchWindow, Trigger
-from streamserve.errors import ConfigError, StoreUnavailable
+from streamserve.errors import StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.metrics import MetricsWindow
 from streamserve.runtime.delivery import Delivery, InFlight, next_offsets
+from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.scoring import Predicted, ScoringThread
+from streamserve.runtime.startup import load_model_and_store, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry import Telemetry
 
@@ -43,17 +43,7 @@ log = logging.getLogger("streamserve.worker")
 IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
 SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
-GC_THRESHOLD = 200_000  # container allocations between young-generation collections
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
-# XGBoost's inplace_predict defines a throwaway class per call (xgboost._data_utils
-# from_array_interface): 25 objects of cyclic garbage per batch that only a full collection frees.
-# With the thresholds above that came every ~7 minutes at 5k events/s and RSS rose 9 MB between.
-# A full collection every 10 s frees them in small steps (measured: 25k objects in 7 ms).
-FULL_GC_EVERY_S = 10.0
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -65,14 +55,6 @@ class Scoring:
     trigger: Trigger
     batch_id: str
     future: Future[Predicted]
-
-
-def tune_garbage_collector() -> None:
-    """Make cyclic GC rare: a batch allocates tens of thousands of short-lived tuples and lists
-    (none of them in cycles), and the default threshold of 700 ran a collection every few dozen
-    events -- about 6% of the worker's time. Start-up objects are frozen out of collections."""
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
 class Worker:
@@ -111,7 +93,7 @@ class Worker:
         self.telemetry.health.store_available = lambda: store.available
         self._assigned: set[tuple[str, int]] = set()
         self._gauges_due = 0.0
-        self._full_gc_due = time.monotonic() + FULL_GC_EVERY_S
+        self._collections = FullCollections(time.monotonic())
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batch in hand, commits and returns."""
@@ -178,12 +160,7 @@ class Worker:
             self._gauges_due = now + GAUGES_EVERY_S
             self.telemetry.set_lag(kafka_io.consumer_lag(self.consumer))
             self.telemetry.paused.set(1 if self._paused else 0)
-        if now >= self._full_gc_due:
-            self._full_gc_due = now + FULL_GC_EVERY_S
-            started = time.perf_counter()
-            freed = gc.collect()
-            log.debug("full garbage collection: %d objects freed in %.1f ms",
-                      freed, (time.perf_counter() - started) * 1000)  # fmt: skip
+        self._collections.maybe_collect(now)
 
     def _should_stop(self) -> bool:
         settings = self.settings
@@ -402,38 +379,6 @@ def _names(partitions: list[TopicPartition]) -> str:
 
 def _list(partitions: list[TopicPartition]) -> list[str]:
     return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
-
-
-def load_model_and_store(settings: Settings) -> tuple[ModelBundle, store_io.ResilientStore]:
-    """The model bundle (manifest checked against booster) and the feature store behind retries
-    and a circuit breaker, after one ping; shared by both runtimes."""
-    if settings.model_dir is None:
-        raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
-    # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
-    # thread per core spins between predict calls and doubles the worker's CPU per event.
-    threadpool_limits(settings.predict_threads, user_api="openmp")
-    bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
-    redis_client = store_io.connect(
-        settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
-    )
-    redis_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
-    redis_store.ping()
-    feature_store = store_io.ResilientStore(
-        redis_store,
-        retries=settings.store_retries,
-        backoff_s=settings.store_retry_backoff_ms / 1000,
-        reset_s=settings.store_breaker_reset_s,
-    )
-    return bundle, feature_store
-
-
-def prepare_topics(settings: Settings) -> None:
-    """Create the missing topics, or with STREAMSERVE_CREATE_TOPICS=false require them."""
-    admin = kafka_io.make_admin(settings)
-    if settings.create_topics:
-        kafka_io.ensure_topics(admin, settings.topic_names(), settings.topic_partitions)
-    else:
-        kafka_io.require_topics(admin, settings.topic_names())
 
 
 def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:

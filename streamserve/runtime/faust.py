@@ -33,8 +33,8 @@ from streamserve.io.http import serve
 from streamserve.io.kafka import make_producer
 from streamserve.io.store import ResilientStore
 from streamserve.metrics import MetricsWindow
-from streamserve.runtime.confluent import load_model_and_store, prepare_topics, wall_ms
 from streamserve.runtime.scoring import ScoringThread
+from streamserve.runtime.startup import load_model_and_store, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry import Telemetry
 
