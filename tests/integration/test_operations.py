@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,6 +47,21 @@ def endpoint_env(scenario: Scenario, port: int) -> dict[str, str]:
             "STREAMSERVE_HTTP_HOST": "127.0.0.1", "STREAMSERVE_EXIT_WHEN_IDLE_S": "0"}  # fmt: skip
 
 
+@contextlib.contextmanager
+def worker_with_endpoint(scenario: Scenario) -> Iterator[tuple[int, StderrLines]]:
+    """A `streamserve worker` serving HTTP on a free loopback port; SIGTERM at the end must
+    give exit 0."""
+    port = free_port()
+    proc = streamserve("worker", env=endpoint_env(scenario, port))
+    logs = StderrLines(proc)
+    try:
+        yield port, logs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0, logs.text()
+
+
 def lags(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[float]:
     """The lag gauge of each partition, in partition order."""
     series = {dict(labels)["partition"]: v for (name, labels), v in metrics.items()
@@ -59,11 +76,7 @@ def handled(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> fl
 def test_http_endpoint_reports_what_the_worker_did(scenario: Scenario) -> None:
     scenario.load_features(2_000, skip_every=0)
     scenario.preload(3_000, 2_000, malformed_every=50)
-    port = free_port()
-    env = endpoint_env(scenario, port)
-    proc = streamserve("worker", env=env)
-    logs = StderrLines(proc)
-    try:
+    with worker_with_endpoint(scenario) as (port, logs):
         wait_for(lambda: get(port, "/readyz")[0] == 200, 30, f"/readyz 200; {logs.text()}")
         wait_for(lambda: handled(scrape(port)) == 3_000, 60, "every event counted")
         wait_for(lambda: lags(scrape(port)) == [0, 0, 0, 0], 10, "lag 0 on 4 partitions")
@@ -85,21 +98,13 @@ def test_http_endpoint_reports_what_the_worker_did(scenario: Scenario) -> None:
         status, body = get(port, "/readyz")
         assert json.loads(body)["assigned_partitions"] == 4
         assert get(port, "/nope")[0] == 404
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    assert proc.returncode == 0, logs.text()
 
 
 def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_path: Path) -> None:
     with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
         scenario = scenario.with_settings(redis_url=own.redis_url)
         scenario.load_features(500, skip_every=0)
-        port = free_port()
-        env = endpoint_env(scenario, port)
-        proc = streamserve("worker", env=env)
-        logs = StderrLines(proc)
-        try:
+        with worker_with_endpoint(scenario) as (port, logs):
             wait_for(lambda: get(port, "/readyz")[0] == 200, 30, f"ready; {logs.text()}")
             own.stop_redis()
             events = list(synthetic.generate_events(2_000, 500))
@@ -114,10 +119,6 @@ def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_pa
             own.restart_redis()
             wait_for(lambda: get(port, "/readyz")[0] == 200, 20, "ready again")
             wait_for(lambda: handled(scrape(port)) == 2_000, 60, "every event handled")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        assert proc.returncode == 0, logs.text()
 
 
 def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario) -> None:
