@@ -87,7 +87,7 @@ class ResilientStore:
 
     A lookup is tried ``1 + retries`` times with doubling pauses; if all fail, the circuit opens
     and lookups fail fast with StoreUnavailable, without touching Redis, except one probe every
-    ``reset_s``. Used from the scoring thread only.
+    ``reset_s``. Used by one thread at a time.
     """
 
     def __init__(
@@ -114,6 +114,16 @@ class ResilientStore:
     def probe_in(self) -> float:
         """Seconds until the next lookup may go to Redis."""
         return self._breaker.probe_in(self._clock())
+
+    def fetch_first_try(self, keys: list[str]) -> np.ndarray | None:
+        """One try, without pauses or retries, and only while the circuit is closed; None when
+        the circuit is open or the try fails (``fetch`` then retries, and opens the circuit)."""
+        if self._breaker.is_open:
+            return None
+        try:
+            return self._store.fetch(keys)
+        except FeatureStoreError:
+            return None
 
     def fetch(self, keys: list[str]) -> np.ndarray:
         breaker = self._breaker

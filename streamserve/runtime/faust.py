@@ -1,12 +1,12 @@
-"""The faust-streaming runtime (STREAMSERVE_RUNTIME=faust), and ``FaustScorer`` for your own agent.
+"""The faust-streaming runtime (STREAMSERVE_RUNTIME=faust).
 
 The agent takes micro-batches with ``stream.take_events(max_batch_size, within=max_wait)`` (the
 events flavour of ``take``: it keeps each record's topic, partition, offset and headers) and runs
-the confluent runtime's core pipeline on them: decode, one feature lookup and one booster call on
-the scoring thread (the event loop keeps serving meanwhile), encode. Outputs go through a
-confluent-kafka producer (about 4 µs a record; aiokafka's send costs ten times that in Python) and
-the agent awaits their acknowledgement (a flush on a thread) before it asks for the next batch;
-Faust acks a batch's events only then, so no offset is committed past an undelivered output.
+the confluent runtime's core pipeline on them through ``FaustScorer``. It does not wait for a
+batch's outputs to be acknowledged before it takes the next batch: while it waited, Faust stopped
+filling the next one, and the runtime drained at half of Faust's own rate. Instead each event is
+acked only once the outputs of its batch are delivered (``DeliveryAcks``), so Faust still commits
+no offset past an undelivered output.
 """
 
 from __future__ import annotations
@@ -15,178 +15,92 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import msgspec
-from confluent_kafka import KafkaError
 from mode import Worker as ModeWorker
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, OutputRecord, ScoredBatch
-from streamserve.core.model import ModelBundle
-from streamserve.core.window import Trigger
-from streamserve.errors import DeliveryError
+from streamserve.errors import StreamserveError
 from streamserve.io.http import serve
-from streamserve.io.kafka import make_producer
-from streamserve.io.store import ResilientStore
-from streamserve.metrics import MetricsWindow
-from streamserve.runtime.scoring import ScoringThread
-from streamserve.runtime.startup import load_model_and_store, prepare_topics, wall_ms
+from streamserve.runtime.faust_scorer import FaustScorer, SentBatch
+from streamserve.runtime.startup import prepare_topics
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry import Telemetry
 
+__all__ = ["FaustScorer", "faust_app", "new_app", "run_app", "run_faust_worker"]
+
 log = logging.getLogger("streamserve.faust")
 STOP_CHECK_S = 0.1
-DELIVERY_TIMEOUT_S = 30.0
+MAX_IN_FLIGHT = 8  # batches whose outputs may be unacknowledged at once
+DRAIN_TIMEOUT_S = 10.0  # on stop: how long to wait for the outputs in flight
 
 
-class FaustRecord:
-    """A Faust message as the core's SourceRecord (the confluent Message's accessors)."""
+class DeliveryAcks:
+    """Acks each event once the outputs of its batch are delivered, so the agent can take the
+    next batch while the last ones' outputs are in flight.
 
-    __slots__ = ("_message",)
-
-    def __init__(self, message: Any) -> None:
-        self._message = message
-
-    def key(self) -> bytes | None:
-        return self._message.key
-
-    def value(self) -> bytes | None:
-        return self._message.value
-
-    def topic(self) -> str:
-        return self._message.topic
-
-    def partition(self) -> int:
-        return self._message.partition
-
-    def offset(self) -> int:
-        return self._message.offset
-
-    def timestamp(self) -> tuple[int, int]:
-        """(type, milliseconds) like confluent-kafka; Faust keeps seconds as a float."""
-        return 1, round(self._message.timestamp * 1000)
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        headers = self._message.headers
-        if isinstance(headers, dict):
-            return list(headers.items())
-        return list(headers) if headers else None
-
-
-class FaustScorer:
-    """Scores batches of Faust events and sends the predictions and dead letters.
-
-    Mount it in your own agent::
-
-        scorer = FaustScorer(app, load_settings())
-
-        @app.agent(events_topic)
-        async def score(stream):
-            async for events in stream.take_events(1000, within=0.005):
-                await scorer.score(events)  # returns once every output is acknowledged
-
-    The topics, model and feature store come from the settings (STREAMSERVE_* variables).
+    Faust's ``take_events`` acks a batch's events when the agent asks for the next batch; each
+    event is held until then by one more reference on its message. At most ``MAX_IN_FLIGHT``
+    batches wait for delivery. A failed batch stops the worker through ``on_failure``: its events
+    (and the later ones) are never acked, so Faust does not commit them and a restart reads them
+    again.
     """
 
-    def __init__(
-        self,
-        app: faust.App,
-        settings: Settings,
-        bundle: ModelBundle | None = None,
-        store: ResilientStore | None = None,
-    ) -> None:
-        if bundle is None or store is None:
-            bundle, store = load_model_and_store(settings)
-        self.app = app
-        self.settings = settings
-        self.scorer = BatchScorer(bundle)
-        self.store = store
-        self.summary = RunSummary()
-        self.telemetry = Telemetry(bundle.name, bundle.version, settings.liveness_timeout_s)
-        self.telemetry.health.model_loaded = True
-        self.telemetry.health.store_available = lambda: store.available
-        self._thread = ScoringThread(self.scorer, store, settings.store_outage_policy)
-        self._metrics = MetricsWindow(
-            settings.worker_id, bundle.name, bundle.version, self.scorer.layout.feature_names
-        )
-        self._metrics.start(wall_ms())
-        self._seq = 0
-        self._producer = make_producer(settings)
+    def __init__(self, scorer: FaustScorer, on_failure: Callable[[], None]) -> None:
+        self._scorer = scorer
+        self._on_failure = on_failure
+        self._in_flight: deque[tuple[SentBatch, Sequence[Any]]] = deque()
+        self.failure: Exception | None = None
 
-    async def score(self, events: Sequence[Any]) -> ScoredBatch:
-        """Score one batch and wait until the broker acknowledged all of its outputs."""
-        if not events:
-            raise ValueError("an empty batch")
-        self.summary.record_arrived()
-        self._seq += 1
-        batch_id = f"{self.settings.worker_id}-{self._seq}"
-        prepared = self.scorer.prepare([FaustRecord(e.message) for e in events])
-        predicted = await asyncio.wrap_future(self._thread.submit(prepared))
-        scored = self.scorer.encode(
-            prepared, predicted.store_rows, predicted.matrix, predicted.scores,
-            wall_ms(), batch_id, predicted.degraded,
-        )  # fmt: skip
-        failures = _Failures()
-        self._produce(self.settings.predictions_topic, scored.predictions, failures)
-        self._produce(self.settings.dead_letter_topic, scored.dead_letters, failures)
-        await self._delivered(failures)
-        size = len(events)
-        trigger: Trigger = "size" if size >= self.settings.max_batch_size else "time"
-        self.summary.batch_done(size, len(scored.predictions), len(scored.dead_letters), trigger)
-        self._metrics.record_batch(scored, size, trigger, predicted.lookup_ms, predicted.predict_ms)
-        self.telemetry.record_batch(
-            scored, size, trigger, predicted.lookup_ms, predicted.predict_ms
-        )
-        return scored
+    async def score(self, events: Sequence[Any]) -> None:
+        """Score and send a batch; returns before its outputs are acknowledged, unless
+        ``MAX_IN_FLIGHT`` batches are already waiting."""
+        if self.failure is not None:
+            raise self.failure
+        for event in events:
+            event.message.incref()
+        try:
+            sent = await self._scorer.send(events)
+        except Exception as exc:
+            self.fail(exc)
+            raise
+        self._in_flight.append((sent, events))
+        sent.outputs.done.add_done_callback(lambda _: self.settle())
+        while len(self._in_flight) > MAX_IN_FLIGHT and self.failure is None:
+            await asyncio.wait([self._in_flight[0][0].outputs.done])  # wait() never cancels it
 
-    async def publish_metrics(self) -> None:
-        """Send the metrics record of the interval that ends now (lag is not known here)."""
-        record = self._metrics.close(wall_ms(), [], self.store.available)
-        failures = _Failures()
-        self._produce(
-            self.settings.metrics_topic,
-            [OutputRecord(self.settings.worker_id.encode(), msgspec.json.encode(record), [])],
-            failures,
-        )
-        await self._delivered(failures)
+    def settle(self) -> None:
+        """Ack the events of the delivered batches, oldest first."""
+        while self._in_flight and self._in_flight[0][0].outputs.done.done():
+            sent, events = self._in_flight[0]
+            try:
+                sent.outputs.check()
+            except StreamserveError as exc:
+                self.fail(exc)
+                return
+            self._in_flight.popleft()
+            sent.record()
+            for event in events:
+                if event.ack():  # the last reference: Faust may commit past it now
+                    message = event.message
+                    event.app.sensors.on_message_out(message.tp, message.offset, message)
 
-    def close(self) -> None:
-        self._thread.shutdown()
-        self._producer.flush(30)
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """On stop: wait (blocking, the loop is stopping) for the outputs in flight; ack them."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight and self.failure is None and time.monotonic() < deadline:
+            self._scorer.poll_deliveries(0.01)
+            self.settle()
 
-    def _produce(self, topic: str, outputs: list[OutputRecord], failures: _Failures) -> None:
-        produce, poll = self._producer.produce, self._producer.poll
-        for key, value, headers in outputs:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=failures.on_delivery)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    poll(0.05)
-
-    async def _delivered(self, failures: _Failures) -> None:
-        """Wait until the broker acknowledged everything produced; raise if any of the records
-        behind ``failures`` was not delivered (each batch checks only its own)."""
-        remaining = await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_S)
-        if remaining or failures.errors:
-            first = f": {failures.errors[0].str()}" if failures.errors else ""
-            raise DeliveryError(f"{remaining} outputs unacknowledged, "
-                                f"{len(failures.errors)} failed{first}")  # fmt: skip
-
-
-class _Failures:
-    """Delivery errors of one batch's records."""
-
-    def __init__(self) -> None:
-        self.errors: list[KafkaError] = []
-
-    def on_delivery(self, error: KafkaError | None, _message: object) -> None:
-        if error is not None:
-            self.errors.append(error)
+    def fail(self, exc: Exception) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.error("stopping: %s", exc)
+            self._on_failure()
 
 
 def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
@@ -216,21 +130,27 @@ def batch_window_s(settings: Settings) -> float:
     return max(settings.max_wait_ms, 1.0) / 1000
 
 
-def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
+def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer, DeliveryAcks]:
     """A Faust app whose one agent scores the input topic in micro-batches."""
     app, topic = new_app(settings)
     scorer = FaustScorer(app, settings)
+    acks = DeliveryAcks(scorer, on_failure=lambda: signal.raise_signal(signal.SIGTERM))
 
     @app.agent(topic, name="streamserve-scorer")
     async def score(stream: Any) -> None:  # a faust Stream (take_events is not in StreamT)
-        async for events in stream.take_events(settings.max_batch_size, batch_window_s(settings)):
-            await scorer.score(events)
+        try:
+            async for events in stream.take_events(
+                settings.max_batch_size, batch_window_s(settings)
+            ):
+                await acks.score(events)
+        finally:
+            acks.drain()
 
     @app.timer(settings.metrics_interval_s)
     async def metrics() -> None:
         await scorer.publish_metrics()
 
-    return app, scorer
+    return app, scorer, acks
 
 
 @dataclass
@@ -242,13 +162,15 @@ class _Activity:
 def run_faust_worker(settings: Settings) -> RunSummary:
     """Run the Faust app until SIGTERM/SIGINT, or the idle/max-events limits; the summary."""
     prepare_topics(settings)
-    app, scorer = faust_app(settings)
+    app, scorer, acks = faust_app(settings)
     if settings.http_port:
         serve(scorer.telemetry, settings.http_host, settings.http_port)
     try:
         run_app(app, settings, scorer.summary, scorer.telemetry)
     finally:
         scorer.close()
+    if acks.failure is not None:
+        raise acks.failure
     return scorer.summary
 
 

@@ -69,10 +69,25 @@ class ScoringThread:
         self._give_up.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def score_here(self, prepared: PreparedBatch) -> Predicted | None:
+        """Lookup and predict on the calling thread, if the store answers at the first try (no
+        pause, no retry: at most one Redis timeout); None when it does not: then ``submit``
+        the batch, which retries, waits or degrades as the outage policy says."""
+        started = time.perf_counter()
+        store_rows = self._store.fetch_first_try(prepared.store_keys.keys)
+        if store_rows is None:
+            return None
+        return self._predict(prepared, store_rows, False, started)
+
     def _lookup_and_predict(self, prepared: PreparedBatch) -> Predicted:
         """One Redis round trip, one booster call."""
         started = time.perf_counter()
         store_rows, degraded = self._lookup(prepared.store_keys.keys)
+        return self._predict(prepared, store_rows, degraded, started)
+
+    def _predict(
+        self, prepared: PreparedBatch, store_rows: np.ndarray, degraded: bool, started: float
+    ) -> Predicted:
         predict_started = time.perf_counter()
         matrix, scores = self._scorer.predict(prepared, store_rows)
         lookup_ms = (predict_started - started) * 1000
