@@ -94,6 +94,7 @@ class Worker:
         self._assigned: set[tuple[str, int]] = set()
         self._gauges_due = 0.0
         self._collections = FullCollections(time.monotonic())
+        self._failed = False  # the loop raised: nothing more is completed or committed
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batch in hand, commits and returns."""
@@ -147,6 +148,7 @@ class Worker:
             log.exception("worker failed; %d records in hand stay uncommitted and will be re-read",
                           in_hand, extra={"records_in_hand": in_hand,
                                           "assigned": sorted(self._assigned)})  # fmt: skip
+            self._failed = True
             self._scoring_thread.shutdown()
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
@@ -348,8 +350,9 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the batch in hand and commit before the partitions move to another worker."""
         log.info("revoked %s", _names(partitions), extra={"partitions": _list(partitions)})
-        self._complete_all()
-        self._commit()
+        if not self._failed:  # after a failure the batch in flight must stay uncommitted
+            self._complete_all()
+            self._commit()
         self._unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

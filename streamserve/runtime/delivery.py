@@ -72,11 +72,11 @@ class Delivery:
             self.producer.poll(0)
             if len(self.producer) > 0:
                 return None
-        if self._errors:
+        if self._errors:  # kept: the batch stays in flight, and every later settle fails too
             first = self._errors[0]
-            count = len(self._errors)
-            self._errors.clear()
-            raise DeliveryError(f"{count} output records were not delivered: {first.str()}")
+            raise DeliveryError(
+                f"{len(self._errors)} output records were not delivered: {first.str()}"
+            )
         self._store_offsets(batch.next_offsets)
         self.in_flight = None
         return batch

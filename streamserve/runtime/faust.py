@@ -52,22 +52,24 @@ class DeliveryAcks:
 
     def __init__(self, scorer: FaustScorer, on_failure: Callable[[], None]) -> None:
         self._scorer = scorer
+        self._app = scorer.app
         self._on_failure = on_failure
         self._in_flight: deque[tuple[SentBatch, Sequence[Any]]] = deque()
         self.failure: Exception | None = None
 
     async def score(self, events: Sequence[Any]) -> None:
         """Score and send a batch; returns before its outputs are acknowledged, unless
-        ``MAX_IN_FLIGHT`` batches are already waiting."""
-        if self.failure is not None:
-            raise self.failure
+        ``MAX_IN_FLIGHT`` batches are already waiting. After a failure, batches are only held
+        (never acked) until the worker has stopped."""
         for event in events:
             event.message.incref()
+        if self.failure is not None:
+            return
         try:
             sent = await self._scorer.send(events)
         except Exception as exc:
             self.fail(exc)
-            raise
+            return
         self._in_flight.append((sent, events))
         sent.outputs.done.add_done_callback(lambda _: self.settle())
         while len(self._in_flight) > MAX_IN_FLIGHT and self.failure is None:
@@ -97,9 +99,14 @@ class DeliveryAcks:
             self.settle()
 
     def fail(self, exc: Exception) -> None:
+        """Stop the worker (once); ``run_faust_worker`` raises ``exc`` when it has stopped.
+
+        The events of the batches in flight are never acked, so Faust does not commit them;
+        and it must not wait for them to be acked when it stops (``stream_wait_empty``)."""
         if self.failure is None:
             self.failure = exc
-            log.error("stopping: %s", exc)
+            self._app.conf.stream_wait_empty = False
+            log.error("stopping: %s", exc, exc_info=not isinstance(exc, StreamserveError))
             self._on_failure()
 
 
@@ -148,7 +155,10 @@ def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer, DeliveryAcks]
 
     @app.timer(settings.metrics_interval_s)
     async def metrics() -> None:
-        await scorer.publish_metrics()
+        try:
+            await scorer.publish_metrics()
+        except StreamserveError as exc:
+            acks.fail(exc)
 
     return app, scorer, acks
 

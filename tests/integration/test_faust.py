@@ -82,3 +82,20 @@ def test_faust_runtime_reads_compressed_input(scenario: Scenario, compression: s
     predictions, dead_letters = scenario.outputs(expected=500)
     assert len(predictions) == 500 and dead_letters == []
     assert_scores_equal_offline_predict(scenario, predictions, [v for _, v in events], stored)
+
+
+def test_faust_runtime_stopped_mid_stream_commits_what_it_delivered(scenario: Scenario) -> None:
+    scenario.load_features(N_ENTITIES, skip_every=0)
+    scenario.preload(N_EVENTS, N_ENTITIES)
+
+    first = run("worker", env={**faust_env(scenario), "STREAMSERVE_MAX_EVENTS": "500"},
+                timeout=120)  # fmt: skip
+    second = run("worker", env=faust_env(scenario), timeout=120)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-3000:]
+    handled = [json.loads(r.stdout.splitlines()[-1])["events"] for r in (first, second)]
+    assert 500 <= handled[0] < N_EVENTS
+    s = scenario.settings
+    report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0), report.render()
+    assert sum(handled) == N_EVENTS
