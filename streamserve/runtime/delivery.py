@@ -29,6 +29,11 @@ class InFlight:
     trigger: Trigger
 
 
+def undelivered(errors: list[KafkaError]) -> DeliveryError:
+    """The error for output records the broker refused (or that timed out)."""
+    return DeliveryError(f"{len(errors)} output records were not delivered: {errors[0].str()}")
+
+
 def next_offsets(records: list[Message]) -> dict[tuple[str, int], int]:
     """The offset to commit per (topic, partition): one past the batch's last record there."""
     last = {(m.topic(), m.partition()): m.offset() for m in records}  # later records win
@@ -73,10 +78,7 @@ class Delivery:
             if len(self.producer) > 0:
                 return None
         if self._errors:  # kept: the batch stays in flight, and every later settle fails too
-            first = self._errors[0]
-            raise DeliveryError(
-                f"{len(self._errors)} output records were not delivered: {first.str()}"
-            )
+            raise undelivered(self._errors)
         self._store_offsets(batch.next_offsets)
         self.in_flight = None
         return batch

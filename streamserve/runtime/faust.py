@@ -85,7 +85,7 @@ class DeliveryAcks:
                 self.fail(exc)
                 return
             self._in_flight.popleft()
-            sent.record()
+            self._scorer.record(sent)
             for event in events:
                 if event.ack():  # the last reference: Faust may commit past it now
                     message = event.message

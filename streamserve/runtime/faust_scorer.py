@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -23,10 +24,10 @@ from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, OutputRecord, ScoredBatch
 from streamserve.core.model import ModelBundle
 from streamserve.core.window import Trigger
-from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
 from streamserve.io.store import ResilientStore
 from streamserve.metrics import MetricsWindow
+from streamserve.runtime.delivery import undelivered
 from streamserve.runtime.scoring import ScoringThread
 from streamserve.runtime.startup import load_model_and_store, wall_ms
 from streamserve.runtime.summary import RunSummary
@@ -92,28 +93,19 @@ class Outputs:
     def check(self) -> None:
         """Raise DeliveryError if any record was refused."""
         if self.errors:
-            raise DeliveryError(f"{len(self.errors)} output records were not delivered: "
-                                f"{self.errors[0].str()}")  # fmt: skip
+            raise undelivered(self.errors)
 
 
+@dataclass(frozen=True)
 class SentBatch:
     """A scored batch whose outputs are produced; ``outputs.done`` tells when they are
-    delivered, ``record()`` books the batch in the summary and metrics once they are."""
+    delivered (then ``FaustScorer.record`` books it)."""
 
-    def __init__(self, scorer: FaustScorer, scored: ScoredBatch, outputs: Outputs,
-                 size: int, lookup_ms: float, predict_ms: float) -> None:  # fmt: skip
-        self._scorer = scorer
-        self.scored = scored
-        self.outputs = outputs
-        self.size = size
-        self._times = (lookup_ms, predict_ms)
-
-    def record(self) -> None:
-        scorer, scored, size = self._scorer, self.scored, self.size
-        trigger: Trigger = "size" if size >= scorer.settings.max_batch_size else "time"
-        scorer.summary.batch_done(size, len(scored.predictions), len(scored.dead_letters), trigger)
-        scorer.metrics.record_batch(scored, size, trigger, *self._times)
-        scorer.telemetry.record_batch(scored, size, trigger, *self._times)
+    scored: ScoredBatch
+    outputs: Outputs
+    size: int
+    lookup_ms: float
+    predict_ms: float
 
 
 class FaustScorer:
@@ -156,7 +148,6 @@ class FaustScorer:
         self._seq = 0
         # every record reports its delivery: a batch is done when all of its own records are
         self._producer = make_producer(settings, **{"delivery.report.only.error": False})
-        self._due: set[Outputs] = set()  # produced, not yet acknowledged
         self._poller: asyncio.Task[None] | None = None
 
     async def score(self, events: Sequence[Any]) -> ScoredBatch:
@@ -164,7 +155,7 @@ class FaustScorer:
         sent = await self.send(events)
         await sent.outputs.done
         sent.outputs.check()
-        sent.record()
+        self.record(sent)
         return sent.scored
 
     async def send(self, events: Sequence[Any]) -> SentBatch:
@@ -186,8 +177,15 @@ class FaustScorer:
         outputs = self._produce(
             [(s.predictions_topic, scored.predictions), (s.dead_letter_topic, scored.dead_letters)]
         )
-        return SentBatch(self, scored, outputs, len(events), predicted.lookup_ms,
-                         predicted.predict_ms)  # fmt: skip
+        return SentBatch(scored, outputs, len(events), predicted.lookup_ms, predicted.predict_ms)
+
+    def record(self, sent: SentBatch) -> None:
+        """Book a delivered batch in the summary, the metrics record and the telemetry."""
+        scored, size, times = sent.scored, sent.size, (sent.lookup_ms, sent.predict_ms)
+        trigger: Trigger = "size" if size >= self.settings.max_batch_size else "time"
+        self.summary.batch_done(size, len(scored.predictions), len(scored.dead_letters), trigger)
+        self.metrics.record_batch(scored, size, trigger, *times)
+        self.telemetry.record_batch(scored, size, trigger, *times)
 
     async def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
@@ -200,7 +198,6 @@ class FaustScorer:
     def poll_deliveries(self, timeout_s: float = 0.0) -> None:
         """Serve the producer's delivery reports (they resolve ``Outputs.done``)."""
         self._producer.poll(timeout_s)
-        self._due = {outputs for outputs in self._due if not outputs.done.done()}
 
     def close(self) -> None:
         self._thread.shutdown()
@@ -217,13 +214,13 @@ class FaustScorer:
                         break
                     except BufferError:  # the local queue is full: let deliveries drain it
                         self.poll_deliveries(0.05)
-        if outputs.remaining:
-            self._due.add(outputs)
-            if self._poller is None or self._poller.done():
-                self._poller = asyncio.get_running_loop().create_task(self._poll_while_due())
+        if outputs.remaining and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll_while_due())
         return outputs
 
     async def _poll_while_due(self) -> None:
-        while self._due:
+        """Poll while the producer holds records or reports not yet served (its queue length
+        counts both)."""
+        while len(self._producer):
             self.poll_deliveries()
             await asyncio.sleep(DELIVERY_POLL_S)
