@@ -69,6 +69,34 @@ class Settings(BaseSettings):
         "confluent", description="Worker runtime: confluent-kafka loop, or a faust-streaming app."
     )
     model_dir: Path | None = Field(None, description="Model bundle directory (required).")
+    model_pointer_key: str | None = Field(
+        None,
+        min_length=1,
+        description="Redis key whose value, a bundle directory, wins over STREAMSERVE_MODEL_DIR.",
+    )
+    model_reload_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Check the bundle sources for a new model this often (0: off).",
+    )
+    shadow_model_dir: Path | None = Field(
+        None, description="Challenger bundle: scores every batch too, to STREAMSERVE_SHADOW_TOPIC."
+    )
+    shadow_topic: str = Field(
+        "shadow-predictions", min_length=1, description="The challenger's predictions."
+    )
+    feature_cache_ttl_s: float = Field(
+        0.0, ge=0, le=86_400,
+        description="Local feature cache TTL, capped by the model's max_age_s (0: no cache).",
+    )  # fmt: skip
+    feature_cache_size: int = Field(
+        100_000, ge=1, le=100_000_000, description="Entities the local feature cache holds."
+    )
+    latency_target_ms: float = Field(
+        0.0, ge=0, le=600_000,
+        description="Adaptive batching: size batches to hold this end-to-end latency (0: off).",
+    )  # fmt: skip
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(
         5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
@@ -122,12 +150,14 @@ class Settings(BaseSettings):
         return (init_settings, _RdkafkaSource(settings_cls), env_settings)
 
     def topic_names(self) -> list[str]:
-        """The input topic and the three output topics."""
+        """The input topic and the output topics (the shadow topic with a challenger only)."""
+        shadow = [self.shadow_topic] if self.shadow_model_dir is not None else []
         return [
             self.input_topic,
             self.predictions_topic,
             self.dead_letter_topic,
             self.metrics_topic,
+            *shadow,
         ]
 
     def masked(self) -> dict[str, str]:

@@ -7,20 +7,25 @@ from collections import Counter
 import numpy as np
 
 from streamserve.core.batch import ScoredBatch
-from streamserve.core.records import LatencySummary, MetricsRecord, PartitionLag, TimingSummary
+from streamserve.core.records import (
+    AgeSummary,
+    LatencySummary,
+    MetricsRecord,
+    PartitionLag,
+    ShadowSummary,
+    TimingSummary,
+)
 from streamserve.core.window import Trigger
 
 
 class MetricsWindow:
     """What happened since the last record; ``close`` turns it into one and starts afresh."""
 
-    def __init__(
-        self, worker_id: str, model_name: str, model_version: str, feature_names: list[str]
-    ) -> None:
+    def __init__(self, worker_id: str, model_name: str, model_version: str) -> None:
         self.worker_id = worker_id
         self.model_name = model_name
-        self.model_version = model_version
-        self.feature_names = feature_names
+        self.model_version = model_version  # of the latest batch
+        self.shadow_version: str | None = None
         self.start(0)
 
     def start(self, now_ms: int) -> None:
@@ -37,7 +42,13 @@ class MetricsWindow:
         self.store_keys = 0
         self.store_misses = 0
         self.degraded = 0
-        self.missing = np.zeros(len(self.feature_names), dtype=np.int64)
+        self.missing: Counter[str] = Counter()
+        self.by_version: Counter[str] = Counter()
+        self.stale = 0
+        self.ages_s: list[np.ndarray] = []
+        self.cache_hits = 0
+        self.shadow_deltas: list[np.ndarray] = []
+        self.shadow_flips = 0
 
     def record_batch(
         self, batch: ScoredBatch, size: int, trigger: Trigger, lookup_ms: float, predict_ms: float
@@ -53,8 +64,17 @@ class MetricsWindow:
         self.store_keys += batch.store_keys
         self.store_misses += batch.store_misses
         self.degraded += len(batch.predictions) if batch.degraded else 0
-        if len(batch.missing_by_feature):
-            self.missing += batch.missing_by_feature
+        self.missing.update(batch.missing_by_feature)
+        self.model_version = batch.model_version
+        self.by_version[batch.model_version] += len(batch.predictions)
+        self.stale += batch.stale_keys
+        if len(batch.feature_ages_s):
+            self.ages_s.append(batch.feature_ages_s)
+        self.cache_hits += batch.cache_hits
+        if batch.shadow is not None:
+            self.shadow_version = batch.shadow.model_version
+            self.shadow_deltas.append(batch.shadow.abs_deltas)
+            self.shadow_flips += batch.shadow.flips
 
     def close(self, now_ms: int, lag: list[PartitionLag], store_up: bool = True) -> MetricsRecord:
         """The record for the interval that ends now; the next interval starts now."""
@@ -81,16 +101,42 @@ class MetricsWindow:
             predict=timing_summary(self.predict_ms),
             store_keys=self.store_keys,
             store_misses=self.store_misses,
-            missing_features={
-                name: int(count)
-                for name, count in zip(self.feature_names, self.missing, strict=True)
-                if count
-            },
+            missing_features=dict(self.missing),
             degraded_predictions=self.degraded,
             feature_store_up=store_up,
+            predictions_by_model_version=dict(self.by_version),
+            store_stale=self.stale,
+            feature_age=age_summary(self.ages_s),
+            cache_hits=self.cache_hits,
+            cache_hit_rate=round(self.cache_hits / self.store_keys, 4) if self.store_keys else None,
+            shadow=self._shadow_summary(),
         )
         self.start(now_ms)
         return record
+
+    def _shadow_summary(self) -> ShadowSummary | None:
+        if self.shadow_version is None or not self.shadow_deltas:
+            return None
+        deltas = np.concatenate(self.shadow_deltas)
+        compared = len(deltas)
+        p99 = float(np.percentile(deltas, 99)) if compared else 0.0
+        return ShadowSummary(
+            model_version=self.shadow_version,
+            compared=compared,
+            score_delta_mean=round(float(deltas.mean()), 6) if compared else 0.0,
+            score_delta_p99=round(p99, 6),
+            score_delta_max=round(float(deltas.max()), 6) if compared else 0.0,
+            decision_flips=self.shadow_flips,
+            flip_rate=round(self.shadow_flips / compared, 6) if compared else 0.0,
+        )
+
+
+def age_summary(ages: list[np.ndarray]) -> AgeSummary | None:
+    if not ages:
+        return None
+    values = np.concatenate(ages)
+    p50, p99 = np.percentile(values, [50, 99]).tolist()
+    return AgeSummary(p50_s=round(p50, 3), p99_s=round(p99, 3), max_s=round(float(values.max()), 3))
 
 
 def latency_summary(latencies: list[np.ndarray]) -> LatencySummary | None:

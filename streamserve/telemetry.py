@@ -18,10 +18,13 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamserve.core.batch import ScoredBatch
+from streamserve.core.model import ModelBundle
 from streamserve.core.records import PartitionLag
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+FEATURE_AGE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
+SCORE_DELTA_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1)
 STAGE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1, 2.5)  # fmt: skip
 
@@ -104,8 +107,18 @@ class Telemetry:
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
             return Histogram(name, doc, buckets=buckets, registry=registry)
 
-        info = gauge("streamserve_model_info", "The model being served (1).", ["name", "version"])
-        info.labels(model_name, model_version).set(1)
+        self.model_info = gauge(
+            "streamserve_model_info", "The model being served (1).", ["name", "version"]
+        )
+        self.model_info.labels(model_name, model_version).set(1)
+        self.shadow_info = gauge(
+            "streamserve_shadow_model_info", "The challenger model (1).", ["name", "version"]
+        )
+        self.model_reloads = counter(
+            "streamserve_model_reloads",
+            "New model bundles seen, by outcome (loaded, rejected).",
+            ["outcome"],
+        )
         self.events = counter("streamserve_events", "Records handled, by outcome.", ["outcome"])
         self.dead_letters = counter(
             "streamserve_dead_letters", "Dead letters, by error class.", ["error_class"]
@@ -134,6 +147,32 @@ class Telemetry:
         self.store_misses = counter(
             "streamserve_feature_store_misses", "Looked-up keys the store did not have."
         )
+        self.store_stale = counter(
+            "streamserve_feature_store_stale",
+            "Looked-up keys older than the model's max_age_s (their values made missing).",
+        )
+        self.cache_hits = counter(
+            "streamserve_feature_cache_hits", "Looked-up keys answered by the local cache."
+        )
+        self.feature_age = BulkHistogram(
+            "streamserve_feature_age_seconds",
+            "Age of the store features read (`hash` layout `_ts`), per key.",
+            FEATURE_AGE_BUCKETS_S,
+        )
+        registry.register(self.feature_age)
+        self.shadow_predictions = counter(
+            "streamserve_shadow_predictions", "Events the challenger model scored."
+        )
+        self.shadow_flips = counter(
+            "streamserve_shadow_decision_flips",
+            "Events whose challenger decision differs from the served model's.",
+        )
+        self.shadow_delta = BulkHistogram(
+            "streamserve_shadow_score_delta",
+            "|challenger - served| score, per event both scored.",
+            SCORE_DELTA_BUCKETS,
+        )
+        registry.register(self.shadow_delta)
         gauge(
             "streamserve_feature_store_up", "1 while the feature store answers (circuit closed)."
         ).set_function(lambda: float(health.store_available()))
@@ -170,6 +209,26 @@ class Telemetry:
         self.store_keys.inc(batch.store_keys)
         if batch.store_misses:
             self.store_misses.inc(batch.store_misses)
+        if batch.stale_keys:
+            self.store_stale.inc(batch.stale_keys)
+        if batch.cache_hits:
+            self.cache_hits.inc(batch.cache_hits)
+        if len(batch.feature_ages_s):
+            self.feature_age.observe_many(batch.feature_ages_s)
+        if batch.shadow is not None:
+            self.shadow_predictions.inc(len(batch.shadow.predictions))
+            self.shadow_flips.inc(batch.shadow.flips)
+            self.shadow_delta.observe_many(batch.shadow.abs_deltas)
+
+    def model_swapped(self, old: ModelBundle, new: ModelBundle, shadow: bool) -> None:
+        """A new bundle took over (called from the model watcher's thread)."""
+        info = self.shadow_info if shadow else self.model_info
+        info.remove(old.name, old.version)
+        info.labels(new.name, new.version).set(1)
+        self.model_reloads.labels("loaded").inc()
+
+    def model_rejected(self) -> None:
+        self.model_reloads.labels("rejected").inc()
 
     def set_lag(self, lags: list[PartitionLag]) -> None:
         """Set the assigned partitions' lag; drop the series of partitions no longer assigned."""

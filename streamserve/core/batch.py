@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -16,7 +16,7 @@ import numpy as np
 
 from streamserve.core import records as rec
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
-from streamserve.core.features import FeatureLayout, StoreKeys
+from streamserve.core.features import FeatureLayout, StoreKeys, StoreLookup, StoreRows
 from streamserve.core.model import ModelBundle
 
 MAX_REASON_CHARS = 500
@@ -39,7 +39,7 @@ class SourceRecord(Protocol):
 class FeatureStore(Protocol):
     """The one thing scoring needs of a feature store."""
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys: list[str]) -> StoreRows:
         """Store-feature rows for ``keys`` (float32, manifest order), NaN where absent."""
         ...
 
@@ -62,6 +62,16 @@ class PreparedBatch:
     store_keys: StoreKeys
 
 
+@dataclass(frozen=True)
+class Inference:
+    """One model's store lookup and scores of a prepared batch."""
+
+    batch: PreparedBatch
+    lookup: StoreLookup
+    matrix: np.ndarray  # float32 model input, one row per decoded event
+    scores: np.ndarray
+
+
 @dataclass
 class ScoredBatch:
     """Everything produced from one batch, and what the metrics need to know about it."""
@@ -70,10 +80,26 @@ class ScoredBatch:
     dead_letters: list[OutputRecord]
     dead_letter_classes: Counter[str]
     latencies_ms: np.ndarray  # float64, one per prediction; NaN where no record timestamp
-    missing_by_feature: np.ndarray  # int64, one per manifest feature
+    missing_by_feature: dict[str, int]  # features missing from at least one prediction
     store_keys: int
     store_misses: int
+    model_version: str
     degraded: bool = False
+    stale_keys: int = 0  # store keys whose values were too old for the model
+    feature_ages_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    cache_hits: int = 0  # store keys answered by the local cache
+    shadow: ShadowBatch | None = None  # the challenger's scores of the same events
+
+
+@dataclass(frozen=True)
+class ShadowBatch:
+    """A challenger model's predictions of a batch (for the shadow topic) and how they compare
+    with the served model's."""
+
+    predictions: list[OutputRecord]
+    model_version: str
+    abs_deltas: np.ndarray  # |challenger - champion| primary score, per event both scored
+    flips: int  # events whose decision differs (threshold, or argmax of a multi-output model)
 
 
 class BatchScorer:
@@ -98,18 +124,11 @@ class BatchScorer:
         )
         return matrix, self.bundle.predict(matrix)
 
-    def encode(
-        self,
-        batch: PreparedBatch,
-        store_rows: np.ndarray,
-        matrix: np.ndarray,
-        scores: np.ndarray,
-        scored_at_ms: int,
-        batch_id: str,
-        degraded: bool = False,
-    ) -> ScoredBatch:
+    def encode(self, inference: Inference, scored_at_ms: int, batch_id: str) -> ScoredBatch:
         """Prediction records for the scored events, dead letters for the rejected ones;
-        ``degraded`` flags predictions made without the store's features."""
+        ``lookup.degraded`` flags predictions made without the store's features."""
+        batch, lookup, matrix = inference.batch, inference.lookup, inference.matrix
+        degraded = lookup.degraded
         records = batch.records
         events = batch.events
         scored = [records[i] for i in events.indices]
@@ -119,7 +138,7 @@ class BatchScorer:
         missing = np.isnan(matrix)
         manifest = self.bundle.manifest
         name, version = manifest.name, manifest.version
-        primary, every = _split_outputs(scores)
+        primary, every = _split_outputs(inference.scores)
         every_row: list[Any] = every or [None] * len(scored)
         latency_values = [None if v != v else v for v in latencies.tolist()]
         encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
@@ -153,18 +172,26 @@ class BatchScorer:
             ]
             predictions.append(OutputRecord(str(entity_id).encode(), value, headers))
         dead_letters = [dead_letter(records[r.index], r, batch_id) for r in batch.rejections]
+        store_rows = lookup.rows
         store_misses = 0
         if store_rows.shape[1]:
-            store_misses = int(np.isnan(store_rows).all(axis=1).sum())
+            store_misses = int(np.isnan(store_rows).all(axis=1).sum()) - lookup.stale
+        names = self.layout.feature_names
         return ScoredBatch(
             predictions=predictions,
             dead_letters=dead_letters,
             dead_letter_classes=Counter(r.error_class for r in batch.rejections),
             latencies_ms=latencies,
-            missing_by_feature=missing.sum(axis=0),
+            missing_by_feature={
+                names[i]: n for i, n in enumerate(missing.sum(axis=0).tolist()) if n
+            },
             store_keys=len(batch.store_keys.keys),
             store_misses=store_misses,
+            model_version=version,
             degraded=degraded,
+            stale_keys=lookup.stale,
+            feature_ages_s=lookup.ages_s,
+            cache_hits=lookup.cache_hits,
         )
 
     def score(
@@ -176,9 +203,9 @@ class BatchScorer:
     ) -> ScoredBatch:
         """All stages in order: prepare, one store fetch, one predict, encode."""
         batch = self.prepare(records)
-        store_rows = store.fetch(batch.store_keys.keys)
-        matrix, scores = self.predict(batch, store_rows)
-        return self.encode(batch, store_rows, matrix, scores, clock_ms(), batch_id)
+        lookup = StoreLookup(store.fetch(batch.store_keys.keys).values)
+        matrix, scores = self.predict(batch, lookup.rows)
+        return self.encode(Inference(batch, lookup, matrix, scores), clock_ms(), batch_id)
 
 
 def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> OutputRecord:

@@ -22,6 +22,7 @@ class CircuitBreaker:
         self.reset_s = reset_s
         self.opened_at: float | None = None  # None: closed
         self.failures = 0  # calls failed in a row
+        self.failing_since: float | None = None  # when the first of them failed
 
     @property
     def is_open(self) -> bool:
@@ -40,7 +41,10 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.opened_at = None
         self.failures = 0
+        self.failing_since = None
 
     def failed(self, now: float) -> None:
+        if not self.failures:
+            self.failing_since = now
         self.opened_at = now
         self.failures += 1

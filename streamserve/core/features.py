@@ -7,8 +7,8 @@ so the Redis adapter only moves bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,44 @@ class StoreKeys:
 
     keys: list[str]
     key_index: np.ndarray  # int64, one entry per event
+
+
+class StoreRows(NamedTuple):
+    """What a feature store returns for a list of keys."""
+
+    values: np.ndarray  # float32 (keys, store features), manifest order; NaN where absent
+    written_at: np.ndarray | None = None  # float64 epoch s per key, NaN: unknown; None: no clock
+    cache_hits: int = 0  # keys answered by the local cache
+
+
+@dataclass(frozen=True)
+class StoreLookup:
+    """A batch's store rows after the freshness check, and what metrics report about them."""
+
+    rows: np.ndarray  # float32 (keys, store features), NaN where absent or too old
+    stale: int = 0  # keys whose values were dropped as older than the model's max age
+    ages_s: np.ndarray = field(default_factory=lambda: np.empty(0))  # of keys with a timestamp
+    cache_hits: int = 0
+    degraded: bool = False  # the store was down (policy degrade): every row is NaN
+
+
+def check_freshness(found: StoreRows, now_s: float, max_age_s: float | None) -> StoreLookup:
+    """Drop the values of keys older than ``max_age_s`` (NaN: missing to XGBoost), and of keys
+    that have values but no timestamp when a max age is set: their age cannot be shown."""
+    rows, written_at = found.values, found.written_at
+    if written_at is None:
+        return StoreLookup(rows, cache_hits=found.cache_hits)
+    ages = now_s - written_at
+    known = ~np.isnan(ages)
+    stale = 0
+    if max_age_s is not None and len(rows):
+        has_values = ~np.isnan(rows).all(axis=1) if rows.shape[1] else np.zeros(len(rows), bool)
+        too_old = has_values & ~(ages <= max_age_s)  # NaN age (no timestamp) counts as too old
+        stale = int(too_old.sum())
+        if stale:
+            rows = rows.copy()
+            rows[too_old] = np.nan
+    return StoreLookup(rows, stale, ages[known], found.cache_hits)
 
 
 class FeatureLayout:
@@ -82,19 +120,18 @@ def vectors_to_rows(values: Sequence[bytes | None], width: int) -> np.ndarray:
     return rows
 
 
-def hash_fields_to_rows(fields: Sequence[Sequence[bytes | None]], width: int) -> np.ndarray:
-    """Parse `hash` layout values (decimal strings, one per feature) into rows; absent -> NaN.
-
-    A value that is not a decimal number is treated as absent.
-    """
+def hash_fields_to_rows(fields: Sequence[Sequence[bytes | None]], width: int) -> StoreRows:
+    """Parse `hash` layout values (decimal strings: one per feature, then the `_ts` timestamp)
+    into rows and write times; absent -> NaN. A value that is not a decimal number is absent."""
     if not fields:
-        return np.empty((0, width), dtype=np.float32)
+        return StoreRows(np.empty((0, width), dtype=np.float32), np.empty(0))
     flat = [b"nan" if v is None else v for row in fields for v in row]
     try:
-        parsed = np.array(flat, dtype=np.bytes_).astype(np.float32)
+        parsed = np.array(flat, dtype=np.bytes_).astype(np.float64)
     except ValueError:
-        parsed = np.array([_to_float(v) for v in flat], dtype=np.float32)
-    return parsed.reshape(len(fields), width)
+        parsed = np.array([_to_float(v) for v in flat], dtype=np.float64)
+    parsed = parsed.reshape(len(fields), width + 1)
+    return StoreRows(parsed[:, :width].astype(np.float32), parsed[:, width].copy())
 
 
 def _to_float(value: bytes) -> float:

@@ -36,6 +36,9 @@ class StoreDef(msgspec.Struct, forbid_unknown_fields=True):
 
     key_template: str = "feat:" + ENTITY_PLACEHOLDER
     layout: Literal["vector", "hash"] = "vector"
+    # older values become missing; `hash` layout: by its `_ts` field (epoch seconds); both
+    # layouts: caps the local cache's TTL (a `vector` writer sets Redis key expiry instead)
+    max_age_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class EventDef(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +57,12 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     model_file: Name = "model.ubj"
     store: StoreDef = msgspec.field(default_factory=StoreDef)
     event: EventDef = msgspec.field(default_factory=EventDef)
+    decision_threshold: float = 0.5  # a score at or above it is a positive decision
+
+    @property
+    def inputs(self) -> tuple[object, ...]:
+        """What decides the model input of an event: equal inputs give equal matrices."""
+        return (self.features, self.store, self.event)
 
     @property
     def feature_names(self) -> list[str]:

@@ -85,6 +85,26 @@ class TimingSummary(msgspec.Struct):
     max_ms: float
 
 
+class AgeSummary(msgspec.Struct):
+    """Age of the store features read (now minus their `_ts`) over an interval, in seconds."""
+
+    p50_s: float
+    p99_s: float
+    max_s: float
+
+
+class ShadowSummary(msgspec.Struct):
+    """How the challenger's scores compared with the served model's over an interval."""
+
+    model_version: str
+    compared: int  # events both models scored
+    score_delta_mean: float  # mean |challenger - served| score
+    score_delta_p99: float
+    score_delta_max: float
+    decision_flips: int  # events whose decision differs
+    flip_rate: float
+
+
 class PartitionLag(msgspec.Struct):
     """Records behind the log end on one assigned partition."""
 
@@ -120,3 +140,9 @@ class MetricsRecord(msgspec.Struct):
     missing_features: dict[str, int]
     degraded_predictions: int  # scored without store features (policy degrade, store down)
     feature_store_up: bool  # the store's circuit is closed at the end of the interval
+    predictions_by_model_version: dict[str, int]  # more than one when a new model took over
+    store_stale: int  # keys whose values were older than the model's max_age_s: made missing
+    feature_age: AgeSummary | None  # `hash` layout with `_ts` only
+    cache_hits: int  # store keys answered by the local feature cache
+    cache_hit_rate: float | None  # cache_hits / store_keys; None with no keys looked up
+    shadow: ShadowSummary | None  # with a challenger model only

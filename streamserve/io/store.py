@@ -4,18 +4,20 @@ Cluster (keys spread over slots: the client pipelines them per node)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
+from cachetools import TTLCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from streamserve.core.batch import FeatureStore
 from streamserve.core.breaker import CircuitBreaker, backoff_delays
-from streamserve.core.features import hash_fields_to_rows, vector_bytes, vectors_to_rows
+from streamserve.core.features import StoreRows, hash_fields_to_rows, vector_bytes, vectors_to_rows
 from streamserve.core.model import Manifest
 from streamserve.errors import FeatureStoreError, StoreUnavailable
 
@@ -46,7 +48,8 @@ def connect(url: str, timeout_s: float = 5.0, cluster: bool = False) -> RedisCli
 
 
 class RedisFeatureStore:
-    """Reads store features in the manifest's layout; absent entities and fields become NaN."""
+    """Reads store features in the manifest's layout; absent entities and fields become NaN.
+    The `hash` layout also reads each entity's `_ts` write time."""
 
     def __init__(self, client: RedisClient, manifest: Manifest) -> None:
         self._client = client
@@ -56,21 +59,22 @@ class RedisFeatureStore:
         )
         self._layout = manifest.store.layout
         self._fields = [f.name for f in manifest.store_features]
+        self._hash_fields = [*self._fields, TIMESTAMP_FIELD]
 
     @property
     def width(self) -> int:
         return len(self._fields)
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys: list[str]) -> StoreRows:
         if not keys or not self._fields:
-            return np.full((len(keys), self.width), np.nan, dtype=np.float32)
+            return StoreRows(np.full((len(keys), self.width), np.nan, dtype=np.float32))
         try:
             if self._layout == "vector":
                 values: list[bytes | None] = self._mget(keys)  # type: ignore[assignment]
-                return vectors_to_rows(values, self.width)
+                return StoreRows(vectors_to_rows(values, self.width))
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(key, self._fields)
+                pipe.hmget(key, self._hash_fields)
             return hash_fields_to_rows(pipe.execute(), self.width)
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature lookup of {len(keys)} keys failed: {exc}") from exc
@@ -82,12 +86,43 @@ class RedisFeatureStore:
             raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
 
 
+class CachedFeatureStore:
+    """An in-process TTL cache in front of a feature store: only the keys it does not hold (or
+    has held for ``ttl_s``) go to the store, in one fetch. Absent keys are cached too, so a hot
+    entity missing from Redis costs no round trip either. ``timed``: the store returns write
+    times (the `hash` layout)."""
+
+    def __init__(self, store: FeatureStore, ttl_s: float, max_keys: int, timed: bool) -> None:
+        self._store = store
+        self._cache: TTLCache[str, tuple[np.ndarray, float]] = TTLCache(max_keys, ttl_s)
+        self._timed = timed
+        self.ttl_s = ttl_s
+
+    def fetch(self, keys: list[str]) -> StoreRows:
+        if not keys:
+            return self._store.fetch(keys)
+        cache = self._cache
+        hits = [cache.get(key) for key in keys]
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        if missing:
+            found = self._store.fetch([keys[i] for i in missing])
+            times = found.written_at
+            if times is None:
+                times = np.full(len(missing), np.nan)
+            for i, row, at in zip(missing, found.values, times.tolist(), strict=True):
+                cache[keys[i]] = hits[i] = (row.copy(), at)  # a copy: not the whole batch's array
+        rows = np.stack([hit[0] for hit in hits])  # type: ignore[index]
+        written_at = np.array([hit[1] for hit in hits]) if self._timed else None  # type: ignore[index]
+        return StoreRows(rows, written_at, len(keys) - len(missing))
+
+
 class ResilientStore:
     """A feature store behind retries and a circuit breaker.
 
     A lookup is tried ``1 + retries`` times with doubling pauses; if all fail, the circuit opens
     and lookups fail fast with StoreUnavailable, without touching Redis, except one probe every
-    ``reset_s``. Used by one thread at a time.
+    ``reset_s``. Used by one thread at a time. ``using`` gives the same guard (one circuit: one
+    Redis) in front of another reader, such as another model's.
     """
 
     def __init__(
@@ -104,7 +139,12 @@ class ResilientStore:
         self._breaker = CircuitBreaker(reset_s)
         self._clock = clock
         self._sleep = sleep
-        self._down_since: float | None = None
+
+    def using(self, store: FeatureStore) -> ResilientStore:
+        """The same retries and circuit in front of ``store``."""
+        guarded = copy.copy(self)
+        guarded._store = store
+        return guarded
 
     @property
     def available(self) -> bool:
@@ -115,7 +155,7 @@ class ResilientStore:
         """Seconds until the next lookup may go to Redis."""
         return self._breaker.probe_in(self._clock())
 
-    def fetch_first_try(self, keys: list[str]) -> np.ndarray | None:
+    def fetch_first_try(self, keys: list[str]) -> StoreRows | None:
         """One try, without pauses or retries, and only while the circuit is closed; None when
         the circuit is open or the try fails (``fetch`` then retries, and opens the circuit)."""
         if self._breaker.is_open:
@@ -125,7 +165,7 @@ class ResilientStore:
         except FeatureStoreError:
             return None
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys: list[str]) -> StoreRows:
         breaker = self._breaker
         if not breaker.allows(self._clock()):
             raise StoreUnavailable(f"feature store down; next probe in {self.probe_in():.1f} s")
@@ -139,14 +179,12 @@ class ResilientStore:
             except FeatureStoreError as exc:
                 error = exc
                 continue
-            if self._down_since is not None:
+            if breaker.failing_since is not None:
                 log.warning("feature store answers again after %.1f s",
-                            self._clock() - self._down_since)  # fmt: skip
-                self._down_since = None
+                            self._clock() - breaker.failing_since)  # fmt: skip
             breaker.succeeded()
             return rows
-        if self._down_since is None:
-            self._down_since = self._clock()
+        if breaker.failing_since is None:
             log.warning("feature store unavailable after %d tries: %s", 1 + len(delays), error)
         breaker.failed(self._clock())
         raise StoreUnavailable(str(error)) from error

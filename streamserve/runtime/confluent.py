@@ -24,19 +24,17 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, PreparedBatch, ScoredBatch
-from streamserve.core.model import ModelBundle
+from streamserve.core.batch import ScoredBatch
 from streamserve.core.window import BatchWindow, Trigger
 from streamserve.errors import StoreUnavailable
 from streamserve.io import kafka as kafka_io
-from streamserve.io import store as store_io
 from streamserve.metrics import MetricsWindow
 from streamserve.runtime.delivery import Delivery, InFlight, next_offsets
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
+from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.scoring import Predicted, ScoringThread
-from streamserve.runtime.startup import load_model_and_store, prepare_topics, wall_ms
+from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry import Telemetry
 
 log = logging.getLogger("streamserve.worker")
 
@@ -51,7 +49,6 @@ class Scoring:
     """A decoded batch whose feature lookup and predict run on the scoring thread."""
 
     records: list[Message]
-    prepared: PreparedBatch
     trigger: Trigger
     batch_id: str
     future: Future[Predicted]
@@ -63,16 +60,14 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        bundle: ModelBundle,
-        store: store_io.ResilientStore,
+        models: Models,
         consumer: Consumer,
         producer: Producer,
         delivery_errors: list[KafkaError],
         stop_event: threading.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.scorer = BatchScorer(bundle)
-        self.store = store
+        self.models = models
         self.consumer = consumer
         self.producer = producer
         self.stop_event = stop_event or threading.Event()
@@ -81,16 +76,14 @@ class Worker:
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._pending: list[Message] = []
         self._scoring: Scoring | None = None
-        self._scoring_thread = ScoringThread(self.scorer, store, settings.store_outage_policy)
+        self._scoring_thread = ScoringThread(settings.store_outage_policy)
         self._paused: list[TopicPartition] = []
         self._batch_seq = 0
         self._last_activity: float | None = None  # last assignment or record (monotonic)
-        self._metrics = MetricsWindow(
-            settings.worker_id, bundle.name, bundle.version, self.scorer.layout.feature_names
-        )
-        self.telemetry = Telemetry(bundle.name, bundle.version, settings.liveness_timeout_s)
-        self.telemetry.health.model_loaded = True
-        self.telemetry.health.store_available = lambda: store.available
+        model = models.serving.model
+        self._metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
+        self.telemetry = serving_telemetry(models)
+        self._watcher = ModelWatcher(models, self.telemetry)
         self._assigned: set[tuple[str, int]] = set()
         self._gauges_due = 0.0
         self._collections = FullCollections(time.monotonic())
@@ -110,6 +103,7 @@ class Worker:
         )
         self._metrics.start(wall_ms())
         tune_garbage_collector()
+        self._watcher.start()
         try:
             while not self._should_stop():
                 scoring = self._scoring is not None
@@ -149,6 +143,7 @@ class Worker:
                           in_hand, extra={"records_in_hand": in_hand,
                                           "assigned": sorted(self._assigned)})  # fmt: skip
             self._failed = True
+            self._watcher.stop()
             self._scoring_thread.shutdown()
             self.consumer.close()  # commits only offsets stored after acknowledged delivery
             raise
@@ -228,12 +223,13 @@ class Worker:
             return
         self._batch_seq += 1
         batch_id = f"{self.settings.worker_id}-{self._batch_seq}"
-        prepared = self.scorer.prepare(records)
+        serving = self.models.serving  # a new model takes over from the next batch on
+        prepared = serving.model.scorer.prepare(records)
         previous = self._scoring
         if previous is not None:
             previous.future.result()  # the scoring thread takes one batch at a time
-        future = self._scoring_thread.submit(prepared)
-        self._scoring = Scoring(records, prepared, trigger, batch_id, future)
+        future = self._scoring_thread.submit(prepared, serving)
+        self._scoring = Scoring(records, trigger, batch_id, future)
         self._pending = []
         self._window.reset()
         if previous is not None:
@@ -249,13 +245,12 @@ class Worker:
         """Encode a scored batch and hand its outputs to the producer; the batch before it
         must be acknowledged first (``_settle``), so at most one batch awaits the broker."""
         predicted = batch.future.result()  # re-raises a feature store error here
-        scored = self.scorer.encode(
-            batch.prepared, predicted.store_rows, predicted.matrix, predicted.scores,
-            wall_ms(), batch.batch_id, predicted.degraded,
-        )  # fmt: skip
+        scored = predicted.encode(wall_ms(), batch.batch_id)
         self._settle()
         self._delivery.produce(self.settings.predictions_topic, scored.predictions)
         self._delivery.produce(self.settings.dead_letter_topic, scored.dead_letters)
+        if scored.shadow is not None:
+            self._delivery.produce(self.settings.shadow_topic, scored.shadow.predictions)
         self.producer.poll(0)
         size = len(batch.records)
         self._delivery.in_flight = InFlight(next_offsets(batch.records), size,
@@ -320,7 +315,7 @@ class Worker:
         if not (due or (force and self._metrics.events_in)):
             return
         record = self._metrics.close(
-            now, kafka_io.consumer_lag(self.consumer), self.store.available
+            now, kafka_io.consumer_lag(self.consumer), self.models.serving.model.store.available
         )
         if record.events_in or due:
             self.producer.produce(
@@ -372,6 +367,7 @@ class Worker:
             self.producer.flush(30)
             self._commit()
         finally:
+            self._watcher.stop()
             self._scoring_thread.shutdown()
             self.consumer.close()
 
@@ -387,9 +383,9 @@ def _list(partitions: list[TopicPartition]) -> list[str]:
 def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
     """Validate everything a worker needs, in order, before it consumes a single record.
 
-    Model bundle (manifest vs booster) -> feature store reachable -> topics -> clients.
+    Feature store reachable -> model bundles (manifest vs booster) -> topics -> clients.
     """
-    bundle, feature_store = load_model_and_store(settings)
+    models = load_models(settings)
     prepare_topics(settings)
     delivery_errors: list[KafkaError] = []
 
@@ -399,4 +395,4 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
 
     producer = kafka_io.make_producer(settings, on_delivery=on_delivery)
     consumer = kafka_io.make_consumer(settings)
-    return Worker(settings, bundle, feature_store, consumer, producer, delivery_errors, stop_event)
+    return Worker(settings, models, consumer, producer, delivery_errors, stop_event)

@@ -173,6 +173,7 @@ def run_faust_worker(settings: Settings) -> RunSummary:
     """Run the Faust app until SIGTERM/SIGINT, or the idle/max-events limits; the summary."""
     prepare_topics(settings)
     app, scorer, acks = faust_app(settings)
+    scorer.watcher.start()
     if settings.http_port:
         serve(scorer.telemetry, settings.http_host, settings.http_port)
     try:

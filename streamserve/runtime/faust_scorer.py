@@ -21,17 +21,15 @@ import msgspec
 from confluent_kafka import KafkaError
 
 from streamserve.config import Settings
-from streamserve.core.batch import BatchScorer, OutputRecord, ScoredBatch
-from streamserve.core.model import ModelBundle
+from streamserve.core.batch import OutputRecord, ScoredBatch
 from streamserve.core.window import Trigger
 from streamserve.io.kafka import make_producer
-from streamserve.io.store import ResilientStore
 from streamserve.metrics import MetricsWindow
 from streamserve.runtime.delivery import undelivered
+from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.scoring import ScoringThread
-from streamserve.runtime.startup import load_model_and_store, wall_ms
+from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry import Telemetry
 
 DELIVERY_POLL_S = 0.001  # how often the loop asks for delivery reports while any are due
 DELIVERY_TIMEOUT_S = 30.0
@@ -120,31 +118,21 @@ class FaustScorer:
             async for events in stream.take_events(1000, within=0.005):
                 await scorer.score(events)  # returns once every output is acknowledged
 
-    The topics, model and feature store come from the settings (STREAMSERVE_* variables).
+    The topics, models and feature store come from the settings (STREAMSERVE_* variables); a
+    new model bundle takes over between batches once ``watcher.start()`` runs.
     """
 
-    def __init__(
-        self,
-        app: faust.App,
-        settings: Settings,
-        bundle: ModelBundle | None = None,
-        store: ResilientStore | None = None,
-    ) -> None:
-        if bundle is None or store is None:
-            bundle, store = load_model_and_store(settings)
+    def __init__(self, app: faust.App, settings: Settings, models: Models | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.scorer = BatchScorer(bundle)
-        self.store = store
+        self.models = models = models or load_models(settings)
+        model = models.serving.model
         self.summary = RunSummary()
-        self.telemetry = Telemetry(bundle.name, bundle.version, settings.liveness_timeout_s)
-        self.telemetry.health.model_loaded = True
-        self.telemetry.health.store_available = lambda: store.available
-        self.metrics = MetricsWindow(
-            settings.worker_id, bundle.name, bundle.version, self.scorer.layout.feature_names
-        )
+        self.telemetry = serving_telemetry(models)
+        self.metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.metrics.start(wall_ms())
-        self._thread = ScoringThread(self.scorer, store, settings.store_outage_policy)
+        self.watcher = ModelWatcher(models, self.telemetry)
+        self._thread = ScoringThread(settings.store_outage_policy)
         self._seq = 0
         # every record reports its delivery: a batch is done when all of its own records are
         self._producer = make_producer(settings, **{"delivery.report.only.error": False})
@@ -165,18 +153,18 @@ class FaustScorer:
         self.summary.record_arrived()
         self._seq += 1
         batch_id = f"{self.settings.worker_id}-{self._seq}"
-        prepared = self.scorer.prepare([FaustRecord(e.message) for e in events])
-        predicted = self._thread.score_here(prepared)
+        serving = self.models.serving  # a new model takes over from the next batch on
+        prepared = serving.model.scorer.prepare([FaustRecord(e.message) for e in events])
+        predicted = self._thread.score_here(prepared, serving)
         if predicted is None:  # the store did not answer at once: retry, wait or degrade
-            predicted = await asyncio.wrap_future(self._thread.submit(prepared))
-        scored = self.scorer.encode(
-            prepared, predicted.store_rows, predicted.matrix, predicted.scores,
-            wall_ms(), batch_id, predicted.degraded,
-        )  # fmt: skip
+            predicted = await asyncio.wrap_future(self._thread.submit(prepared, serving))
+        scored = predicted.encode(wall_ms(), batch_id)
         s = self.settings
-        outputs = self._produce(
-            [(s.predictions_topic, scored.predictions), (s.dead_letter_topic, scored.dead_letters)]
-        )
+        shadow = scored.shadow.predictions if scored.shadow is not None else []
+        outputs = self._produce([
+            (s.predictions_topic, scored.predictions), (s.dead_letter_topic, scored.dead_letters),
+            (s.shadow_topic, shadow),
+        ])  # fmt: skip
         return SentBatch(scored, outputs, len(events), predicted.lookup_ms, predicted.predict_ms)
 
     def record(self, sent: SentBatch) -> None:
@@ -189,7 +177,7 @@ class FaustScorer:
 
     async def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
-        record = self.metrics.close(wall_ms(), [], self.store.available)
+        record = self.metrics.close(wall_ms(), [], self.models.serving.model.store.available)
         output = OutputRecord(self.settings.worker_id.encode(), msgspec.json.encode(record), [])
         outputs = self._produce([(self.settings.metrics_topic, [output])])
         await outputs.done
@@ -200,6 +188,7 @@ class FaustScorer:
         self._producer.poll(timeout_s)
 
     def close(self) -> None:
+        self.watcher.stop()
         self._thread.shutdown()
         self._producer.flush(DELIVERY_TIMEOUT_S)
 

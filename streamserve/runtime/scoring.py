@@ -1,5 +1,6 @@
-"""The scoring thread: the feature lookup and predict of one batch at a time, and what happens
-to a batch when the feature store is down (STREAMSERVE_STORE_OUTAGE_POLICY).
+"""The scoring thread: the feature lookup and predict of one batch at a time (and the
+challenger's, when there is one), and what happens to a batch when the feature store is down
+(STREAMSERVE_STORE_OUTAGE_POLICY).
 
 Redis I/O and XGBoost release the GIL, so this thread overlaps the loop's decoding and producing.
 """
@@ -16,9 +17,11 @@ from typing import Literal
 
 import numpy as np
 
-from streamserve.core.batch import BatchScorer, PreparedBatch
+from streamserve.core.batch import Inference, PreparedBatch, ScoredBatch
+from streamserve.core.features import StoreLookup, StoreRows, check_freshness
+from streamserve.core.shadow import shadow_batch
 from streamserve.errors import StoreUnavailable
-from streamserve.io.store import ResilientStore
+from streamserve.runtime.models import Model, Serving
 
 MIN_PROBE_WAIT_S = 0.001
 
@@ -27,32 +30,34 @@ MIN_PROBE_WAIT_S = 0.001
 class Predicted:
     """What the scoring thread returns for a batch."""
 
-    store_rows: np.ndarray
-    matrix: np.ndarray
-    scores: np.ndarray
+    serving: Serving
+    served: Inference
+    shadow: Inference | None
     lookup_ms: float
     predict_ms: float
-    degraded: bool  # the store was down (policy degrade): scored without its features
+
+    def encode(self, scored_at_ms: int, batch_id: str) -> ScoredBatch:
+        """The served model's outputs, with the challenger's predictions attached."""
+        model, challenger = self.serving.model, self.serving.shadow
+        scored = model.scorer.encode(self.served, scored_at_ms, batch_id)
+        if challenger is not None and self.shadow is not None:
+            scored.shadow = shadow_batch(
+                model.scorer, self.served, challenger.scorer, self.shadow, scored_at_ms, batch_id
+            )
+        return scored
 
 
 class ScoringThread:
     """One thread; ``submit`` a decoded batch and get a future of its prediction."""
 
-    def __init__(
-        self,
-        scorer: BatchScorer,
-        store: ResilientStore,
-        outage_policy: Literal["wait", "degrade"],
-    ) -> None:
-        self._scorer = scorer
-        self._store = store
+    def __init__(self, outage_policy: Literal["wait", "degrade"]) -> None:
         self._outage_policy = outage_policy
-        self._store_width = len(scorer.bundle.manifest.store_features)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._give_up = threading.Event()  # tells a lookup waiting for Redis to stop waiting
 
-    def submit(self, prepared: PreparedBatch) -> Future[Predicted]:
-        return self._executor.submit(self._lookup_and_predict, prepared)
+    def submit(self, prepared: PreparedBatch, serving: Serving) -> Future[Predicted]:
+        """``prepared`` was decoded by ``serving.model``'s scorer."""
+        return self._executor.submit(self._lookup_and_predict, prepared, serving)
 
     @contextmanager
     def giving_up(self) -> Iterator[None]:
@@ -69,42 +74,83 @@ class ScoringThread:
         self._give_up.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def score_here(self, prepared: PreparedBatch) -> Predicted | None:
+    def score_here(self, prepared: PreparedBatch, serving: Serving) -> Predicted | None:
         """Lookup and predict on the calling thread, if the store answers at the first try (no
-        pause, no retry: at most one Redis timeout); None when it does not: then ``submit``
-        the batch, which retries, waits or degrades as the outage policy says."""
+        pause, no retry: at most one Redis timeout per model); None when it does not: then
+        ``submit`` the batch, which retries, waits or degrades as the outage policy says."""
+        return self._score(prepared, serving, first_try=True)
+
+    def _lookup_and_predict(self, prepared: PreparedBatch, serving: Serving) -> Predicted:
+        predicted = self._score(prepared, serving, first_try=False)
+        assert predicted is not None  # only a first try gives up
+        return predicted
+
+    def _score(
+        self, prepared: PreparedBatch, serving: Serving, first_try: bool
+    ) -> Predicted | None:
+        """One Redis round trip and one booster call per model (the challenger reuses the
+        served model's lookup and matrix when its inputs are the same)."""
         started = time.perf_counter()
-        store_rows = self._store.fetch_first_try(prepared.store_keys.keys)
-        if store_rows is None:
+        lookup = self._lookup(serving.model, prepared, first_try)
+        if lookup is None:
             return None
-        return self._predict(prepared, store_rows, False, started)
-
-    def _lookup_and_predict(self, prepared: PreparedBatch) -> Predicted:
-        """One Redis round trip, one booster call."""
-        started = time.perf_counter()
-        store_rows, degraded = self._lookup(prepared.store_keys.keys)
-        return self._predict(prepared, store_rows, degraded, started)
-
-    def _predict(
-        self, prepared: PreparedBatch, store_rows: np.ndarray, degraded: bool, started: float
-    ) -> Predicted:
+        shadow_lookup = None
+        challenger = serving.shadow
+        same_inputs = challenger is not None and _same_inputs(serving.model, challenger)
+        if challenger is not None and not same_inputs:
+            shadow_prepared = challenger.scorer.prepare(prepared.records)
+            shadow_lookup = self._lookup(challenger, shadow_prepared, first_try)
+            if shadow_lookup is None:
+                return None
         predict_started = time.perf_counter()
-        matrix, scores = self._scorer.predict(prepared, store_rows)
+        served = _infer(serving.model, prepared, lookup)
+        shadow = None
+        if challenger is not None:
+            if same_inputs:
+                shadow = Inference(prepared, lookup, served.matrix,
+                                   challenger.bundle.predict(served.matrix))  # fmt: skip
+            else:
+                assert shadow_lookup is not None
+                shadow = _infer(challenger, shadow_prepared, shadow_lookup)
         lookup_ms = (predict_started - started) * 1000
         predict_ms = (time.perf_counter() - predict_started) * 1000
-        return Predicted(store_rows, matrix, scores, lookup_ms, predict_ms, degraded)
+        return Predicted(serving, served, shadow, lookup_ms, predict_ms)
 
-    def _lookup(self, keys: list[str]) -> tuple[np.ndarray, bool]:
-        """Store rows, and whether they are all NaN because the store is down.
+    def _lookup(self, model: Model, prepared: PreparedBatch, first_try: bool) -> StoreLookup | None:
+        """The batch's store rows, freshness-checked; None if a first try failed."""
+        keys = prepared.store_keys.keys
+        if first_try:
+            found = model.store.fetch_first_try(keys)
+            if found is None:
+                return None
+        else:
+            found = self._fetch(model, keys)
+            if found is None:  # the store is down and the policy is degrade
+                width = len(model.bundle.manifest.store_features)
+                rows = np.full((len(keys), width), np.nan, np.float32)
+                return StoreLookup(rows, degraded=True)
+        return check_freshness(found, time.time(), model.bundle.manifest.store.max_age_s)
+
+    def _fetch(self, model: Model, keys: list[str]) -> StoreRows | None:
+        """Store rows, or None when the store is down and the policy is `degrade`.
 
         Policy `wait` retries until Redis answers (the loop pauses meanwhile) or the loop gives
-        up on the batch (stop or revoke); policy `degrade` scores without the store's features.
+        up on the batch (stop or revoke).
         """
         while True:
             try:
-                return self._store.fetch(keys), False
+                return model.store.fetch(keys)
             except StoreUnavailable:
                 if self._outage_policy == "degrade":
-                    return np.full((len(keys), self._store_width), np.nan, np.float32), True
-                if self._give_up.wait(max(self._store.probe_in(), MIN_PROBE_WAIT_S)):
+                    return None
+                if self._give_up.wait(max(model.store.probe_in(), MIN_PROBE_WAIT_S)):
                     raise
+
+
+def _infer(model: Model, prepared: PreparedBatch, lookup: StoreLookup) -> Inference:
+    matrix, scores = model.scorer.predict(prepared, lookup.rows)
+    return Inference(prepared, lookup, matrix, scores)
+
+
+def _same_inputs(model: Model, challenger: Model) -> bool:
+    return model.bundle.manifest.inputs == challenger.bundle.manifest.inputs

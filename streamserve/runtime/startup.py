@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+import redis
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.core.model import ModelBundle, load_bundle
-from streamserve.errors import ConfigError
+from streamserve.errors import ConfigError, FeatureStoreError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
+from streamserve.runtime.models import Models
 
 
 def wall_ms() -> int:
@@ -18,27 +19,24 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def load_model_and_store(settings: Settings) -> tuple[ModelBundle, store_io.ResilientStore]:
-    """The model bundle (manifest checked against booster) and the feature store behind retries
-    and a circuit breaker, after one ping."""
-    if settings.model_dir is None:
+def load_models(settings: Settings) -> Models:
+    """The served model and the challenger (each manifest checked against its booster), their
+    feature readers behind one set of retries and circuit breaker, after one Redis ping."""
+    if settings.model_dir is None and settings.model_pointer_key is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
     # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
     # thread per core spins between predict calls and doubles the worker's CPU per event.
     threadpool_limits(settings.predict_threads, user_api="openmp")
-    bundle = load_bundle(settings.model_dir, nthread=settings.predict_threads)
     redis_client = store_io.connect(
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
-    redis_store = store_io.RedisFeatureStore(redis_client, bundle.manifest)
-    redis_store.ping()
-    feature_store = store_io.ResilientStore(
-        redis_store,
-        retries=settings.store_retries,
-        backoff_s=settings.store_retry_backoff_ms / 1000,
-        reset_s=settings.store_breaker_reset_s,
-    )
-    return bundle, feature_store
+    try:
+        redis_client.ping()
+    except redis.RedisError as exc:
+        raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
+    models = Models(settings, redis_client)
+    models.start()
+    return models
 
 
 def prepare_topics(settings: Settings) -> None:

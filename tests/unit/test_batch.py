@@ -10,6 +10,7 @@ import pytest
 from streamserve import synthetic
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
+from streamserve.core.features import StoreRows
 from streamserve.core.model import ModelBundle
 from tests.conftest import is_scorable, offline_scores
 
@@ -49,13 +50,13 @@ class MemoryStore:
     def __init__(self, rows: dict[str, np.ndarray], width: int) -> None:
         self.rows, self.width, self.calls = rows, width, []
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys: list[str]) -> StoreRows:
         self.calls.append(keys)
         rows = np.full((len(keys), self.width), np.nan, dtype=np.float32)
         for i, key in enumerate(keys):
             if key in self.rows:
                 rows[i] = self.rows[key]
-        return rows
+        return StoreRows(rows)
 
 
 @pytest.fixture
@@ -122,11 +123,11 @@ def test_missing_store_features_are_nan_and_counted(bundle: ModelBundle, world) 
         prediction = msgspec.json.decode(out.value, type=rec.Prediction)
         absent = prediction.entity_id not in by_entity
         assert prediction.missing_features == (n_store if absent else 0)
-    store_counts = scored.missing_by_feature[len(synthetic.EVENT_FEATURES) :]
+    store_counts = [scored.missing_by_feature.get(name, 0) for name in synthetic.STORE_FEATURES]
     absent_events = sum(
         msgspec.json.decode(o.value, type=rec.Prediction).entity_id not in by_entity
         for o in scored.predictions
     )
     assert absent_events > 0
-    assert store_counts.tolist() == [absent_events] * n_store
+    assert store_counts == [absent_events] * n_store
     assert scored.store_misses == sum(1 for k in store.calls[0] if k[5:] not in by_entity)

@@ -7,6 +7,7 @@ import pytest
 
 from streamserve.core.breaker import CircuitBreaker, backoff_delays
 from streamserve.errors import FeatureStoreError, StoreUnavailable
+from streamserve.core.features import StoreRows
 from streamserve.io.store import ResilientStore
 
 
@@ -17,11 +18,11 @@ class FlakyStore:
         self.down = False
         self.calls = 0
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys: list[str]) -> StoreRows:
         self.calls += 1
         if self.down:
             raise FeatureStoreError("connection refused")
-        return np.ones((len(keys), 2), dtype=np.float32)
+        return StoreRows(np.ones((len(keys), 2), dtype=np.float32))
 
 
 class Clock:
@@ -63,7 +64,7 @@ def test_a_lookup_that_fails_then_recovers_within_its_retries_succeeds(
         return original_fetch(keys)
 
     inner.fetch = recover_on_third  # type: ignore[method-assign]
-    assert store.fetch(["a"]).shape == (1, 2)
+    assert store.fetch(["a"]).values.shape == (1, 2)
     assert clock.slept == [0.05, 0.1]
     assert store.available
 
@@ -97,7 +98,7 @@ def test_an_open_circuit_lets_one_probe_through_per_reset_interval(
     assert store.probe_in() == 2.0
     inner.down = False
     clock.now += 2.0
-    assert store.fetch(["a", "b"]).shape == (2, 2)
+    assert store.fetch(["a", "b"]).values.shape == (2, 2)
     assert store.available and store.probe_in() == 0.0
 
 

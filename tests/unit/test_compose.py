@@ -112,7 +112,7 @@ def exported_metric_names() -> set[str]:
     (series by error class appear with the first dead letter of that class)."""
     telemetry = Telemetry("m", "1")
     batch = ScoredBatch([], [object()], Counter(malformed_json=1), np.array([0.01]),  # type: ignore[list-item]
-                        np.zeros(1, dtype=np.int64), 1, 0)  # fmt: skip
+                        {}, 1, 0, "1")  # fmt: skip
     telemetry.record_batch(batch, 1, "time", 1.0, 1.0)
     telemetry.set_lag([PartitionLag("events", 0, 3)])
     text = generate_latest(telemetry.registry).decode()

@@ -41,8 +41,14 @@ def test_vector_layout_round_trips_and_absent_or_wrong_length_values_are_nan() -
 
 
 def test_hash_layout_parses_decimals_and_absent_or_garbage_fields_are_nan() -> None:
-    rows = hash_fields_to_rows([[b"1.25", None], [b"oops", b"-3e2"]], width=2)
+    found = hash_fields_to_rows(
+        [[b"1.25", None, b"1767225600.25"], [b"oops", b"-3e2", None]], width=2
+    )
+    rows = found.values
     np.testing.assert_array_equal(rows[0, :1], [1.25])
     assert np.isnan(rows[0, 1]) and np.isnan(rows[1, 0])
     assert rows[1, 1] == -300.0
-    assert hash_fields_to_rows([], width=2).shape == (0, 2)
+    assert found.written_at is not None
+    assert found.written_at[0] == 1767225600.25  # float64: a timestamp keeps its fraction
+    assert np.isnan(found.written_at[1])
+    assert hash_fields_to_rows([], width=2).values.shape == (0, 2)

@@ -31,9 +31,10 @@ def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> S
         dead_letters=[object()] * sum(dead.values()),  # type: ignore[list-item]
         dead_letter_classes=dead,
         latencies_ms=np.array(latencies_ms, dtype=np.float64),
-        missing_by_feature=np.zeros(3, dtype=np.int64),
+        missing_by_feature={},
         store_keys=predictions,
         store_misses=1,
+        model_version="7",
     )
 
 
