@@ -92,9 +92,16 @@ class CachedFeatureStore:
     entity missing from Redis costs no round trip either. ``timed``: the store returns write
     times (the `hash` layout)."""
 
-    def __init__(self, store: FeatureStore, ttl_s: float, max_keys: int, timed: bool) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        ttl_s: float,
+        max_keys: int,
+        timed: bool,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
-        self._cache: TTLCache[str, tuple[np.ndarray, float]] = TTLCache(max_keys, ttl_s)
+        self._cache: TTLCache[str, tuple[np.ndarray, float]] = TTLCache(max_keys, ttl_s, timer)
         self._timed = timed
         self.ttl_s = ttl_s
 

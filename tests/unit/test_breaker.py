@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamserve.core.breaker import CircuitBreaker, backoff_delays
-from streamserve.errors import FeatureStoreError, StoreUnavailable
 from streamserve.core.features import StoreRows
+from streamserve.errors import FeatureStoreError, StoreUnavailable
 from streamserve.io.store import ResilientStore
 
 

@@ -1,0 +1,225 @@
+"""Models and features that change while a worker runs: hot reload, a shadow challenger, feature
+freshness and the local feature cache, against the real embedded broker and Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Message
+
+from streamserve import synthetic
+from streamserve.audit import header_map, read_topics, source_of
+from streamserve.core import records as rec
+from streamserve.core.model import read_manifest
+from streamserve.embedded import EmbeddedStack
+from streamserve.io import store as store_io
+from streamserve.runtime.confluent import Worker, build_worker
+from tests.conftest import TREES, is_scorable, offline_scores
+from tests.integration.conftest import Scenario, make_scenario, wait_for
+
+N_ENTITIES = 200
+
+
+@pytest.fixture(scope="module")
+def challenger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model of the same inputs: other trees, version 2."""
+    path = tmp_path_factory.mktemp("challenger")
+    synthetic.train_demo_model(path, trees=TREES // 2, rows=5_000, seed=99, version="2")
+    return path
+
+
+def same_store(bundle: Path, like: Path, into: Path) -> Path:
+    """A copy of ``bundle`` whose manifest reads the store the way ``like``'s does."""
+    shutil.copytree(bundle, into)
+    manifest = json.loads((into / "manifest.json").read_text())
+    manifest["store"] = json.loads((like / "manifest.json").read_text())["store"]
+    (into / "manifest.json").write_text(json.dumps(manifest))
+    return into
+
+
+def assert_scored_by(
+    bundle: Path, predictions: list[Message], values: list[bytes], stored: dict[str, np.ndarray]
+) -> None:
+    """Each prediction's score is ``bundle``'s offline predict of its event and ``stored`` row
+    (every event of ``values`` has one: event ids repeat only with the same event)."""
+    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]
+                 for m in predictions}  # type: ignore[arg-type]  # fmt: skip
+    expected = offline_scores(bundle, values, stored)
+    assert published and published.keys() <= expected.keys()
+    np.testing.assert_allclose([published[k] for k in published],
+                               [expected[k] for k in published], rtol=1e-6, atol=1e-7)  # fmt: skip
+
+
+def reloads(worker: Worker, outcome: str) -> float:
+    sample = "streamserve_model_reloads_total"
+    return worker.telemetry.registry.get_sample_value(sample, {"outcome": outcome}) or 0.0
+
+
+def test_a_new_bundle_takes_over_and_a_bad_one_is_rejected_without_losing_events(
+    scenario: Scenario, challenger_dir: Path, tmp_path: Path
+) -> None:
+    """The served directory is a symlink an operator switches: first to a broken bundle (the
+    old model keeps serving), then to a good one (it takes over); every event is scored once,
+    each by the model that was serving when its batch started."""
+    good = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "v2")
+    broken = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "broken")
+    (broken / "model.ubj").write_bytes(b"not a model")
+    current = tmp_path / "current"
+    current.symlink_to(scenario.bundle_dir)
+    scenario = scenario.with_settings(model_dir=current, model_reload_s=0.1, exit_when_idle_s=0)
+    stored = scenario.load_features(N_ENTITIES, skip_every=10)
+    worker = build_worker(scenario.settings)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        values = scenario.preload(400, N_ENTITIES)
+        wait_for(lambda: worker.summary.events >= 400, 60, "the first model's events")
+        switch(current, broken)
+        wait_for(lambda: reloads(worker, "rejected") == 1, 30, "the broken bundle's rejection")
+        scenario.preload(400, N_ENTITIES)
+        wait_for(lambda: worker.summary.events >= 800, 60, "events after the rejection")
+        switch(current, good)
+        wait_for(lambda: reloads(worker, "loaded") == 1, 30, "the new bundle")
+        scenario.preload(400, N_ENTITIES)
+        wait_for(lambda: worker.summary.events >= 1_200, 60, "the new model's events")
+    finally:
+        worker.stop()
+        runner.join(60)
+    predictions, dead_letters = scenario.outputs(expected=1_200)
+    assert not dead_letters
+    assert len({source_of(m) for m in predictions}) == len(predictions) == 1_200
+    by_version = Counter(json.loads(m.value())["model_version"] for m in predictions)
+    assert by_version == {"1": 800, "2": 400}
+    assert {header_map(m)[rec.HEADER_MODEL_VERSION] for m in predictions} == {"1", "2"}
+    by_new_model = [m for m in predictions if json.loads(m.value())["model_version"] == "2"]
+    assert_scored_by(good, by_new_model, values, stored)
+    counted: Counter[str] = Counter()
+    for record in scenario.metrics():
+        counted.update(record["predictions_by_model_version"])
+    assert counted == by_version
+    assert scenario.metrics()[-1]["model_version"] == "2"
+
+
+def switch(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically, as a deploy script would (rename over it)."""
+    staged = link.with_name(link.name + ".new")
+    staged.symlink_to(target)
+    staged.replace(link)
+
+
+def test_a_redis_pointer_key_selects_the_served_bundle(
+    scenario: Scenario, challenger_dir: Path, tmp_path: Path
+) -> None:
+    good = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "v2")
+    key = f"test-{scenario.uid}:model"
+    client = store_io.connect(scenario.settings.redis_url.get_secret_value())
+    client.set(key, str(good))
+    scenario = scenario.with_settings(model_pointer_key=key)
+    scenario.load_features(N_ENTITIES, skip_every=10)
+    scenario.preload(300, N_ENTITIES)
+    build_worker(scenario.settings).run()
+    predictions, _ = scenario.outputs(expected=300)
+    assert {json.loads(m.value())["model_version"] for m in predictions} == {"2"}
+
+
+def test_a_challenger_scores_every_event_to_the_shadow_topic(
+    scenario: Scenario, challenger_dir: Path, tmp_path: Path
+) -> None:
+    challenger = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "challenger")
+    scenario = scenario.with_settings(shadow_model_dir=challenger)
+    settings = scenario.settings
+    stored = scenario.load_features(N_ENTITIES, skip_every=10)
+    values = scenario.preload(1_000, N_ENTITIES, malformed_every=50)
+    summary = build_worker(scenario.settings).run()
+    predictions, dead_letters = scenario.outputs(expected=1_000)
+    topic = settings.shadow_topic
+    shadows = read_topics(settings.kafka_bootstrap, [topic], len(predictions), idle_s=1.0)[topic]
+    assert len(dead_letters) == 20 and len(predictions) == summary.predictions == 980
+    # every prediction has one shadow twin with the same provenance, scored by the challenger
+    provenance = (rec.HEADER_SOURCE_TOPIC, rec.HEADER_SOURCE_PARTITION,
+                  rec.HEADER_SOURCE_OFFSET, rec.HEADER_BATCH_ID)  # fmt: skip
+    served = {tuple(header_map(m)[h] for h in provenance): m for m in predictions}
+    shadowed = {tuple(header_map(m)[h] for h in provenance): m for m in shadows}
+    assert served.keys() == shadowed.keys() and len(shadows) == 980
+    assert {header_map(m)[rec.HEADER_MODEL_VERSION] for m in shadows} == {"2"}
+    good = [v for v in values if is_scorable(v)]
+    assert_scored_by(challenger, shadows, good, stored)
+    ours = offline_scores(scenario.bundle_dir, good, stored)
+    theirs = offline_scores(challenger, good, stored)
+    # the metrics compare the two models as an offline comparison does
+    records = [r["shadow"] for r in scenario.metrics() if r["shadow"]]
+    assert {r["model_version"] for r in records} == {"2"}
+    assert sum(r["compared"] for r in records) == 980
+    flips = sum((ours[k] >= 0.5) != (theirs[k] >= 0.5) for k in ours)
+    assert flips > 0
+    assert sum(r["decision_flips"] for r in records) == flips
+    deltas = np.abs(np.array(list(theirs.values())) - np.array([ours[k] for k in theirs]))
+    assert max(r["score_delta_max"] for r in records) == pytest.approx(deltas.max(), abs=1e-5)
+
+
+def test_features_older_than_the_models_max_age_become_missing_and_are_counted(
+    stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """`hash` layout with `_ts`: fresh entities keep their features; entities written an hour
+    ago, or with no timestamp at all, are scored with those features missing."""
+    scenario = make_scenario(stack, bundle_dir, tmp_path, layout="hash")
+    manifest_path = scenario.bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["store"]["max_age_s"] = 60
+    manifest_path.write_text(json.dumps(manifest))
+    store_manifest = read_manifest(scenario.bundle_dir)
+    rows = synthetic.entity_features(N_ENTITIES)
+    client = store_io.connect(scenario.settings.redis_url.get_secret_value())
+    template = store_manifest.store.key_template
+    now = time.time()
+    fresh, old, untimed = {}, {}, {}
+    for i in range(N_ENTITIES):
+        entity = synthetic.entity_id(i)
+        group, written_at = [(fresh, now), (old, now - 3_600), (untimed, None)][i % 3]
+        group[entity] = rows[i]
+        store_io.write_features(client, store_manifest, [template.replace("{entity_id}", entity)],
+                                rows[i : i + 1], written_at=written_at)  # fmt: skip
+    values = scenario.preload(1_000, N_ENTITIES)
+    build_worker(scenario.settings).run()
+    predictions, _ = scenario.outputs(expected=1_000)
+    n_store = len(synthetic.STORE_FEATURES)
+    missing = {}
+    for m in predictions:
+        prediction = json.loads(m.value())
+        missing[prediction["entity_id"]] = prediction["missing_features"]
+    assert {missing[e] for e in missing if e in fresh} == {0}
+    assert {missing[e] for e in missing if e not in fresh} == {n_store}
+    # scores are those of a model that never saw the stale values
+    assert_scored_by(scenario.bundle_dir, predictions, values, fresh)
+    metrics = scenario.metrics()
+    stale = sum(r["store_stale"] for r in metrics)
+    looked_up = sum(r["store_keys"] for r in metrics)
+    assert 0.5 * looked_up < stale < looked_up  # about 2 of 3 entities, hot ones weigh more
+    assert sum(r["store_misses"] for r in metrics) == 0  # stale is not absent
+    ages = [r["feature_age"] for r in metrics if r["feature_age"]]
+    assert max(a["max_s"] for a in ages) >= 3_600
+
+
+def test_the_local_cache_answers_hot_entities_and_scores_stay_exact(scenario: Scenario) -> None:
+    scenario = scenario.with_settings(feature_cache_ttl_s=60)
+    stored = scenario.load_features(N_ENTITIES, skip_every=10)
+    values = scenario.preload(3_000, N_ENTITIES)  # Zipf-skewed entities
+    build_worker(scenario.settings).run()
+    predictions, _ = scenario.outputs(expected=3_000)
+    assert_scored_by(scenario.bundle_dir, predictions, values, stored)
+    metrics = scenario.metrics()
+    hits = sum(r["cache_hits"] for r in metrics)
+    looked_up = sum(r["store_keys"] for r in metrics)
+    distinct = len({json.loads(v)["entity_id"] for v in values})
+    assert hits == looked_up - distinct  # each entity goes to Redis once, then the cache answers
+    assert hits > 0
+    for r in metrics:
+        rate = r["cache_hit_rate"]
+        assert rate == (round(r["cache_hits"] / r["store_keys"], 4) if r["store_keys"] else None)
