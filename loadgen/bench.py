@@ -49,6 +49,13 @@ class BenchPlan:
     max_wait_ms: float = 5.0
     loads: tuple[int, ...] = (1_000, 10_000, 30_000)
     load_seconds: float = 10.0
+    # adaptive batching under bursts: a steady rate, with `burst_peak` events/s for 1 s in
+    # every 5 s, offered to a worker with and without STREAMSERVE_LATENCY_TARGET_MS
+    burst_rate: int = 5_000
+    burst_peak: int = 50_000
+    burst_seconds: float = 15.0
+    latency_target_ms: float = 100.0
+    adaptive_ceiling: int = 10_000  # STREAMSERVE_MAX_BATCH_SIZE of the adaptive runs
     out_dir: Path = field(default=Path("bench-results"))
 
 
@@ -109,10 +116,18 @@ class Bench:
                            f"{result['cpu_us_per_event']} µs CPU/event")  # fmt: skip
         return result
 
-    def latency(self, target: str, rate: int) -> dict[str, Any]:
-        """Offer ``rate`` events/s to a running worker or pass-through; time every output."""
+    def latency(
+        self, target: str, rate: int, burst: bool = False, label: str = "", **settings: object
+    ) -> dict[str, Any]:
+        """Offer ``rate`` events/s (with ``burst``: the plan's bursts on top) to a running worker
+        or pass-through with ``settings``; time every output."""
         plan = self.plan
-        step = f"{target}-{rate}"
+        step = f"{target}-{rate}{'-' + label if label else ''}"
+        profile = (
+            RateProfile("burst", rate, plan.burst_seconds, plan.burst_peak)
+            if burst
+            else RateProfile("fixed", rate, plan.load_seconds)
+        )
         input_topic = self.topic(f"{step}-in")
         if target == "worker":
             outputs, dead_letters = (
@@ -126,7 +141,7 @@ class Bench:
             origin = "record-timestamp"
         self.create_topics([input_topic, outputs, *([dead_letters] if dead_letters else [])])
         bootstrap = self.stack.kafka_bootstrap
-        consumer = procs.spawn(step, argv, self.env(step, input_topic=input_topic))
+        consumer = procs.spawn(step, argv, self.env(step, input_topic=input_topic, **settings))
         watcher: procs.Child | None = None
         try:
             with self.console.status(f"{step}: waiting for partitions"):
@@ -140,20 +155,19 @@ class Bench:
                 "--origin",
                 origin,
                 "--expected",
-                str(int(rate * plan.load_seconds)),
+                str(profile.total),
             ]
             if dead_letters:
                 watch_args += ["--dead-letters", dead_letters]  # fmt: skip
             watcher = procs.spawn("watcher", procs.loadgen_argv(*watch_args), procs.child_env({}),
                                   ready_text="watching")  # fmt: skip
             watcher.wait_ready()
-            profile = RateProfile("fixed", rate, plan.load_seconds)
             argv = procs.producer_argv(
                 bootstrap, input_topic, profile, plan.entities, plan.malformed_every
             )
             producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
             with self._progress() as progress:
-                task = progress.add_task(f"{step}: {rate:,} events/s", total=plan.load_seconds)
+                task = progress.add_task(f"{step}: {rate:,} events/s", total=profile.seconds)
                 started = time.monotonic()
                 while producer.proc.poll() is None:
                     progress.update(task, completed=time.monotonic() - started)
@@ -166,14 +180,16 @@ class Bench:
             consumer.kill()
             if watcher is not None:
                 watcher.kill()
-        row = {"target": target, "offered_per_s": rate, "offered": offered,
+        row = {"target": target, "label": label, "offered_per_s": rate, "offered": offered,
+               "profile": asdict(profile), "settings": {k: str(v) for k, v in settings.items()},
                "latency_ms": watched["latency_ms"], "lost": watched["lost"],
                "duplicated": watched["duplicated"], "peak_rss_mb": summary["peak_rss_mb"],
                "cpu_us_per_event": summary["cpu_us_per_event"],
                "series": watched["series"]}  # fmt: skip
         latency = row["latency_ms"]
+        row["drain_events_per_s"] = peak_throughput(watched["series"])
         self.console.print(f"{step}: p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
-                           f"lost {row['lost']}")  # fmt: skip
+                           f"peak {row['drain_events_per_s']:,}/s, lost {row['lost']}")  # fmt: skip
         return row
 
     def create_topics(self, topics: list[str]) -> None:
@@ -198,6 +214,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             max_batch_size=1,
             max_events=plan.baseline_events,
         )
+        cached = bench.drain("worker-cached", procs.streamserve_argv("worker"),
+                             feature_cache_ttl_s=60)  # fmt: skip
         faust = bench.drain("faust", procs.streamserve_argv("worker"), runtime="faust",
                             max_events=plan.faust_events)  # fmt: skip
         faust_bare = bench.drain("faust-bare", procs.loadgen_argv("faust-bare"),
@@ -207,6 +225,24 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             for rate in plan.loads
             for target in ("worker", "passthrough")
         ]
+        bursts = [
+            bench.latency("worker", plan.burst_rate, burst=True, label="fixed"),
+            bench.latency(
+                "worker",
+                plan.burst_rate,
+                burst=True,
+                label="fixed-ceiling",
+                max_batch_size=plan.adaptive_ceiling,
+            ),
+            bench.latency(
+                "worker",
+                plan.burst_rate,
+                burst=True,
+                label="adaptive",
+                max_batch_size=plan.adaptive_ceiling,
+                latency_target_ms=plan.latency_target_ms,
+            ),
+        ]
     results: dict[str, Any] = {
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
@@ -215,10 +251,12 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             "worker": worker,
             "passthrough": passthrough,
             "baseline": baseline,
+            "worker_cached": cached,
             "faust": faust,
             "faust_bare": faust_bare,
         },
         "latency": latency,
+        "bursts": bursts,
     }
     results["goals"] = goals(results)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,6 +319,19 @@ def print_table(results: dict[str, Any], console: Console) -> None:
                          if row else "-")  # fmt: skip
         table.add_row(f"p50 / p99 latency at {rate:,} events/s (ms)", *cells, "")
     console.print(table)
+    if "worker_cached" in drain:
+        cached, plain = drain["worker_cached"], drain["worker"]
+        console.print(f"local feature cache (TTL 60 s, Zipf-skewed entities): "
+                      f"{cached['events_per_s']:,.0f} events/s at {cached['cpu_us_per_event']:.1f} "
+                      f"µs CPU/event, against {plain['events_per_s']:,.0f} at "
+                      f"{plain['cpu_us_per_event']:.1f} without")  # fmt: skip
+    for row in results.get("bursts", []):
+        latency = row["latency_ms"]
+        console.print(f"bursts ({row['label']}, {row['settings'] or 'defaults'}): p50 "
+                      f"{latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms, max "
+                      f"{latency['max']:.0f} ms, peak {row['drain_events_per_s']:,} events/s, "
+                      f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
+                      f"lost {row['lost']}")  # fmt: skip
     if "faust" in drain and "faust_bare" in drain:
         faust, bare = drain["faust"], drain["faust_bare"]
         console.print(f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
@@ -294,6 +345,11 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         goal_table.add_row(name, f"{goal['value']:g}", goal["goal"], "yes" if goal["met"] else "NO")
     console.print(goal_table)
     console.print(json.dumps({"goals": results["goals"]}))
+
+
+def peak_throughput(series: list[dict[str, Any]]) -> int:
+    """The most outputs read in one second of a load run: how fast a backlog drained."""
+    return max((int(second["events_per_s"]) for second in series), default=0)
 
 
 def machine() -> dict[str, Any]:

@@ -185,6 +185,11 @@ class Telemetry:
             ["topic", "partition"],
         )
         self._lag_labels: set[tuple[str, str]] = set()
+        self.batch_size_limit = gauge(
+            "streamserve_batch_size_limit",
+            "Size limit of the next batch (adaptive batching sets it per batch).",
+        )
+        self.batch_size_limit.set(0)
         self.paused = gauge("streamserve_paused", "1 while consumption is paused (backpressure).")
         # children looked up once (present from the start, at 0), not per batch
         self._predictions = self.events.labels("prediction")

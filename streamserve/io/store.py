@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
-from cachetools import TTLCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -90,7 +89,13 @@ class CachedFeatureStore:
     """An in-process TTL cache in front of a feature store: only the keys it does not hold (or
     has held for ``ttl_s``) go to the store, in one fetch. Absent keys are cached too, so a hot
     entity missing from Redis costs no round trip either. ``timed``: the store returns write
-    times (the `hash` layout)."""
+    times (the `hash` layout), kept with the rows so a cached value still ages.
+
+    A plain dict in insertion order: with one TTL for every entry, insertion order is expiry
+    order, so when it is full the first entries are the ones to drop (expired ones first, as
+    cachetools' TTLCache does). A lookup is one dict get and a comparison, about 0.03 µs a key;
+    TTLCache's get costs 1.2 µs here, as much as reading the key from a local Redis.
+    """
 
     def __init__(
         self,
@@ -98,28 +103,36 @@ class CachedFeatureStore:
         ttl_s: float,
         max_keys: int,
         timed: bool,
-        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._cache: TTLCache[str, tuple[np.ndarray, float]] = TTLCache(max_keys, ttl_s, timer)
+        self._entries: dict[str, tuple[float, np.ndarray, float]] = {}  # expires at, row, written
+        self._max_keys = max_keys
         self._timed = timed
+        self._clock = clock
         self.ttl_s = ttl_s
 
     def fetch(self, keys: list[str]) -> StoreRows:
         if not keys:
             return self._store.fetch(keys)
-        cache = self._cache
-        hits = [cache.get(key) for key in keys]
-        missing = [i for i, hit in enumerate(hits) if hit is None]
+        now = self._clock()
+        entries = self._entries
+        hits = [entries.get(key) for key in keys]
+        missing = [i for i, hit in enumerate(hits) if hit is None or hit[0] <= now]
         if missing:
             found = self._store.fetch([keys[i] for i in missing])
             times = found.written_at
             if times is None:
                 times = np.full(len(missing), np.nan)
+            expires = now + self.ttl_s
             for i, row, at in zip(missing, found.values, times.tolist(), strict=True):
-                cache[keys[i]] = hits[i] = (row.copy(), at)  # a copy: not the whole batch's array
-        rows = np.stack([hit[0] for hit in hits])  # type: ignore[index]
-        written_at = np.array([hit[1] for hit in hits]) if self._timed else None  # type: ignore[index]
+                key = keys[i]
+                entries.pop(key, None)  # a refreshed key moves to the end: expiry order
+                entries[key] = hits[i] = (expires, row.copy(), at)  # not the batch's array
+            while len(entries) > self._max_keys:
+                del entries[next(iter(entries))]
+        rows = np.stack([hit[1] for hit in hits])  # type: ignore[index]
+        written_at = np.array([hit[2] for hit in hits]) if self._timed else None  # type: ignore[index]
         return StoreRows(rows, written_at, len(keys) - len(missing))
 
 

@@ -24,6 +24,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamserve.config import Settings
+from streamserve.core.adaptive import AdaptiveBatching
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.window import BatchWindow, Trigger
 from streamserve.errors import StoreUnavailable
@@ -52,6 +53,7 @@ class Scoring:
     trigger: Trigger
     batch_id: str
     future: Future[Predicted]
+    dispatched_at: float  # perf_counter
 
 
 class Worker:
@@ -74,6 +76,10 @@ class Worker:
         self.summary = RunSummary()
         self._delivery = Delivery(producer, consumer, delivery_errors)
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
+        self._adaptive: AdaptiveBatching | None = None
+        if settings.latency_target_ms:
+            target_s, wait_s = settings.latency_target_ms / 1000, settings.max_wait_ms / 1000
+            self._adaptive = AdaptiveBatching(target_s, settings.max_batch_size, wait_s)
         self._pending: list[Message] = []
         self._scoring: Scoring | None = None
         self._scoring_thread = ScoringThread(settings.store_outage_policy)
@@ -120,6 +126,8 @@ class Worker:
                 if records:
                     self._last_activity = now
                     self.summary.record_arrived()
+                    if self._adaptive is not None and not self._window.size:
+                        self._size_window(self._adaptive)  # the first records open a batch
                     self._pending.extend(records)
                     self._window.add(len(records), now)
                 trigger = self._window.trigger(now)
@@ -229,7 +237,7 @@ class Worker:
         if previous is not None:
             previous.future.result()  # the scoring thread takes one batch at a time
         future = self._scoring_thread.submit(prepared, serving)
-        self._scoring = Scoring(records, trigger, batch_id, future)
+        self._scoring = Scoring(records, trigger, batch_id, future, time.perf_counter())
         self._pending = []
         self._window.reset()
         if previous is not None:
@@ -256,6 +264,8 @@ class Worker:
         self._delivery.in_flight = InFlight(next_offsets(batch.records), size,
                                             len(scored.predictions), len(scored.dead_letters),
                                             batch.trigger)  # fmt: skip
+        if self._adaptive is not None:
+            self._adaptive.observe(size, time.perf_counter() - batch.dispatched_at)
         self._metrics.record_batch(
             scored, size, batch.trigger, predicted.lookup_ms, predicted.predict_ms
         )
@@ -264,6 +274,13 @@ class Worker:
         )
         if log.isEnabledFor(logging.DEBUG):
             self._log_batch(batch, scored, predicted)
+
+    def _size_window(self, adaptive: AdaptiveBatching) -> None:
+        """Adaptive batching: the new batch's size limit and wait, from cost and lag."""
+        lag = sum(p.lag for p in kafka_io.consumer_lag(self.consumer))
+        limits = adaptive.limits(lag)
+        self._window.max_size, self._window.max_wait_s = limits.max_size, limits.max_wait_s
+        self.telemetry.batch_size_limit.set(limits.max_size)
 
     def _log_batch(self, batch: Scoring, scored: ScoredBatch, predicted: Predicted) -> None:
         stats = {"batch_id": batch.batch_id, "records": len(batch.records),

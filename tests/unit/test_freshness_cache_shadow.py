@@ -45,7 +45,7 @@ class Timer:
 def test_the_cache_fetches_only_what_it_does_not_hold_until_the_ttl_passes() -> None:
     inner = MemoryStore({"a": np.array([1.0]), "b": np.array([2.0])}, width=1)
     timer = Timer()
-    cache = CachedFeatureStore(inner, ttl_s=10, max_keys=100, timed=False, timer=timer)
+    cache = CachedFeatureStore(inner, ttl_s=10, max_keys=100, timed=False, clock=timer)
     first = cache.fetch(["a", "x"])
     assert first.cache_hits == 0 and first.written_at is None
     second = cache.fetch(["b", "a", "x"])
@@ -56,6 +56,17 @@ def test_the_cache_fetches_only_what_it_does_not_hold_until_the_ttl_passes() -> 
     timer.now = 10.5
     assert cache.fetch(["a"]).cache_hits == 0
     assert inner.calls[-1] == ["a"]
+
+
+def test_a_full_cache_drops_its_oldest_entries_first() -> None:
+    inner = MemoryStore({}, width=1)
+    timer = Timer()
+    cache = CachedFeatureStore(inner, ttl_s=10, max_keys=2, timed=False, clock=timer)
+    cache.fetch(["a", "b"])
+    timer.now = 5
+    cache.fetch(["c"])  # "a" goes: it would expire first
+    assert cache.fetch(["b", "c"]).cache_hits == 2
+    assert cache.fetch(["a"]).cache_hits == 0
 
 
 def test_the_cache_keeps_write_times_so_a_cached_value_still_ages() -> None:
