@@ -23,7 +23,7 @@ import redis
 from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, FeatureStore
 from streamserve.core.model import ModelBundle, load_bundle
-from streamserve.errors import ConfigError, ModelBundleError
+from streamserve.errors import ConfigError, FeatureStoreError, ModelBundleError
 from streamserve.io import store as store_io
 from streamserve.telemetry import Telemetry
 
@@ -67,7 +67,11 @@ class Models:
         """Load the served model and the challenger; a bad one stops start-up."""
         shadow_dir = self.settings.shadow_model_dir
         shadow = self.load(shadow_dir) if shadow_dir is not None else None
-        self.serving = Serving(self.load(self.served_dir()), shadow)
+        try:
+            served_dir = self.served_dir()
+        except redis.RedisError as exc:
+            raise FeatureStoreError(f"cannot read STREAMSERVE_MODEL_POINTER_KEY: {exc}") from exc
+        self.serving = Serving(self.load(served_dir), shadow)
         return self.serving
 
     def served_dir(self) -> Path:
