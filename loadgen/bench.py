@@ -225,23 +225,15 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             for rate in plan.loads
             for target in ("worker", "passthrough")
         ]
+        ceiling = {"max_batch_size": plan.adaptive_ceiling}
+        burst_settings: dict[str, dict[str, object]] = {
+            "fixed": {},  # the defaults
+            "fixed-ceiling": ceiling,  # what a larger batch size alone does
+            "adaptive": {**ceiling, "latency_target_ms": plan.latency_target_ms},
+        }
         bursts = [
-            bench.latency("worker", plan.burst_rate, burst=True, label="fixed"),
-            bench.latency(
-                "worker",
-                plan.burst_rate,
-                burst=True,
-                label="fixed-ceiling",
-                max_batch_size=plan.adaptive_ceiling,
-            ),
-            bench.latency(
-                "worker",
-                plan.burst_rate,
-                burst=True,
-                label="adaptive",
-                max_batch_size=plan.adaptive_ceiling,
-                latency_target_ms=plan.latency_target_ms,
-            ),
+            bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
+            for label, settings in burst_settings.items()
         ]
     results: dict[str, Any] = {
         "machine": machine(),

@@ -107,6 +107,11 @@ class Telemetry:
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
             return Histogram(name, doc, buckets=buckets, registry=registry)
 
+        def bulk_histogram(name: str, doc: str, buckets: Sequence[float]) -> BulkHistogram:
+            bulk = BulkHistogram(name, doc, buckets)
+            registry.register(bulk)
+            return bulk
+
         self.model_info = gauge(
             "streamserve_model_info", "The model being served (1).", ["name", "version"]
         )
@@ -137,12 +142,11 @@ class Telemetry:
         self.predict = histogram(
             "streamserve_predict_seconds", "Model predict time per batch.", STAGE_BUCKETS_S
         )
-        self.latency = BulkHistogram(
+        self.latency = bulk_histogram(
             "streamserve_end_to_end_latency_seconds",
             "Event record timestamp to prediction, per prediction.",
             LATENCY_BUCKETS_S,
         )
-        registry.register(self.latency)
         self.store_keys = counter("streamserve_feature_store_keys", "Keys looked up.")
         self.store_misses = counter(
             "streamserve_feature_store_misses", "Looked-up keys the store did not have."
@@ -154,12 +158,11 @@ class Telemetry:
         self.cache_hits = counter(
             "streamserve_feature_cache_hits", "Looked-up keys answered by the local cache."
         )
-        self.feature_age = BulkHistogram(
+        self.feature_age = bulk_histogram(
             "streamserve_feature_age_seconds",
             "Age of the store features read (`hash` layout `_ts`), per key.",
             FEATURE_AGE_BUCKETS_S,
         )
-        registry.register(self.feature_age)
         self.shadow_predictions = counter(
             "streamserve_shadow_predictions", "Events the challenger model scored."
         )
@@ -167,12 +170,11 @@ class Telemetry:
             "streamserve_shadow_decision_flips",
             "Events whose challenger decision differs from the served model's.",
         )
-        self.shadow_delta = BulkHistogram(
+        self.shadow_delta = bulk_histogram(
             "streamserve_shadow_score_delta",
             "|challenger - served| score, per event both scored.",
             SCORE_DELTA_BUCKETS,
         )
-        registry.register(self.shadow_delta)
         gauge(
             "streamserve_feature_store_up", "1 while the feature store answers (circuit closed)."
         ).set_function(lambda: float(health.store_available()))
