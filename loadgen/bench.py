@@ -49,7 +49,7 @@ class BenchPlan:
     max_wait_ms: float = 5.0
     loads: tuple[int, ...] = (1_000, 10_000, 30_000)
     load_seconds: float = 10.0
-    # adaptive batching under bursts: a steady rate, with `burst_peak` events/s for 1 s in
+    # adaptive batching: a steady rate, then the same with `burst_peak` events/s for 1 s in
     # every 5 s, offered to a worker with and without STREAMSERVE_LATENCY_TARGET_MS
     burst_rate: int = 5_000
     burst_peak: int = 50_000
@@ -122,7 +122,7 @@ class Bench:
         """Offer ``rate`` events/s (with ``burst``: the plan's bursts on top) to a running worker
         or pass-through with ``settings``; time every output."""
         plan = self.plan
-        step = f"{target}-{rate}{'-' + label if label else ''}"
+        step = f"{target}-{rate}{'-burst' if burst else ''}{'-' + label if label else ''}"
         profile = (
             RateProfile("burst", rate, plan.burst_seconds, plan.burst_peak)
             if burst
@@ -180,7 +180,8 @@ class Bench:
             consumer.kill()
             if watcher is not None:
                 watcher.kill()
-        row = {"target": target, "label": label, "offered_per_s": rate, "offered": offered,
+        row = {"target": target, "label": label, "burst": burst, "offered_per_s": rate,
+               "offered": offered,
                "profile": asdict(profile), "settings": {k: str(v) for k, v in settings.items()},
                "latency_ms": watched["latency_ms"], "lost": watched["lost"],
                "duplicated": watched["duplicated"], "peak_rss_mb": summary["peak_rss_mb"],
@@ -232,7 +233,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             "adaptive": {**ceiling, "latency_target_ms": plan.latency_target_ms},
         }
         bursts = [
-            bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
+            bench.latency("worker", plan.burst_rate, burst=burst, label=label, **settings)
+            for burst in (False, True)
             for label, settings in burst_settings.items()
         ]
     results: dict[str, Any] = {
@@ -319,7 +321,9 @@ def print_table(results: dict[str, Any], console: Console) -> None:
                       f"{plain['cpu_us_per_event']:.1f} without")  # fmt: skip
     for row in results.get("bursts", []):
         latency = row["latency_ms"]
-        console.print(f"bursts ({row['label']}, {row['settings'] or 'defaults'}): p50 "
+        load = "bursts" if row["burst"] else "steady"
+        console.print(f"{row['offered_per_s']:,}/s {load} ({row['label']}: "
+                      f"{row['settings'] or 'defaults'}): p50 "
                       f"{latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms, max "
                       f"{latency['max']:.0f} ms, peak {row['drain_events_per_s']:,} events/s, "
                       f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
