@@ -83,8 +83,8 @@ class Models:
                 return Path(value.decode() if isinstance(value, bytes) else str(value))
         if settings.model_dir is None:
             raise ConfigError(
-                "STREAMSERVE_MODEL_DIR is not set (nor the key STREAMSERVE_MODEL_POINTER_KEY "
-                "names); point it at a model bundle directory"
+                "STREAMSERVE_MODEL_DIR is not set and the key STREAMSERVE_MODEL_POINTER_KEY "
+                "names holds no bundle directory; point either at a model bundle"
             )
         return settings.model_dir
 
