@@ -46,6 +46,14 @@ def connect(url: str, timeout_s: float = 5.0, cluster: bool = False) -> RedisCli
         raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
 
 
+def ping(client: RedisClient) -> None:
+    """Raise FeatureStoreError unless Redis answers."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
+
+
 class RedisFeatureStore:
     """Reads store features in the manifest's layout; absent entities and fields become NaN.
     The `hash` layout also reads each entity's `_ts` write time."""
@@ -77,12 +85,6 @@ class RedisFeatureStore:
             return hash_fields_to_rows(pipe.execute(), self.width)
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature lookup of {len(keys)} keys failed: {exc}") from exc
-
-    def ping(self) -> None:
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
 
 
 class CachedFeatureStore:

@@ -332,7 +332,7 @@ class Worker:
         if not (due or (force and self._metrics.events_in)):
             return
         record = self._metrics.close(
-            now, kafka_io.consumer_lag(self.consumer), self.models.serving.model.store.available
+            now, kafka_io.consumer_lag(self.consumer), self.models.store_available
         )
         if record.events_in or due:
             self.producer.produce(

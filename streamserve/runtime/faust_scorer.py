@@ -177,7 +177,7 @@ class FaustScorer:
 
     async def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
-        record = self.metrics.close(wall_ms(), [], self.models.serving.model.store.available)
+        record = self.metrics.close(wall_ms(), [], self.models.store_available)
         output = OutputRecord(self.settings.worker_id.encode(), msgspec.json.encode(record), [])
         outputs = self._produce([(self.settings.metrics_topic, [output])])
         await outputs.done

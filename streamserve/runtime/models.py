@@ -74,6 +74,11 @@ class Models:
         self.serving = Serving(self.load(served_dir), shadow)
         return self.serving
 
+    @property
+    def store_available(self) -> bool:
+        """False while the feature store's circuit is open (one circuit serves every model)."""
+        return self.serving.model.store.available
+
     def served_dir(self) -> Path:
         """The pointer key's value when it is set, else STREAMSERVE_MODEL_DIR."""
         settings = self.settings
@@ -131,7 +136,7 @@ def serving_telemetry(models: Models) -> Telemetry:
     if shadow is not None:
         telemetry.shadow_info.labels(shadow.bundle.name, shadow.bundle.version).set(1)
     telemetry.health.model_loaded = True
-    telemetry.health.store_available = lambda: model.store.available  # one circuit for all
+    telemetry.health.store_available = lambda: models.store_available
     return telemetry
 
 

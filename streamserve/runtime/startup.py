@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import redis
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.errors import ConfigError, FeatureStoreError
+from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.runtime.models import Models
@@ -30,10 +29,7 @@ def load_models(settings: Settings) -> Models:
     redis_client = store_io.connect(
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
-    try:
-        redis_client.ping()
-    except redis.RedisError as exc:
-        raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
+    store_io.ping(redis_client)
     models = Models(settings, redis_client)
     models.start()
     return models
