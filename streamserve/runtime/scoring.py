@@ -91,27 +91,25 @@ class ScoringThread:
         """One Redis round trip and one booster call per model (the challenger reuses the
         served model's lookup and matrix when its inputs are the same)."""
         started = time.perf_counter()
-        lookup = self._lookup(serving.model, prepared, first_try)
+        model, challenger = serving.model, serving.shadow
+        lookup = self._lookup(model, prepared, first_try)
         if lookup is None:
             return None
-        shadow_lookup = None
-        challenger = serving.shadow
-        same_inputs = challenger is not None and _same_inputs(serving.model, challenger)
-        if challenger is not None and not same_inputs:
-            shadow_prepared = challenger.scorer.prepare(prepared.records)
-            shadow_lookup = self._lookup(challenger, shadow_prepared, first_try)
-            if shadow_lookup is None:
+        own: tuple[PreparedBatch, StoreLookup] | None = None  # the challenger's, inputs differ
+        if challenger is not None and not _same_inputs(model, challenger):
+            own_batch = challenger.scorer.prepare(prepared.records)
+            own_lookup = self._lookup(challenger, own_batch, first_try)
+            if own_lookup is None:
                 return None
+            own = own_batch, own_lookup
         predict_started = time.perf_counter()
-        served = _infer(serving.model, prepared, lookup)
+        served = _infer(model, prepared, lookup)
         shadow = None
-        if challenger is not None:
-            if same_inputs:
-                shadow = Inference(prepared, lookup, served.matrix,
-                                   challenger.bundle.predict(served.matrix))  # fmt: skip
-            else:
-                assert shadow_lookup is not None
-                shadow = _infer(challenger, shadow_prepared, shadow_lookup)
+        if challenger is not None and own is not None:
+            shadow = _infer(challenger, *own)
+        elif challenger is not None:  # same inputs: it scores the served model's matrix
+            scores = challenger.bundle.predict(served.matrix)
+            shadow = Inference(prepared, lookup, served.matrix, scores)
         lookup_ms = (predict_started - started) * 1000
         predict_ms = (time.perf_counter() - predict_started) * 1000
         return Predicted(serving, served, shadow, lookup_ms, predict_ms)
