@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamserve.core.records import (
@@ -20,6 +21,7 @@ from streamserve.core.records import (
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
+    Provenance,
 )
 from streamserve.errors import StreamserveError
 
@@ -161,7 +163,7 @@ class AuditReport:
 def audit(
     bootstrap: str, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
 ) -> AuditReport:
-    """Match every record of ``input_topic`` with its outcomes by provenance headers.
+    """Match every record of ``input_topic`` with its outcomes by their provenance.
 
     Outputs that came from another topic (shared output topics) are not counted.
     """
@@ -176,14 +178,15 @@ def audit(
 
     def count(message: Message) -> None:
         nonlocal without_reason
-        headers = header_map(message)
-        if headers.get(HEADER_SOURCE_TOPIC) != input_topic:
+        where = provenance(message)
+        if where is None or where[0] != input_topic:
             return
         topic = message.topic()
         counted[topic] += 1  # type: ignore[index]
-        source = int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])
+        source = where[1], where[2]
         outcomes[source] += 1
         if topic == dead_letters:
+            headers = header_map(message)
             dead_lettered.add(source)
             classes[headers.get(HEADER_ERROR_CLASS, "")] += 1
             without_reason += not headers.get(HEADER_ERROR_REASON)
@@ -217,7 +220,26 @@ def header_map(message: Message) -> dict[str, str]:
     return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}
 
 
-def source_of(message: Message) -> tuple[int, int]:
-    """(partition, offset) of the input record an output came from, by its provenance headers."""
+_decode_provenance = msgspec.json.Decoder(Provenance).decode
+
+
+def provenance(message: Message) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) of the input record an output came from: a dead letter's
+    provenance headers, or a prediction's provenance fields; None for anything else."""
     headers = header_map(message)
-    return int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET])
+    if HEADER_SOURCE_TOPIC in headers:
+        return (headers[HEADER_SOURCE_TOPIC], int(headers[HEADER_SOURCE_PARTITION]),
+                int(headers[HEADER_SOURCE_OFFSET]))  # fmt: skip
+    try:
+        found = _decode_provenance(message.value() or b"")
+    except msgspec.MsgspecError:
+        return None
+    return found.source_topic, found.source_partition, found.source_offset
+
+
+def source_of(message: Message) -> tuple[int, int]:
+    """(partition, offset) of the input record an output came from."""
+    where = provenance(message)
+    if where is None:
+        raise StreamserveError(f"record without provenance on {message.topic()}")
+    return where[1], where[2]

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
     )
+    max_batches_in_flight: int = Field(
+        4, ge=1, le=1000,
+        description="Batches whose outputs may await the broker's acknowledgement at once.",
+    )  # fmt: skip
     predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
     metrics_interval_s: float = Field(
         10.0, gt=0, le=3600, description="Seconds between metrics records."

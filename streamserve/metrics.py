@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import (
     AgeSummary,
     LatencySummary,
@@ -15,7 +15,9 @@ from streamserve.core.records import (
     ShadowSummary,
     TimingSummary,
 )
-from streamserve.core.window import Trigger
+
+if TYPE_CHECKING:
+    from streamserve.runtime.pipeline import BatchStats
 
 
 class MetricsWindow:
@@ -50,16 +52,17 @@ class MetricsWindow:
         self.shadow_deltas: list[np.ndarray] = []
         self.shadow_flips = 0
 
-    def record_batch(
-        self, batch: ScoredBatch, size: int, trigger: Trigger, lookup_ms: float, predict_ms: float
-    ) -> None:
+    def record_batch(self, stats: BatchStats) -> None:
+        """Count one completed batch (its outputs acknowledged)."""
+        batch, size = stats.scored, stats.size
+        self.model_name = stats.model_name
         self.events_in += size
         self.predictions_out += len(batch.predictions)
         self.dead_letters.update(batch.dead_letter_classes)
-        self.triggers[trigger] += 1
+        self.triggers[stats.trigger] += 1
         self.batch_sizes.append(size)
-        self.lookup_ms.append(lookup_ms)
-        self.predict_ms.append(predict_ms)
+        self.lookup_ms.append(stats.lookup_ms)
+        self.predict_ms.append(stats.predict_ms)
         self.latencies.append(batch.latencies_ms)
         self.store_keys += batch.store_keys
         self.store_misses += batch.store_misses

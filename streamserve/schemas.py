@@ -41,12 +41,10 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         "event.schema.json": event_schema(demo_manifest()),
         "prediction.schema.json": _schema(
-            "Prediction", "Value of a record on the predictions topic, keyed by entity id.",
+            "Prediction",
+            "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
+            "names its source record (provenance) and carries no headers.",
             records.Prediction,
-        ),
-        "prediction-headers.schema.json": _schema(
-            "Prediction headers", "Kafka headers of a prediction record (UTF-8 strings).",
-            records.PredictionHeaders,
         ),
         "dead-letter-headers.schema.json": _schema(
             "Dead-letter headers",

@@ -11,15 +11,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamserve.core.batch import ScoredBatch
 from streamserve.core.model import ModelBundle
 from streamserve.core.records import PartitionLag
+
+if TYPE_CHECKING:
+    from streamserve.runtime.pipeline import BatchStats
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -198,9 +201,9 @@ class Telemetry:
         self._dead_letters = self.events.labels("dead_letter")
         self._by_trigger = {t: self.batches.labels(t) for t in ("size", "time", "stop")}
 
-    def record_batch(self, batch: ScoredBatch, size: int, trigger: str, lookup_ms: float,
-                     predict_ms: float) -> None:  # fmt: skip
-        """Count one scored batch."""
+    def record_batch(self, stats: BatchStats) -> None:
+        """Count one completed batch (its outputs acknowledged)."""
+        batch = stats.scored
         self._predictions.inc(len(batch.predictions))
         if batch.dead_letters:
             self._dead_letters.inc(len(batch.dead_letters))
@@ -208,10 +211,10 @@ class Telemetry:
             self.dead_letters.labels(error_class).inc(count)
         if batch.degraded:
             self.degraded.inc(len(batch.predictions))
-        self._by_trigger[trigger].inc()
-        self.batch_size.observe(size)
-        self.lookup.observe(lookup_ms / 1000)
-        self.predict.observe(predict_ms / 1000)
+        self._by_trigger[stats.trigger].inc()
+        self.batch_size.observe(stats.size)
+        self.lookup.observe(stats.lookup_ms / 1000)
+        self.predict.observe(stats.predict_ms / 1000)
         self.latency.observe_many(batch.latencies_ms / 1000)
         self.store_keys.inc(batch.store_keys)
         if batch.store_misses:

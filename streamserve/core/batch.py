@@ -1,15 +1,15 @@
 """The batch as it flows: raw records -> decoded events -> feature matrix -> scores -> outputs.
 
-Pure: no Kafka, no Redis, no clock. The runtime calls the stages in order and times the I/O
-between them; ``BatchScorer.score`` runs them all for callers that need no timings.
+Pure: no Kafka, no Redis, no clock. ``runtime/pipeline.py`` calls the stages in order, does the
+I/O between them and times it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 import msgspec
 import numpy as np
@@ -44,8 +44,16 @@ class FeatureStore(Protocol):
         ...
 
 
+class PlainRecord(TypedDict):
+    """A record to produce without headers (a prediction): the shape confluent-kafka's
+    ``Producer.produce_batch`` takes, so the sink hands a whole batch over in one call."""
+
+    key: bytes | None
+    value: bytes | None
+
+
 class OutputRecord(NamedTuple):
-    """A record to produce: the Sink only moves these bytes. (A tuple: cheap per event.)"""
+    """A record to produce with headers (a dead letter): the Sink only moves these bytes."""
 
     key: bytes | None
     value: bytes | None
@@ -76,7 +84,7 @@ class Inference:
 class ScoredBatch:
     """Everything produced from one batch, and what the metrics need to know about it."""
 
-    predictions: list[OutputRecord]
+    predictions: list[PlainRecord]
     dead_letters: list[OutputRecord]
     dead_letter_classes: Counter[str]
     latencies_ms: np.ndarray  # float64, one per prediction; NaN where no record timestamp
@@ -96,7 +104,7 @@ class ShadowBatch:
     """A challenger model's predictions of a batch (for the shadow topic) and how they compare
     with the served model's."""
 
-    predictions: list[OutputRecord]
+    predictions: list[PlainRecord]
     model_version: str
     abs_deltas: np.ndarray  # |challenger - champion| primary score, per event both scored
     flips: int  # events whose decision differs (threshold, or argmax of a multi-output model)
@@ -128,23 +136,44 @@ class BatchScorer:
         """Prediction records for the scored events, dead letters for the rejected ones;
         ``lookup.degraded`` flags predictions made without the store's features."""
         batch, lookup, matrix = inference.batch, inference.lookup, inference.matrix
-        degraded = lookup.degraded
-        records = batch.records
-        events = batch.events
-        scored = [records[i] for i in events.indices]
-        timestamps = np.array([r.timestamp()[1] for r in scored], dtype=np.float64)
+        records, events = batch.records, batch.events
+        scored = records if not batch.rejections else [records[i] for i in events.indices]
+        timestamps = np.fromiter(
+            (r.timestamp()[1] for r in scored), dtype=np.float64, count=len(scored)
+        )
         timestamps[timestamps <= 0] = np.nan
         latencies = scored_at_ms - timestamps
         missing = np.isnan(matrix)
         manifest = self.bundle.manifest
-        name, version = manifest.name, manifest.version
+        name, version, degraded = manifest.name, manifest.version, lookup.degraded
         primary, every = _split_outputs(inference.scores)
-        every_row: list[Any] = every or [None] * len(scored)
+        every_row: Sequence[Any] = every or [None] * len(scored)
         latency_values = [None if v != v else v for v in latencies.tolist()]
         encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
-        values = [
-            encode(make(event_id, entity_id, score, name, version, stamp, lat, n, all_, degraded))
-            for event_id, entity_id, score, lat, n, all_ in zip(
+        predictions: list[PlainRecord] = [
+            {
+                "key": _key_bytes(entity_id),
+                "value": encode(
+                    make(
+                        event_id,
+                        entity_id,
+                        score,
+                        name,
+                        version,
+                        stamp,
+                        lat,
+                        n,
+                        r.topic(),
+                        r.partition(),
+                        r.offset(),
+                        batch_id,
+                        all_,
+                        degraded,
+                    )
+                ),
+            }
+            for r, event_id, entity_id, score, lat, n, all_ in zip(
+                scored,
                 events.event_ids,
                 events.entity_ids,
                 primary,
@@ -154,23 +183,6 @@ class BatchScorer:
                 strict=True,
             )
         ]
-        batch_header = (rec.HEADER_BATCH_ID, batch_id)
-        version_header = (rec.HEADER_MODEL_VERSION, version)
-        topic_headers: dict[str | None, tuple[str, str]] = {}
-        predictions = []
-        for record, entity_id, value in zip(scored, events.entity_ids, values, strict=True):
-            topic = record.topic()
-            topic_header = topic_headers.get(topic)
-            if topic_header is None:
-                topic_header = topic_headers[topic] = (rec.HEADER_SOURCE_TOPIC, topic or "")
-            headers: Headers = [
-                topic_header,
-                (rec.HEADER_SOURCE_PARTITION, str(record.partition())),
-                (rec.HEADER_SOURCE_OFFSET, str(record.offset())),
-                batch_header,
-                version_header,
-            ]
-            predictions.append(OutputRecord(str(entity_id).encode(), value, headers))
         dead_letters = [dead_letter(records[r.index], r, batch_id) for r in batch.rejections]
         store_rows = lookup.rows
         store_misses = 0
@@ -194,18 +206,10 @@ class BatchScorer:
             cache_hits=lookup.cache_hits,
         )
 
-    def score(
-        self,
-        records: Sequence[SourceRecord],
-        store: FeatureStore,
-        clock_ms: Callable[[], int],
-        batch_id: str,
-    ) -> ScoredBatch:
-        """All stages in order: prepare, one store fetch, one predict, encode."""
-        batch = self.prepare(records)
-        lookup = StoreLookup(store.fetch(batch.store_keys.keys).values)
-        matrix, scores = self.predict(batch, lookup.rows)
-        return self.encode(Inference(batch, lookup, matrix, scores), clock_ms(), batch_id)
+
+def _key_bytes(entity_id: str | int) -> bytes:
+    """A prediction's key: the entity id as UTF-8 text."""
+    return entity_id.encode() if isinstance(entity_id, str) else str(entity_id).encode()
 
 
 def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> OutputRecord:

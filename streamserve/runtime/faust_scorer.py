@@ -1,47 +1,52 @@
-"""``FaustScorer``: the core pipeline for batches of Faust events, and their delivery.
+"""``FaustScorer``: the batch pipeline and the checkpoint for batches of Faust events.
 
 A batch is decoded, looked up in Redis and scored on the event loop's thread when the store
 answers at the first try (about a millisecond for a small batch; handing it to the scoring thread
 and back costs more than that while Faust keeps the loop busy), else on the scoring thread, which
 retries, waits or degrades as STREAMSERVE_STORE_OUTAGE_POLICY says. Outputs go through a
-confluent-kafka producer (about 4 µs a record; aiokafka's send costs ten times that in Python)
-whose delivery reports the loop polls for: each batch learns when the broker acknowledged all of
-its records, without a flush that would wait for later batches too.
+confluent-kafka producer (aiokafka's send costs ten times as much in Python); the loop polls it
+for delivery reports, and the checkpoint acks a batch's events once all of its outputs are
+acknowledged, oldest batch first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 import msgspec
-from confluent_kafka import KafkaError
 
 from streamserve.config import Settings
-from streamserve.core.batch import OutputRecord, ScoredBatch
+from streamserve.core.batch import ScoredBatch
 from streamserve.core.window import Trigger
+from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
+from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.metrics import MetricsWindow
-from streamserve.runtime.delivery import undelivered
+from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
+from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OutputTopics, SentBatch
 from streamserve.runtime.scoring import ScoringThread
 from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
 
-DELIVERY_POLL_S = 0.001  # how often the loop asks for delivery reports while any are due
+log = logging.getLogger("streamserve.faust")
+DELIVERY_POLL_S = 0.001  # how often the loop serves delivery reports while any are due
 DELIVERY_TIMEOUT_S = 30.0
 
 
 class FaustRecord:
-    """A Faust message as the core's SourceRecord (the confluent Message's accessors)."""
+    """A Faust event's message as the core's SourceRecord (the confluent Message's accessors)."""
 
-    __slots__ = ("_message",)
+    __slots__ = ("_message", "event")
 
-    def __init__(self, message: Any) -> None:
-        self._message = message
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self._message = event.message
 
     def key(self) -> bytes | None:
         return self._message.key
@@ -69,41 +74,24 @@ class FaustRecord:
         return list(headers) if headers else None
 
 
-class Outputs:
-    """Records produced together (a batch's outputs, a metrics record); ``done`` resolves once
-    the broker acknowledged or refused every one of them."""
+class EventAcks:
+    """``OffsetStore`` for Faust: a completed batch's events are acked, and Faust commits acked
+    offsets on its own timer (STREAMSERVE_COMMIT_INTERVAL_MS).
 
-    def __init__(self, count: int) -> None:
-        self.remaining = count
-        self.errors: list[KafkaError] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if count == 0:
-            self.done.set_result(None)
+    Faust's ``take_events`` acks a batch's events when the agent asks for the next batch; the
+    scorer holds each event by one more reference (``incref``) until its batch is completed, so
+    Faust commits no offset past an unacknowledged output.
+    """
 
-    def on_delivery(self, error: KafkaError | None, _message: object) -> None:
-        """The producer's per-record report (called on the loop's thread, from a poll)."""
-        if error is not None:
-            self.errors.append(error)
-        self.remaining -= 1
-        if self.remaining == 0 and not self.done.done():
-            self.done.set_result(None)
+    def store(self, batch: SentBatch) -> None:
+        for record in batch.records:
+            event = record.event  # type: ignore[attr-defined]
+            if event.ack():  # the last reference: Faust may commit past it now
+                message = event.message
+                event.app.sensors.on_message_out(message.tp, message.offset, message)
 
-    def check(self) -> None:
-        """Raise DeliveryError if any record was refused."""
-        if self.errors:
-            raise undelivered(self.errors)
-
-
-@dataclass(frozen=True)
-class SentBatch:
-    """A scored batch whose outputs are produced; ``outputs.done`` tells when they are
-    delivered (then ``FaustScorer.record`` books it)."""
-
-    scored: ScoredBatch
-    outputs: Outputs
-    size: int
-    lookup_ms: float
-    predict_ms: float
+    def commit(self) -> None:
+        """Nothing to do: Faust commits acked offsets itself."""
 
 
 class FaustScorer:
@@ -118,11 +106,20 @@ class FaustScorer:
             async for events in stream.take_events(1000, within=0.005):
                 await scorer.score(events)  # returns once every output is acknowledged
 
-    The topics, models and feature store come from the settings (STREAMSERVE_* variables); a
-    new model bundle takes over between batches once ``watcher.start()`` runs.
+    ``send`` instead returns once the outputs are produced, so the agent takes the next batch
+    while up to STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches await acknowledgement. The topics,
+    models and feature store come from the settings (STREAMSERVE_* variables); a new model
+    bundle takes over between batches once ``watcher.start()`` runs. A refused output calls
+    ``on_failure`` (once) and nothing from that batch on is ever acked.
     """
 
-    def __init__(self, app: faust.App, settings: Settings, models: Models | None = None) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        models: Models | None = None,
+        on_failure: Callable[[DeliveryError], None] | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.models = models = models or load_models(settings)
@@ -132,84 +129,94 @@ class FaustScorer:
         self.metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.metrics.start(wall_ms())
         self.watcher = ModelWatcher(models, self.telemetry)
+        self.failure: DeliveryError | None = None
+        self._on_failure = on_failure
         self._thread = ScoringThread(settings.store_outage_policy)
-        self._seq = 0
-        # every record reports its delivery: a batch is done when all of its own records are
-        self._producer = make_producer(settings, **{"delivery.report.only.error": False})
+        self.sink = KafkaSink(make_producer(settings))
+        topics = OutputTopics(settings.predictions_topic, settings.dead_letter_topic,
+                              settings.shadow_topic)  # fmt: skip
+        self.pipeline = BatchPipeline(settings.worker_id, lambda: models.serving, self._thread,
+                                      self.sink, topics, wall_ms)  # fmt: skip
+        ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
+        self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger,
+                                     settings.max_batches_in_flight)  # fmt: skip
         self._poller: asyncio.Task[None] | None = None
 
     async def score(self, events: Sequence[Any]) -> ScoredBatch:
         """Score one batch and wait until the broker acknowledged all of its outputs."""
         sent = await self.send(events)
-        await sent.outputs.done
-        sent.outputs.check()
-        self.record(sent)
-        return sent.scored
+        while sent is not None and self.failure is None and sent in self.checkpoint:
+            await self._serve_deliveries()
+        if self.failure is not None:
+            raise self.failure
+        assert sent is not None
+        return sent.stats.scored
 
-    async def send(self, events: Sequence[Any]) -> SentBatch:
-        """Score one batch and produce its outputs; returns before they are acknowledged."""
+    async def send(self, events: Sequence[Any]) -> SentBatch | None:
+        """Score one batch and produce its outputs; returns before they are acknowledged (None
+        after a failure: the events are then held, never acked)."""
         if not events:
             raise ValueError("an empty batch")
+        for event in events:
+            event.message.incref()  # released by EventAcks once the batch is completed
         self.summary.record_arrived()
-        self._seq += 1
-        batch_id = f"{self.settings.worker_id}-{self._seq}"
-        serving = self.models.serving  # a new model takes over from the next batch on
-        prepared = serving.model.scorer.prepare([FaustRecord(e.message) for e in events])
-        predicted = self._thread.score_here(prepared, serving)
+        while self.checkpoint.full and self.failure is None:
+            await self._serve_deliveries()
+        if self.failure is not None:
+            return None
+        batch = self.pipeline.open([FaustRecord(e) for e in events], self._trigger(len(events)))
+        predicted = self.pipeline.score_here(batch)
         if predicted is None:  # the store did not answer at once: retry, wait or degrade
-            predicted = await asyncio.wrap_future(self._thread.submit(prepared, serving))
-        scored = predicted.encode(wall_ms(), batch_id)
-        s = self.settings
-        shadow = scored.shadow.predictions if scored.shadow is not None else []
-        outputs = self._produce([
-            (s.predictions_topic, scored.predictions), (s.dead_letter_topic, scored.dead_letters),
-            (s.shadow_topic, shadow),
-        ])  # fmt: skip
-        return SentBatch(scored, outputs, len(events), predicted.lookup_ms, predicted.predict_ms)
+            predicted = await asyncio.wrap_future(self.pipeline.score_async(batch))
+        sent = self.pipeline.send(batch, predicted)
+        self.checkpoint.add(sent)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_while_in_flight())
+        return sent
 
-    def record(self, sent: SentBatch) -> None:
-        """Book a delivered batch in the summary, the metrics record and the telemetry."""
-        scored, size, times = sent.scored, sent.size, (sent.lookup_ms, sent.predict_ms)
-        trigger: Trigger = "size" if size >= self.settings.max_batch_size else "time"
-        self.summary.batch_done(size, len(scored.predictions), len(scored.dead_letters), trigger)
-        self.metrics.record_batch(scored, size, trigger, *times)
-        self.telemetry.record_batch(scored, size, trigger, *times)
+    def _trigger(self, size: int) -> Trigger:
+        if size >= self.settings.max_batch_size:
+            return "size"
+        return "stop" if self.app.should_stop else "time"
 
     async def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
         record = self.metrics.close(wall_ms(), [], self.models.store_available)
-        output = OutputRecord(self.settings.worker_id.encode(), msgspec.json.encode(record), [])
-        outputs = self._produce([(self.settings.metrics_topic, [output])])
-        await outputs.done
-        outputs.check()
+        delivery = Delivery()
+        output = {"key": self.settings.worker_id.encode(), "value": msgspec.json.encode(record)}
+        self.sink.send(self.settings.metrics_topic, [output], delivery)  # type: ignore[list-item]
+        while not delivery.done:
+            await asyncio.sleep(DELIVERY_POLL_S)
+            self.sink.poll(0)
+        if delivery.errors:  # not part of the delivery promise: logged only
+            log.warning("metrics record not delivered: %s", delivery.errors[0].str())
 
-    def poll_deliveries(self, timeout_s: float = 0.0) -> None:
-        """Serve the producer's delivery reports (they resolve ``Outputs.done``)."""
-        self._producer.poll(timeout_s)
+    def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
+        """On stop: wait (blocking, the loop is stopping) for the batches in flight."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.checkpoint) and self.failure is None and time.monotonic() < deadline:
+            self.sink.poll(0.01)
+            self._advance()
 
     def close(self) -> None:
         self.watcher.stop()
         self._thread.shutdown()
-        self._producer.flush(DELIVERY_TIMEOUT_S)
+        self.sink.flush(DELIVERY_TIMEOUT_S)
 
-    def _produce(self, batches: list[tuple[str, list[OutputRecord]]]) -> Outputs:
-        outputs = Outputs(sum(len(records) for _, records in batches))
-        produce, report = self._producer.produce, outputs.on_delivery
-        for topic, records in batches:
-            for key, value, headers in records:
-                while True:
-                    try:
-                        produce(topic, value, key, headers=headers, on_delivery=report)
-                        break
-                    except BufferError:  # the local queue is full: let deliveries drain it
-                        self.poll_deliveries(0.05)
-        if outputs.remaining and (self._poller is None or self._poller.done()):
-            self._poller = asyncio.get_running_loop().create_task(self._poll_while_due())
-        return outputs
+    async def _poll_while_in_flight(self) -> None:
+        while len(self.checkpoint) and self.failure is None:
+            await self._serve_deliveries()
 
-    async def _poll_while_due(self) -> None:
-        """Poll while the producer holds records or reports not yet served (its queue length
-        counts both)."""
-        while len(self._producer):
-            self.poll_deliveries()
-            await asyncio.sleep(DELIVERY_POLL_S)
+    async def _serve_deliveries(self) -> None:
+        self.sink.poll(0)
+        self._advance()
+        await asyncio.sleep(DELIVERY_POLL_S)
+
+    def _advance(self) -> None:
+        try:
+            self.checkpoint.advance()
+        except DeliveryError as exc:
+            if self.failure is None:
+                self.failure = exc
+                if self._on_failure is not None:
+                    self._on_failure(exc)

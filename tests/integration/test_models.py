@@ -15,8 +15,7 @@ import pytest
 from confluent_kafka import Message
 
 from streamserve import synthetic
-from streamserve.audit import header_map, read_topics, source_of
-from streamserve.core import records as rec
+from streamserve.audit import read_topics, source_of
 from streamserve.core.model import read_manifest
 from streamserve.embedded import EmbeddedStack
 from streamserve.io import store as store_io
@@ -97,7 +96,6 @@ def test_a_new_bundle_takes_over_and_a_bad_one_is_rejected_without_losing_events
     assert len({source_of(m) for m in predictions}) == len(predictions) == 1_200
     by_version = Counter(json.loads(m.value())["model_version"] for m in predictions)
     assert by_version == {"1": 800, "2": 400}
-    assert {header_map(m)[rec.HEADER_MODEL_VERSION] for m in predictions} == {"1", "2"}
     by_new_model = [m for m in predictions if json.loads(m.value())["model_version"] == "2"]
     assert_scored_by(good, by_new_model, values, stored)
     counted: Counter[str] = Counter()
@@ -143,12 +141,11 @@ def test_a_challenger_scores_every_event_to_the_shadow_topic(
     shadows = read_topics(settings.kafka_bootstrap, [topic], len(predictions), idle_s=1.0)[topic]
     assert len(dead_letters) == 20 and len(predictions) == summary.predictions == 980
     # every prediction has one shadow twin with the same provenance, scored by the challenger
-    provenance = (rec.HEADER_SOURCE_TOPIC, rec.HEADER_SOURCE_PARTITION,
-                  rec.HEADER_SOURCE_OFFSET, rec.HEADER_BATCH_ID)  # fmt: skip
-    served = {tuple(header_map(m)[h] for h in provenance): m for m in predictions}
-    shadowed = {tuple(header_map(m)[h] for h in provenance): m for m in shadows}
+    provenance = ("source_topic", "source_partition", "source_offset", "batch_id")
+    served = {tuple(json.loads(m.value())[f] for f in provenance): m for m in predictions}
+    shadowed = {tuple(json.loads(m.value())[f] for f in provenance): m for m in shadows}
     assert served.keys() == shadowed.keys() and len(shadows) == 980
-    assert {header_map(m)[rec.HEADER_MODEL_VERSION] for m in shadows} == {"2"}
+    assert {json.loads(m.value())["model_version"] for m in shadows} == {"2"}
     good = [v for v in values if is_scorable(v)]
     assert_scored_by(challenger, shadows, good, stored)
     ours = offline_scores(scenario.bundle_dir, good, stored)

@@ -21,6 +21,7 @@ from streamserve.cli import main as streamserve_main
 from streamserve.config import RDKAFKA_PREFIX, settings_env_names
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import PartitionLag
+from streamserve.runtime.pipeline import BatchStats
 from streamserve.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +114,7 @@ def exported_metric_names() -> set[str]:
     telemetry = Telemetry("m", "1")
     batch = ScoredBatch([], [object()], Counter(malformed_json=1), np.array([0.01]),  # type: ignore[list-item]
                         {}, 1, 0, "1")  # fmt: skip
-    telemetry.record_batch(batch, 1, "time", 1.0, 1.0)
+    telemetry.record_batch(BatchStats(1, "time", batch, "m", 1.0, 1.0, 0.01))
     telemetry.set_lag([PartitionLag("events", 0, 3)])
     text = generate_latest(telemetry.registry).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}

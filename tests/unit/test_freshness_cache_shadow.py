@@ -10,7 +10,7 @@ from streamserve.core.features import StoreLookup, StoreRows, check_freshness
 from streamserve.core.model import ModelBundle
 from streamserve.core.shadow import decisions, shadow_batch
 from streamserve.io.store import CachedFeatureStore
-from tests.unit.test_batch import MemoryStore, Record
+from tests.unit.fakes import MemoryStore, Record
 
 NOW = 1_767_225_600.0
 

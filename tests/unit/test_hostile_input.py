@@ -12,9 +12,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamserve.core import records as rec
-from streamserve.core.batch import BatchScorer
 from streamserve.core.model import ModelBundle
-from tests.unit.test_batch import MemoryStore, Record
+from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
+
+Output = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def outputs(bundle: ModelBundle, records: list[Record]) -> tuple[list[Output], list[Output]]:
+    """(predictions, dead letters) as (key, value, headers), from one batch through the pipeline."""
+    producer = FakeProducer(auto_ack=False)
+    store = MemoryStore({}, len(bundle.manifest.store_features))
+    pipeline(bundle, store, producer).run(records)
+    found = [(p.topic, (p.key, p.value, p.headers)) for p in producer.pending]
+    return ([o for t, o in found if t == "predictions"],
+            [o for t, o in found if t == "dead-letters"])  # fmt: skip
+
 
 VALID = {"event_id": "ev-1", "entity_id": "u1", "amount": 12.5, "hour_of_day": 3,
          "merchant": {"risk": 0.1, "mcc": "5411"}, "is_foreign": 0, "device_age_days": 100,
@@ -83,16 +95,14 @@ raw_values = st.one_of(
 def test_every_record_ends_as_one_prediction_or_one_dead_letter(
     bundle: ModelBundle, values: list[bytes | None], key: bytes | None
 ) -> None:
-    scorer = BatchScorer(bundle)
-    width = len(bundle.manifest.store_features)
     records = [Record(v, offset, _key=key) for offset, v in enumerate(values)]
-    scored = scorer.score(records, MemoryStore({}, width), lambda: 2_000, "b-1")
+    predictions, dead_letters = outputs(bundle, records)
 
-    assert len(scored.predictions) + len(scored.dead_letters) == len(records)
-    sources = [dict(h)[rec.HEADER_SOURCE_OFFSET] for _, _, h in scored.predictions]
-    sources += [dict(h)[rec.HEADER_SOURCE_OFFSET] for _, _, h in scored.dead_letters]
-    assert sorted(int(s) for s in sources) == list(range(len(records)))
-    for key_out, value, headers in scored.dead_letters:
+    assert len(predictions) + len(dead_letters) == len(records)
+    sources = [msgspec.json.decode(v, type=rec.Provenance).source_offset for _, v, _ in predictions]
+    sources += [int(dict(h)[rec.HEADER_SOURCE_OFFSET]) for _, _, h in dead_letters]
+    assert sorted(sources) == list(range(len(records)))
+    for key_out, value, headers in dead_letters:
         found = dict(headers)
         assert found[rec.HEADER_ERROR_CLASS] in rec.ErrorClass.__args__  # type: ignore[attr-defined]
         assert found[rec.HEADER_ERROR_REASON]
@@ -100,7 +110,7 @@ def test_every_record_ends_as_one_prediction_or_one_dead_letter(
         if value is None and "too large" in found[rec.HEADER_ERROR_REASON]:
             continue  # too big to re-publish: provenance only (see the test below)
         assert (key_out, value) in {(r.key(), r.value()) for r in records}  # bytes untouched
-    for _, value, _ in scored.predictions:
+    for _, value, _ in predictions:
         prediction = msgspec.json.decode(value, type=rec.Prediction)
         assert math.isfinite(prediction.score)
         assert prediction.missing_features <= len(bundle.manifest.features)
@@ -109,11 +119,10 @@ def test_every_record_ends_as_one_prediction_or_one_dead_letter(
 def test_an_oversized_entity_id_is_a_dead_letter_not_an_oversized_output(
     bundle: ModelBundle,
 ) -> None:
-    width = len(bundle.manifest.store_features)
     records = [Record(huge_entity_id(rec.MAX_ID_CHARS + 1), 0), Record(huge_entity_id(8), 1)]
-    scored = BatchScorer(bundle).score(records, MemoryStore({}, width), lambda: 1, "b")
-    assert len(scored.predictions) == 1
-    [(_, _, headers)] = scored.dead_letters
+    predictions, dead_letters = outputs(bundle, records)
+    assert len(predictions) == 1
+    [(_, _, headers)] = dead_letters
     assert dict(headers)[rec.HEADER_ERROR_CLASS] == "invalid_event"
     assert "1024" in dict(headers)[rec.HEADER_ERROR_REASON]
 
@@ -121,21 +130,19 @@ def test_an_oversized_entity_id_is_a_dead_letter_not_an_oversized_output(
 def test_a_dead_letter_too_big_to_publish_keeps_its_provenance_but_not_its_value(
     bundle: ModelBundle,
 ) -> None:
-    width = len(bundle.manifest.store_features)
     huge = b"{" + b" " * 950_000  # malformed, and nearly at the broker's message size limit
     records = [Record(huge, 7), Record(b"not json", 8)]
-    scored = BatchScorer(bundle).score(records, MemoryStore({}, width), lambda: 1, "b")
-    big, small = scored.dead_letters
-    assert big.value is None and big.key == b"k"
-    headers = dict(big.headers)
+    _, (big, small) = outputs(bundle, records)
+    big_key, big_value, big_headers = big
+    assert big_value is None and big_key == b"k"
+    headers = dict(big_headers)
     assert "too large" in headers[rec.HEADER_ERROR_REASON]
     assert headers[rec.HEADER_SOURCE_OFFSET] == "7" and "trace" not in headers
-    assert small.value == b"not json" and ("trace", b"t-1") in small.headers
+    assert small[1] == b"not json" and ("trace", b"t-1") in small[2]
 
 
 def test_a_huge_batch_of_garbage_is_all_dead_letters(bundle: ModelBundle) -> None:
     rng = np.random.default_rng(5)
     records = [Record(rng.bytes(int(n)), i) for i, n in enumerate(rng.integers(1, 64, 2_000))]
-    width = len(bundle.manifest.store_features)
-    scored = BatchScorer(bundle).score(records, MemoryStore({}, width), lambda: 1, "b")
-    assert len(scored.dead_letters) == 2_000 and not scored.predictions
+    predictions, dead_letters = outputs(bundle, records)
+    assert len(dead_letters) == 2_000 and not predictions

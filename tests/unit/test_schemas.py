@@ -20,9 +20,11 @@ def test_schema_files_are_what_the_code_generates() -> None:
 
 
 def test_records_the_code_writes_validate_against_the_files() -> None:
-    prediction = rec.Prediction("e1", "u1", 0.25, "m", "3", 1700000000000, 12.5, 2)
+    prediction = rec.Prediction("e1", "u1", 0.25, "m", "3", 1700000000000, 12.5, 2, "events", 0,
+                                17, "w-1")  # fmt: skip
     check("prediction.schema.json", msgspec.json.encode(prediction))
-    multi = rec.Prediction("e1", 42, 0.7, "m", "3", 1, 1.0, 0, scores=[0.1, 0.2, 0.7])
+    multi = rec.Prediction("e1", 42, 0.7, "m", "3", 1, 1.0, 0, "events", 1, 3, "w-2",
+                           scores=[0.1, 0.2, 0.7])  # fmt: skip
     check("prediction.schema.json", msgspec.json.encode(multi))
     event = {"event_id": "e", "entity_id": "u", "amount": 3, "merchant": {"risk": None}}
     check("event.schema.json", json.dumps(event).encode())

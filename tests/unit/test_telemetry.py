@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import PartitionLag
 from streamserve.logs import JsonFormatter
+from streamserve.runtime.pipeline import BatchStats
 from streamserve.telemetry import BulkHistogram, Health, Telemetry
 
 
@@ -40,9 +41,10 @@ def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> S
 
 def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
     telemetry = Telemetry("fraud", "7")
-    telemetry.record_batch(scored(3, Counter(malformed_json=2), [4.0, 40.0, float("nan")]),
-                           5, "time", lookup_ms=2.0, predict_ms=1.0)  # fmt: skip
-    telemetry.record_batch(scored(1, Counter(), [2000.0]), 1, "size", 1.0, 1.0)
+    batch = scored(3, Counter(malformed_json=2), [4.0, 40.0, float("nan")])
+    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01))
+    telemetry.record_batch(BatchStats(1, "size", scored(1, Counter(), [2000.0]), "fraud", 1.0,
+                                      1.0, 0.01))  # fmt: skip
     got = samples(telemetry)
     assert got["streamserve_events_total", (("outcome", "prediction"),)] == 4
     assert got["streamserve_events_total", (("outcome", "dead_letter"),)] == 2

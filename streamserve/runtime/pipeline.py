@@ -1,0 +1,149 @@
+"""The batch pipeline both runtimes drive: open a batch (id, model, decode), score it (feature
+lookup and predict, on the scoring thread or here), send it (encode, produce); what comes out is a
+``SentBatch`` whose ``Delivery`` tells when the broker has acknowledged every output.
+
+What a batch did is counted once, when the checkpoint completes it (``BatchLedger.record``):
+Prometheus, the metrics record and the run summary all read the same ``BatchStats``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from streamserve.core.batch import PreparedBatch, ScoredBatch, SourceRecord
+from streamserve.core.window import Trigger
+from streamserve.io.sink import Delivery, KafkaSink
+from streamserve.metrics import MetricsWindow
+from streamserve.runtime.models import Serving
+from streamserve.runtime.scoring import Predicted, ScoringThread
+from streamserve.runtime.summary import RunSummary
+from streamserve.telemetry import Telemetry
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    predictions: str
+    dead_letters: str
+    shadow: str
+
+
+@dataclass(frozen=True)
+class OpenBatch:
+    """Records decoded by the model that scores them."""
+
+    batch_id: str
+    records: Sequence[SourceRecord]
+    trigger: Trigger
+    serving: Serving
+    prepared: PreparedBatch
+    opened_at: float  # perf_counter
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch did: the one record that every count and metric is taken from."""
+
+    size: int
+    trigger: Trigger
+    scored: ScoredBatch
+    model_name: str
+    lookup_ms: float
+    predict_ms: float
+    service_s: float  # from opening the batch to its outputs being handed to the producer
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity
+class SentBatch:
+    """A batch whose outputs are with the producer; ``delivery`` tells when they are in."""
+
+    batch_id: str
+    records: Sequence[SourceRecord]
+    delivery: Delivery
+    stats: BatchStats
+
+
+class BatchPipeline:
+    """decode -> lookup -> predict -> encode -> produce, one batch at a time.
+
+    Each batch is scored by the models serving when it opens (``serving()``), so a hot reload
+    takes over between batches, never inside one.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        serving: Callable[[], Serving],
+        scoring: ScoringThread,
+        sink: KafkaSink,
+        topics: OutputTopics,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.worker_id = worker_id
+        self.scoring = scoring
+        self.sink = sink
+        self._serving = serving
+        self._topics = topics
+        self._clock_ms = clock_ms
+        self._seq = 0
+
+    def open(self, records: Sequence[SourceRecord], trigger: Trigger) -> OpenBatch:
+        """Give the batch its id and model, and decode it."""
+        self._seq += 1
+        serving = self._serving()
+        prepared = serving.model.scorer.prepare(records)
+        batch_id = f"{self.worker_id}-{self._seq}"
+        return OpenBatch(batch_id, records, trigger, serving, prepared, time.perf_counter())
+
+    def score_async(self, batch: OpenBatch) -> Future[Predicted]:
+        """Lookup and predict on the scoring thread (retries, waits or degrades on outages)."""
+        return self.scoring.submit(batch.prepared, batch.serving)
+
+    def score_here(self, batch: OpenBatch) -> Predicted | None:
+        """Lookup and predict on this thread if the store answers at once; else None."""
+        return self.scoring.score_here(batch.prepared, batch.serving)
+
+    def send(self, batch: OpenBatch, predicted: Predicted) -> SentBatch:
+        """Encode the outputs and hand them to the producer; returns before they are in."""
+        scored = predicted.encode(self._clock_ms(), batch.batch_id)
+        delivery = Delivery()
+        topics, sink = self._topics, self.sink
+        sink.send(topics.predictions, scored.predictions, delivery)
+        if scored.dead_letters:
+            sink.send_with_headers(topics.dead_letters, scored.dead_letters, delivery)
+        if scored.shadow is not None:
+            sink.send(topics.shadow, scored.shadow.predictions, delivery)
+        stats = BatchStats(
+            size=len(batch.records),
+            trigger=batch.trigger,
+            scored=scored,
+            model_name=batch.serving.model.bundle.name,
+            lookup_ms=predicted.lookup_ms,
+            predict_ms=predicted.predict_ms,
+            service_s=time.perf_counter() - batch.opened_at,
+        )
+        return SentBatch(batch.batch_id, batch.records, delivery, stats)
+
+    def run(self, records: Sequence[SourceRecord], trigger: Trigger = "size") -> SentBatch:
+        """Every stage of one batch on the calling thread's terms (waits for the scoring)."""
+        batch = self.open(records, trigger)
+        predicted = self.score_here(batch) or self.score_async(batch).result()
+        return self.send(batch, predicted)
+
+
+class BatchLedger:
+    """Books a completed batch in the run summary, the metrics record and Prometheus."""
+
+    def __init__(self, summary: RunSummary, metrics: MetricsWindow, telemetry: Telemetry) -> None:
+        self.summary = summary
+        self.metrics = metrics
+        self.telemetry = telemetry
+
+    def record(self, stats: BatchStats) -> None:
+        scored = stats.scored
+        self.summary.batch_done(stats.size, len(scored.predictions), len(scored.dead_letters),
+                                stats.trigger)  # fmt: skip
+        self.metrics.record_batch(stats)
+        self.telemetry.record_batch(stats)
