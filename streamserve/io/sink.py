@@ -9,11 +9,11 @@ Predictions carry no headers, so a batch of them goes to ``Producer.produce_batc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streamserve.core.batch import OutputRecord, PlainRecord
+from streamserve.core.batch import Headers, OutputRecord, PlainRecord
 
 log = logging.getLogger("streamserve.sink")
 
@@ -69,15 +69,25 @@ class KafkaSink:
     def send_with_headers(
         self, topic: str, records: Sequence[OutputRecord], delivery: Delivery
     ) -> None:
-        produce, report = self.producer.produce, delivery.on_delivery
         for key, value, headers in records:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=report)
-                    break
-                except BufferError:
-                    self.poll(QUEUE_FULL_WAIT_S)
+            self.produce(topic, value, key, headers, delivery.on_delivery)
             delivery.pending += 1
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Produce one record, waiting out a full queue."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self.poll(QUEUE_FULL_WAIT_S)
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (they update each batch's ``Delivery``)."""

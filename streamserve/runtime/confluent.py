@@ -321,9 +321,9 @@ class Worker:
             now, kafka_io.consumer_lag(self.consumer), self.models.store_available
         )
         if record.events_in or due:
-            self.sink.producer.produce(self.settings.metrics_topic, msgspec.json.encode(record),
-                                       self.settings.worker_id.encode(),
-                                       on_delivery=_metrics_delivered)  # fmt: skip
+            self.sink.produce(self.settings.metrics_topic, msgspec.json.encode(record),
+                              self.settings.worker_id.encode(),
+                              on_delivery=_metrics_delivered)  # fmt: skip
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions), extra={"partitions": _list(partitions)})
