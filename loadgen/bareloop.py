@@ -3,8 +3,9 @@
 consume up to 2,000 records -> msgspec decode -> one MGET -> one ``inplace_predict`` -> produce
 a small JSON prediction per event. No dead letters (a bad record is skipped), no provenance, no
 metrics, offsets auto-committed whether or not the outputs were delivered. It reads the same
-model bundle, Redis and topics as the worker (the STREAMSERVE_* variables), so the bench compares
-like with like; it uses the bundle's event type, as a user would write a msgspec Struct for theirs.
+model bundle, Redis, topics and librdkafka options as the worker (the STREAMSERVE_* variables),
+so the bench compares like with like; it decodes with the bundle's event type, as a user would
+write a msgspec Struct for theirs.
 """
 
 from __future__ import annotations
@@ -50,13 +51,20 @@ def run_bare_loop(settings: Settings, output_topic: str, stop: threading.Event) 
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": settings.group_id, "auto.offset.reset": "earliest",
                          "fetch.wait.max.ms": 10})  # fmt: skip
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-    consumer.subscribe([settings.input_topic])
-    summary, last = RunSummary(), time.monotonic()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5,
+                         **settings.rdkafka_common, **settings.rdkafka_producer})  # fmt: skip
+    summary, last = RunSummary(), None
+
+    def assigned(*_: object) -> None:
+        nonlocal last
+        last = time.monotonic()  # idle time counts from the assignment on
+
+    consumer.subscribe([settings.input_topic], on_assign=assigned)
     while not stop.is_set():
         messages = consumer.consume(BATCH, 0.01)
         if not messages:
-            if settings.exit_when_idle_s and time.monotonic() - last > settings.exit_when_idle_s:
+            idle = settings.exit_when_idle_s
+            if idle and last is not None and time.monotonic() - last > idle:
                 break
             continue
         last = time.monotonic()

@@ -30,7 +30,12 @@ class _Timing(msgspec.Struct):
 
 @dataclass
 class Watcher:
-    """Reads ``outputs`` (and ``dead_letters``) from their beginning and times every output."""
+    """Reads ``outputs`` (and ``dead_letters``) from their beginning and times every output.
+
+    Against a deployment that ran before, ``count_from`` (the first input offset per partition
+    of this run's events) makes it count only the outputs of this run's events, by their
+    provenance; the pass-through's outputs carry none, so they are all counted.
+    """
 
     bootstrap: str
     outputs: str
@@ -41,6 +46,8 @@ class Watcher:
     latencies_ms: list[float] = field(default_factory=list)
     dead_letter_count: int = 0
     sources: Counter[tuple[int, int]] = field(default_factory=Counter)
+    _seen: list[tuple[tuple[int, int] | None, float, float | None]] = field(default_factory=list)
+    _first: dict[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._decode = msgspec.json.Decoder(_Timing).decode
@@ -53,6 +60,16 @@ class Watcher:
     @property
     def outputs_read(self) -> int:
         return len(self.received_ms) + self.dead_letter_count
+
+    def count_from(self, first_offsets: dict[int, int]) -> None:
+        """Count only outputs whose input record is at or after ``first_offsets`` (partition ->
+        offset): this run's events. Recounts what was read so far."""
+        self._first = first_offsets
+        seen, self._seen = self._seen, []
+        self.received_ms, self.latencies_ms, self.dead_letter_count = [], [], 0
+        self.sources = Counter()
+        for entry in seen:
+            self._count(*entry)
 
     def poll(self, timeout_s: float = POLL_S) -> int:
         """Read what has arrived; returns how many outputs were read.
@@ -69,14 +86,25 @@ class Watcher:
                     raise RuntimeError(f"watcher: {error.str()}")
                 continue
             read += 1
-            if self.origin == "prediction":
-                self.sources[source_of(message)] += 1
+            source = source_of(message) if self.origin == "prediction" else None
             if message.topic() == self.dead_letters:
-                self.dead_letter_count += 1
-                continue
-            self.received_ms.append(now_ms)
-            self.latencies_ms.append(now_ms - self._produced_at_ms(message))
+                self._count(source, now_ms, None)
+            else:
+                self._count(source, now_ms, now_ms - self._produced_at_ms(message))
         return read
+
+    def _count(self, source: tuple[int, int] | None, now_ms: float, latency: float | None) -> None:
+        self._seen.append((source, now_ms, latency))
+        first = self._first
+        if first is not None and source is not None and source[1] < first.get(source[0], 0):
+            return  # an earlier run's event
+        if source is not None:
+            self.sources[source] += 1
+        if latency is None:
+            self.dead_letter_count += 1
+        else:
+            self.received_ms.append(now_ms)
+            self.latencies_ms.append(latency)
 
     def _produced_at_ms(self, message: Any) -> float:
         if self.origin == "record-timestamp":

@@ -47,6 +47,7 @@ def run_live(
                 watcher.poll()
                 progress.update(task, completed=watcher.outputs_read)
             offered = producer.result()
+            watcher.count_from({int(p): o for p, o in offered["first_offsets"].items()})
             watcher.run(expected)
     finally:
         producer.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -72,16 +73,25 @@ def produce_at_rate(
     records: Iterator[tuple[bytes, bytes]],
     on_tick: Callable[[int, float], None] | None = None,
     linger_ms: float = LIVE_PRODUCER_CONFIG["linger.ms"],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Produce ``profile.total`` records on the profile's schedule; returns what was offered.
 
     Every record's Kafka timestamp is the moment it was handed to the client, which is where the
     watcher measures end-to-end latency from. ``on_tick(sent, elapsed_s)`` is called about every
     100 ms (progress bars). ``max_behind`` is the largest backlog against the schedule: if it is
     large, this process could not keep the rate and the numbers measure it, not the target.
+    ``first_offsets`` (partition -> offset of the first event sent there) tells a watcher which
+    outputs are this run's.
     """
     config = {**LIVE_PRODUCER_CONFIG, "linger.ms": linger_ms}
     producer = Producer({"bootstrap.servers": bootstrap, **config})
+    first_offsets: dict[int, int] = {}  # partition -> offset of the first event this run wrote
+
+    def delivered(error: object, message: Any) -> None:
+        if error is None:
+            partition, offset = message.partition(), message.offset()
+            first_offsets[partition] = min(offset, first_offsets.get(partition, offset))
+
     producer.list_topics(topic, timeout=10)  # connect and learn the partitions before the clock
     total = profile.total
     sent = max_behind = 0
@@ -95,7 +105,7 @@ def produce_at_rate(
             key, value = next(records)
             while True:
                 try:
-                    producer.produce(topic, value, key)
+                    producer.produce(topic, value, key, on_delivery=delivered)
                     break
                 except BufferError:  # the client's queue is full: let it drain
                     producer.poll(0.01)
@@ -110,4 +120,4 @@ def produce_at_rate(
     if remaining:
         raise RuntimeError(f"{remaining} records were not delivered to {topic}")
     return {"sent": sent, "seconds": round(seconds, 3), "events_per_s": round(sent / seconds, 1),
-            "max_behind": max_behind}  # fmt: skip
+            "max_behind": max_behind, "first_offsets": first_offsets}  # fmt: skip

@@ -60,14 +60,23 @@ class OutputRecord(NamedTuple):
     headers: Headers
 
 
+Position = tuple[str, int, int]  # (topic, partition, offset) of a consumed record
+
+
 @dataclass
 class PreparedBatch:
     """Records decoded and store keys computed; ready for the feature lookup."""
 
     records: Sequence[SourceRecord]
+    positions: list[Position]  # one per record
     events: DecodedEvents
     rejections: list[Rejection]
     store_keys: StoreKeys
+
+
+def positions_of(records: Sequence[SourceRecord]) -> list[Position]:
+    """Where each record was read from: what provenance and offsets are made of."""
+    return [(r.topic(), r.partition(), r.offset()) for r in records]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -119,9 +128,13 @@ class BatchScorer:
         self._decoder = EventDecoder(bundle.manifest)
         self._encode = msgspec.json.Encoder().encode
 
-    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+    def prepare(
+        self, records: Sequence[SourceRecord], positions: list[Position] | None = None
+    ) -> PreparedBatch:
+        """Decode ``records`` (whose ``positions`` may be known already)."""
         events, rejections = self._decoder.decode([r.value() for r in records])
-        return PreparedBatch(records, events, rejections, self.layout.store_keys(events.entity_ids))
+        keys = self.layout.store_keys(events.entity_ids)
+        return PreparedBatch(records, positions or positions_of(records), events, rejections, keys)
 
     def predict(
         self, batch: PreparedBatch, store_rows: np.ndarray
@@ -136,8 +149,11 @@ class BatchScorer:
         """Prediction records for the scored events, dead letters for the rejected ones;
         ``lookup.degraded`` flags predictions made without the store's features."""
         batch, lookup, matrix = inference.batch, inference.lookup, inference.matrix
-        records, events = batch.records, batch.events
-        scored = records if not batch.rejections else [records[i] for i in events.indices]
+        records, events, positions = batch.records, batch.events, batch.positions
+        scored: Sequence[SourceRecord] = records
+        if batch.rejections:
+            scored = [records[i] for i in events.indices]
+            positions = [positions[i] for i in events.indices]
         timestamps = np.fromiter(
             (r.timestamp()[1] for r in scored), dtype=np.float64, count=len(scored)
         )
@@ -150,9 +166,10 @@ class BatchScorer:
         every_row: Sequence[Any] = every or [None] * len(scored)
         latency_values = [None if v != v else v for v in latencies.tolist()]
         encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
+        keys = {entity: _key_bytes(entity) for entity in dict.fromkeys(events.entity_ids)}
         predictions: list[PlainRecord] = [
             {
-                "key": _key_bytes(entity_id),
+                "key": keys[entity_id],
                 "value": encode(
                     make(
                         event_id,
@@ -163,17 +180,17 @@ class BatchScorer:
                         stamp,
                         lat,
                         n,
-                        r.topic(),
-                        r.partition(),
-                        r.offset(),
+                        topic,
+                        partition,
+                        offset,
                         batch_id,
                         all_,
                         degraded,
                     )
                 ),
             }
-            for r, event_id, entity_id, score, lat, n, all_ in zip(
-                scored,
+            for (topic, partition, offset), event_id, entity_id, score, lat, n, all_ in zip(
+                positions,
                 events.event_ids,
                 events.entity_ids,
                 primary,

@@ -9,16 +9,16 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streamserve.core.batch import SourceRecord
+from streamserve.core.batch import Position
 from streamserve.runtime.pipeline import SentBatch
 
 log = logging.getLogger("streamserve.worker")
 
 
-def next_offsets(records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:
+def next_offsets(positions: Sequence[Position]) -> dict[tuple[str, int], int]:
     """The offset to commit per (topic, partition): one past the batch's last record there."""
-    last = {(m.topic(), m.partition()): m.offset() for m in records}  # later records win
-    return {tp: offset + 1 for tp, offset in last.items()}  # type: ignore[misc,operator]
+    last = {(topic, partition): offset for topic, partition, offset in positions}  # last wins
+    return {tp: offset + 1 for tp, offset in last.items()}
 
 
 class ConsumerOffsets:
@@ -28,7 +28,7 @@ class ConsumerOffsets:
         self.consumer = consumer
 
     def store(self, batch: SentBatch) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch.records).items()]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch.positions).items()]
         try:
             self.consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # partition no longer ours: its new owner re-reads

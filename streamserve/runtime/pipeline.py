@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from streamserve.core.batch import PreparedBatch, ScoredBatch, SourceRecord
+from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.metrics import MetricsWindow
@@ -61,6 +61,7 @@ class SentBatch:
 
     batch_id: str
     records: Sequence[SourceRecord]
+    positions: list[Position]  # (topic, partition, offset) of each record
     delivery: Delivery
     stats: BatchStats
 
@@ -124,7 +125,7 @@ class BatchPipeline:
             predict_ms=predicted.predict_ms,
             service_s=time.perf_counter() - batch.opened_at,
         )
-        return SentBatch(batch.batch_id, batch.records, delivery, stats)
+        return SentBatch(batch.batch_id, batch.records, batch.prepared.positions, delivery, stats)
 
     def run(self, records: Sequence[SourceRecord], trigger: Trigger = "size") -> SentBatch:
         """Every stage of one batch on the calling thread's terms (waits for the scoring)."""

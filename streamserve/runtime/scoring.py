@@ -97,7 +97,7 @@ class ScoringThread:
             return None
         own: tuple[PreparedBatch, StoreLookup] | None = None  # the challenger's, inputs differ
         if challenger is not None and not _same_inputs(model, challenger):
-            own_batch = challenger.scorer.prepare(prepared.records)
+            own_batch = challenger.scorer.prepare(prepared.records, prepared.positions)
             own_lookup = self._lookup(challenger, own_batch, first_try)
             if own_lookup is None:
                 return None

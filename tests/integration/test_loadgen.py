@@ -8,6 +8,7 @@ from loadgen.produce import produce_at_rate
 from loadgen.profile import RateProfile
 from streamserve import synthetic
 from streamserve.io import kafka as kafka_io
+from streamserve.runtime.confluent import build_worker
 
 from .conftest import Scenario, wait_for
 
@@ -44,3 +45,32 @@ def test_a_paced_load_through_the_pass_through_is_timed_and_fully_accounted(
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"] < 30_000
     wait_for(lambda: summaries, 5, "the pass-through summary")
     assert summaries[0].events == profile.total
+
+
+def test_a_second_run_against_the_same_deployment_counts_only_its_own_events(
+    scenario: Scenario,
+) -> None:
+    scenario.load_features(100, skip_every=0)
+    settings = scenario.with_settings(exit_when_idle_s=0).settings
+    worker = build_worker(settings)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        for run in range(2):  # the second run's watcher also reads the first run's outputs
+            watcher = Watcher(settings.kafka_bootstrap, settings.predictions_topic,
+                              settings.dead_letter_topic)  # fmt: skip
+            profile = RateProfile("fixed", rate=1_000, seconds=1)
+            events = synthetic.generate_events(profile.total, 100, seed=run, malformed_every=50,
+                                               start_id=run * profile.total)  # fmt: skip
+            offered = produce_at_rate(settings.kafka_bootstrap, settings.input_topic, profile,
+                                      events)  # fmt: skip
+            watcher.count_from(offered["first_offsets"])
+            watcher.run(expected=profile.total, idle_s=15)
+            result = watcher.result(offered["sent"])
+            watcher.close()
+            assert (result["lost"], result["duplicated"]) == (0, 0), run
+            assert result["predictions"] + result["dead_letters"] == profile.total == 1_000
+            assert result["dead_letters"] == 20
+    finally:
+        worker.stop()
+        runner.join(60)

@@ -31,7 +31,7 @@ class StoredOffsets:
         self.committed: dict[tuple[str, int], int] = {}
 
     def store(self, batch: SentBatch) -> None:
-        offsets = next_offsets(batch.records)
+        offsets = next_offsets(batch.positions)
         self.stored.append(offsets)
         self.position.update(offsets)
 
@@ -80,7 +80,7 @@ def test_offsets_are_stored_in_input_order_with_batches_in_flight(harness: Harne
     assert harness.offsets.stored == [] and harness.summary.events == 0
     harness.acknowledge(first.batch_id)
     assert harness.checkpoint.advance() == 3
-    assert harness.offsets.stored == [next_offsets(b.records) for b in (first, second, third)]
+    assert harness.offsets.stored == [next_offsets(b.positions) for b in (first, second, third)]
     assert harness.offsets.position == {("events", 0): 30, ("events", 1): 30}
     assert (harness.summary.events, harness.summary.batches) == (60, 3)  # counted once, now
 
@@ -94,7 +94,7 @@ def test_a_refused_output_stores_nothing_from_its_batch_on(harness: Harness) -> 
         harness.checkpoint.advance()
     with pytest.raises(DeliveryError):  # and it never moves on
         harness.checkpoint.advance()
-    assert harness.offsets.stored == [next_offsets(first.records)]
+    assert harness.offsets.stored == [next_offsets(first.positions)]
     harness.checkpoint.commit()
     assert harness.offsets.committed == {("events", 0): 10, ("events", 1): 10}
     assert harness.summary.events == BATCH
@@ -123,4 +123,4 @@ def test_a_full_checkpoint_waits_for_the_oldest_batch(bundle: ModelBundle) -> No
     harness.producer.auto_ack = True
     harness.checkpoint.wait_for_room()
     assert not harness.checkpoint.full
-    assert harness.offsets.stored[0] == next_offsets(first.records)
+    assert harness.offsets.stored[0] == next_offsets(first.positions)
