@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
     )
     max_batches_in_flight: int = Field(
-        4, ge=1, le=1000,
+        16, ge=1, le=1000,
         description="Batches whose outputs may await the broker's acknowledgement at once.",
     )  # fmt: skip
     predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
