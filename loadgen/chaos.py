@@ -51,9 +51,11 @@ class ChaosPlan:
         return self.events / self.rate
 
     def duplicate_bound(self, kills: int) -> int:
-        """Most records one kill can leave to be scored twice: the batches in hand (one filling,
-        one scored, one awaiting acknowledgement) plus what was acknowledged but not committed
-        yet (a commit interval of the whole group's rate)."""
+        """Most records one kill can leave to be scored twice: what the worker had in hand (a
+        batch filling, one being scored, and the outputs awaiting acknowledgement: several small
+        batches, but no more than a linger plus a round trip of its rate, about one batch here)
+        plus what was acknowledged but not committed yet (a commit interval of the group's
+        rate)."""
         per_kill = 3 * self.max_batch_size + self.rate * self.commit_interval_ms // 1000
         return kills * per_kill
 
