@@ -24,7 +24,7 @@ from streamserve.audit import from_beginning
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
 from streamserve.core.records import MetricsRecord
-from streamserve.embedded import EmbeddedStack, running_stack
+from streamserve.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 
@@ -106,21 +106,23 @@ def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
         try:
             with console.status("worker joining its consumer group"):
                 worker.wait_ready()
-            result = _watch_load(plan, settings, console)
+            linger = EMBEDDED_LINGER_MS if stack.embedded_broker else None
+            result = _watch_load(plan, settings, console, linger)
             worker.stop()
         finally:
             worker.kill()
     return result
 
 
-def _watch_load(plan: DemoPlan, settings: Settings, console: Console) -> dict[str, Any]:
+def _watch_load(
+    plan: DemoPlan, settings: Settings, console: Console, linger_ms: float | None
+) -> dict[str, Any]:
     bootstrap = settings.kafka_bootstrap
     watcher = Watcher(bootstrap, settings.predictions_topic, settings.dead_letter_topic)
     metrics = MetricsReader(bootstrap, settings.metrics_topic)
     profile = plan.profile
-    argv = procs.producer_argv(
-        bootstrap, settings.input_topic, profile, plan.entities, plan.malformed_every
-    )
+    argv = procs.producer_argv(bootstrap, settings.input_topic, profile, plan.entities,
+                               plan.malformed_every, linger_ms=linger_ms)  # fmt: skip
     producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
     started = time.monotonic()
     try:

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import PartitionLag
 from streamserve.logs import JsonFormatter
+from streamserve.metrics import MetricsWindow
 from streamserve.runtime.pipeline import BatchStats
 from streamserve.telemetry import BulkHistogram, Health, Telemetry
 
@@ -124,3 +125,12 @@ def test_json_logs_carry_extra_fields_and_the_exception() -> None:
     assert first["level"] == "WARNING" and first["partitions"] == ["events[0]"]
     assert first["ts"].endswith("Z")
     assert second["batch_id"] == "w-1" and "ValueError: boom" in second["exception"]
+
+
+def test_the_metrics_record_names_the_model_that_scored_the_latest_batch() -> None:
+    window = MetricsWindow("w", "fraud", "1")
+    window.start(0)
+    window.record_batch(BatchStats(3, "size", scored(3, Counter(), [1.0] * 3), "fraud-v2", 1.0,
+                                   1.0, 0.01))  # fmt: skip
+    record = window.close(1_000, [])
+    assert (record.model_name, record.events_in, record.predictions_out) == ("fraud-v2", 3, 3)
