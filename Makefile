@@ -26,7 +26,7 @@ unit: install ## Run the unit tests of the core only (no broker, no Redis)
 demo: install ## Embedded stack, demo model, 100k events drained by one worker; prints JSON
 	$(BIN)/streamserve demo
 
-bench: install ## Benchmark (~8 min): drain, pass-through, batch-1 baseline, latency, adaptive batching, cache
+bench: install ## Benchmark (~11 min): drains against the bare loop and pass-through, far broker, 60 s sustained load, latency, bursts
 	$(BIN)/streamserve-loadgen bench --out bench-results
 
 chaos: install ## Chaos run (~1 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
