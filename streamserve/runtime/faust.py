@@ -21,7 +21,7 @@ import faust
 from mode import Worker as ModeWorker
 
 from streamserve.config import Settings
-from streamserve.errors import DeliveryError
+from streamserve.errors import StreamserveError
 from streamserve.io.http import serve
 from streamserve.runtime.faust_scorer import FaustScorer
 from streamserve.runtime.startup import prepare_topics
@@ -62,12 +62,12 @@ def batch_window_s(settings: Settings) -> float:
 
 
 def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
-    """A Faust app whose one agent scores the input topic in micro-batches; a refused output
-    stops the worker (``run_faust_worker`` raises it once stopped)."""
+    """A Faust app whose one agent scores the input topic in micro-batches; a refused output or
+    a scoring error stops the worker (``run_faust_worker`` raises it once stopped)."""
     app, topic = new_app(settings)
 
-    def stop(exc: DeliveryError) -> None:
-        log.error("stopping: %s", exc)
+    def stop(exc: Exception) -> None:
+        log.error("stopping: %s", exc, exc_info=not isinstance(exc, StreamserveError))
         app.conf.stream_wait_empty = False  # the held events will never be acked: do not wait
         signal.raise_signal(signal.SIGTERM)
 
@@ -79,7 +79,10 @@ def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
             async for events in stream.take_events(
                 settings.max_batch_size, batch_window_s(settings)
             ):
-                await scorer.send(events)
+                try:
+                    await scorer.send(events)
+                except Exception as exc:  # a scoring error: stop, these events stay unacked
+                    scorer.fail(exc)
         finally:
             scorer.drain()
 

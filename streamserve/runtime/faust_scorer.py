@@ -109,8 +109,8 @@ class FaustScorer:
     ``send`` instead returns once the outputs are produced, so the agent takes the next batch
     while up to STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches await acknowledgement. The topics,
     models and feature store come from the settings (STREAMSERVE_* variables); a new model
-    bundle takes over between batches once ``watcher.start()`` runs. A refused output calls
-    ``on_failure`` (once) and nothing from that batch on is ever acked.
+    bundle takes over between batches once ``watcher.start()`` runs. A refused output (or
+    ``fail``) calls ``on_failure`` once, and nothing from that batch on is ever acked.
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class FaustScorer:
         app: faust.App,
         settings: Settings,
         models: Models | None = None,
-        on_failure: Callable[[DeliveryError], None] | None = None,
+        on_failure: Callable[[Exception], None] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -129,7 +129,7 @@ class FaustScorer:
         self.metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.metrics.start(wall_ms())
         self.watcher = ModelWatcher(models, self.telemetry)
-        self.failure: DeliveryError | None = None
+        self.failure: Exception | None = None
         self._on_failure = on_failure
         self._thread = ScoringThread(settings.store_outage_policy)
         self.sink = KafkaSink(make_producer(settings))
@@ -212,11 +212,16 @@ class FaustScorer:
         self._advance()
         await asyncio.sleep(DELIVERY_POLL_S)
 
+    def fail(self, exc: Exception) -> None:
+        """Stop acking (once): the batches in flight and every later one stay unacked, so Faust
+        commits none of them; ``on_failure`` is told."""
+        if self.failure is None:
+            self.failure = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
     def _advance(self) -> None:
         try:
             self.checkpoint.advance()
         except DeliveryError as exc:
-            if self.failure is None:
-                self.failure = exc
-                if self._on_failure is not None:
-                    self._on_failure(exc)
+            self.fail(exc)
