@@ -301,7 +301,7 @@ def demo(seconds: float, start_rate: float, peak_rate: float, entities: int,
               help="Give up reading the topics after this long.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object only.")
 def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
-    """Match every input record with its prediction or dead letter by provenance headers.
+    """Match every input record with its prediction or dead letter by their provenance.
 
     Counts lost (no outcome), duplicated (more than one) and dead letters per class, from the
     configured input, prediction and dead-letter topics. Exit 1 if any record was lost or a dead

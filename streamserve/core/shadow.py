@@ -16,7 +16,7 @@ def shadow_batch(
     scored_at_ms: int,
     batch_id: str,
 ) -> ShadowBatch:
-    """The challenger's prediction records (same provenance headers, its own model version) and
+    """The challenger's prediction records (same provenance, its own model version) and
     its agreement with the served model over the events both scored."""
     predictions = challenger.encode(shadow, scored_at_ms, batch_id).predictions
     if served.batch is shadow.batch:  # same inputs: the very same events, in the same order
