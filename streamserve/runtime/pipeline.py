@@ -25,6 +25,8 @@ from streamserve.telemetry import Telemetry
 
 @dataclass(frozen=True)
 class OutputTopics:
+    """Where a batch's outputs go."""
+
     predictions: str
     dead_letters: str
     shadow: str
