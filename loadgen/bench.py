@@ -370,7 +370,7 @@ def print_table(results: dict[str, Any], console: Console) -> None:
                   f"{far['bareloop']['events_per_s']:,.0f}", "")  # fmt: skip
     rows = {(r["target"], r["offered_per_s"], r["profile"]["seconds"]): r
             for r in results["sustained"] + results["latency"]}  # fmt: skip
-    for _target, rate, seconds in sorted({(None, k[1], k[2]) for k in rows}, key=lambda k: k[1]):
+    for rate, seconds in sorted({(rate, seconds) for _, rate, seconds in rows}):
         cells = []
         for party in ("worker", "passthrough"):
             row = rows.get((party, rate, seconds))

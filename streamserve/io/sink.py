@@ -89,6 +89,11 @@ class KafkaSink:
             except BufferError:
                 self.poll(QUEUE_FULL_WAIT_S)
 
+    def publish(self, topic: str, value: bytes, key: bytes) -> None:
+        """Produce a record outside the delivery promise (a metrics record): no batch waits for
+        it, and one the broker refuses is logged when its report is served."""
+        self.produce(topic, value, key, on_delivery=_log_refused)
+
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (they update each batch's ``Delivery``)."""
         self.producer.poll(timeout_s)
@@ -96,3 +101,8 @@ class KafkaSink:
     def flush(self, timeout_s: float) -> int:
         """Wait for everything produced; returns how many records are still unacknowledged."""
         return int(self.producer.flush(timeout_s))
+
+
+def _log_refused(error: KafkaError | None, message: Message) -> None:
+    if error is not None:
+        log.warning("record for %s not delivered: %s", message.topic(), error.str())

@@ -321,9 +321,8 @@ class Worker:
             now, kafka_io.consumer_lag(self.consumer), self.models.store_available
         )
         if record.events_in or due:
-            self.sink.produce(self.settings.metrics_topic, msgspec.json.encode(record),
-                              self.settings.worker_id.encode(),
-                              on_delivery=_metrics_delivered)  # fmt: skip
+            self.sink.publish(self.settings.metrics_topic, msgspec.json.encode(record),
+                              self.settings.worker_id.encode())  # fmt: skip
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions), extra={"partitions": _list(partitions)})
@@ -363,12 +362,6 @@ class Worker:
             self._watcher.stop()
             self._scoring_thread.shutdown()
             self.consumer.close()
-
-
-def _metrics_delivered(error: KafkaError | None, _message: Message) -> None:
-    """Metrics records are not part of the delivery promise: a refused one is logged only."""
-    if error is not None:
-        log.warning("metrics record not delivered: %s", error.str())
 
 
 def _names(partitions: list[TopicPartition]) -> str:

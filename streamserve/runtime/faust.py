@@ -88,7 +88,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, FaustScorer]:
 
     @app.timer(settings.metrics_interval_s)
     async def metrics() -> None:
-        await scorer.publish_metrics()
+        scorer.publish_metrics()
 
     return app, scorer
 

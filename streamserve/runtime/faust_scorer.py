@@ -12,7 +12,6 @@ acknowledged, oldest batch first.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from streamserve.core.batch import ScoredBatch
 from streamserve.core.window import Trigger
 from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
-from streamserve.io.sink import Delivery, KafkaSink
+from streamserve.io.sink import KafkaSink
 from streamserve.metrics import MetricsWindow
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
@@ -34,7 +33,6 @@ from streamserve.runtime.scoring import ScoringThread
 from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
 
-log = logging.getLogger("streamserve.faust")
 DELIVERY_POLL_S = 0.001  # how often the loop serves delivery reports while any are due
 DELIVERY_TIMEOUT_S = 30.0
 
@@ -179,17 +177,11 @@ class FaustScorer:
             return "size"
         return "stop" if self.app.should_stop else "time"
 
-    async def publish_metrics(self) -> None:
+    def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
         record = self.metrics.close(wall_ms(), [], self.models.store_available)
-        delivery = Delivery()
-        output = {"key": self.settings.worker_id.encode(), "value": msgspec.json.encode(record)}
-        self.sink.send(self.settings.metrics_topic, [output], delivery)  # type: ignore[list-item]
-        while not delivery.done:
-            await asyncio.sleep(DELIVERY_POLL_S)
-            self.sink.poll(0)
-        if delivery.errors:  # not part of the delivery promise: logged only
-            log.warning("metrics record not delivered: %s", delivery.errors[0].str())
+        self.sink.publish(self.settings.metrics_topic, msgspec.json.encode(record),
+                          self.settings.worker_id.encode())  # fmt: skip
 
     def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """On stop: wait (blocking, the loop is stopping) for the batches in flight."""
