@@ -1,11 +1,19 @@
-# The streamserve image: the worker, the CLI tools and the load generator.
-#   docker build -t streamserve .
-FROM python:3.11-slim
+# Two images from one file:
+#   docker build --target worker -t streamserve .           the worker and the operator's tools
+#   docker build --target loadgen -t streamserve-loadgen .  plus the harness: demo model and
+#                                                            features, load generator
+FROM python:3.11-slim AS worker
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streamserve ./streamserve
-COPY loadgen ./loadgen
-RUN pip install --no-cache-dir ".[loadgen]" && useradd --create-home streamserve
+RUN pip install --no-cache-dir . && useradd --create-home streamserve
 USER streamserve
 EXPOSE 9400
 CMD ["streamserve", "worker"]
+
+FROM worker AS loadgen
+USER root
+COPY loadgen ./loadgen
+RUN pip install --no-cache-dir "./loadgen[bench]"
+USER streamserve
+CMD ["streamserve-loadgen", "--help"]

@@ -2,29 +2,32 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml loadgen/pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test unit demo bench chaos soak lint format clean
+.PHONY: help install test unit integration demo bench chaos soak lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The product (.) with its Faust extra, and the harness (loadgen/: embedded stack, demo, load tools)
+$(STAMP): pyproject.toml loadgen/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[embedded,loadgen,dev]"
+	$(BIN)/python -m pip install -q -e ".[faust,dev]" -e "./loadgen[bench]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install streamserve with the embedded and dev extras
+install: $(STAMP) ## Create .venv: streamserve[faust,dev] and the harness, editable
 
-test: install ## Run the whole test suite (unit + integration on the embedded stack)
-	$(BIN)/pytest -q -ra
+test: unit integration ## Run the whole test suite: unit, then integration on the embedded stack
 
-unit: install ## Run the unit tests of the core only (no broker, no Redis)
-	$(BIN)/pytest -q -m "not integration"
+unit: install ## Unit tests: core, pipeline, checkpoint, config (no broker, no Redis)
+	$(BIN)/pytest -q -ra tests/unit
 
-demo: install ## Embedded stack, demo model, 100k events drained by one worker; prints JSON
-	$(BIN)/streamserve demo
+integration: install ## Integration and CLI tests on the embedded broker and Redis
+	$(BIN)/pytest -q -ra tests/integration
+
+demo: install ## Embedded stack, demo model, a worker under a ramp of load, live view; prints JSON
+	$(BIN)/streamserve-loadgen demo
 
 bench: install ## Benchmark (~11 min): drains against the bare loop and pass-through, far broker, 60 s sustained load, latency, bursts
 	$(BIN)/streamserve-loadgen bench --out bench-results

@@ -1,5 +1,6 @@
-"""The `streamserve` command. Exit codes: 0 ok, 2 bad configuration, 3 bad model bundle,
-4 feature store unreachable, 5 Kafka or delivery failure, 6 embedded stack failure."""
+"""The `streamserve` command: the worker and the operator's tools. Exit codes: 0 ok, 1 a check
+failed (probe, audit, lag), 2 bad configuration or a missing extra, 3 bad model bundle, 4 feature
+store unreachable, 5 Kafka or delivery failure."""
 
 from __future__ import annotations
 
@@ -19,31 +20,32 @@ from streamserve.config import Settings, load_settings
 from streamserve.errors import (
     ConfigError,
     DeliveryError,
-    EmbeddedStackError,
     FeatureStoreError,
+    MissingExtraError,
     ModelBundleError,
     StreamserveError,
 )
-from streamserve.logs import setup_logging
+from streamserve.telemetry.logs import setup_logging
 
 EXIT_CODES: list[tuple[type[StreamserveError], int]] = [
     (ConfigError, 2),
     (ModelBundleError, 3),
     (FeatureStoreError, 4),
     (DeliveryError, 5),
-    (EmbeddedStackError, 6),
     (StreamserveError, 5),
 ]
 
 
-def _run(action: Callable[[], Any]) -> Any:
+def exit_on_error(
+    action: Callable[[], Any], exit_codes: list[tuple[type[StreamserveError], int]] = EXIT_CODES
+) -> Any:
     """Run a command body; a streamserve error prints one line and exits with its code."""
     from confluent_kafka import KafkaException
 
     try:
         return action()
     except StreamserveError as exc:
-        code = next(c for kind, c in EXIT_CODES if isinstance(exc, kind))
+        code = next((c for kind, c in exit_codes if isinstance(exc, kind)), 5)
         click.echo(f"streamserve: {exc}", err=True)
         sys.exit(code)
     except KafkaException as exc:
@@ -52,7 +54,9 @@ def _run(action: Callable[[], Any]) -> Any:
 
 
 def _settings(**overrides: Any) -> Settings:
-    return _run(lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None}))
+    return exit_on_error(
+        lambda: load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,12 +101,15 @@ def worker(
     model_dir: Path | None, max_events: int | None, exit_when_idle_s: float | None, processes: int
 ) -> None:
     """Consume, score and publish until stopped (SIGTERM/SIGINT: finish batch, commit, exit 0)."""
-    overrides = {"model_dir": model_dir, "max_events": max_events,
-                 "exit_when_idle_s": exit_when_idle_s}  # fmt: skip
+    overrides = {
+        "model_dir": model_dir,
+        "max_events": max_events,
+        "exit_when_idle_s": exit_when_idle_s,
+    }
     settings = _settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     if processes > 1:
-        from streamserve.processes import run_processes
+        from streamserve.runtime.processes import run_processes
 
         sys.exit(run_processes(settings, processes, overrides))
     from streamserve.io.http import serve
@@ -110,20 +117,35 @@ def worker(
 
     log = logging.getLogger("streamserve")
     config = settings.masked()
-    log.info("streamserve %s worker %s starting; configuration: %s",
-             __version__, settings.worker_id, config, extra={"config": config})  # fmt: skip
+    log.info(
+        "streamserve %s worker %s starting; configuration: %s",
+        __version__,
+        settings.worker_id,
+        config,
+        extra={"config": config},
+    )
     if settings.runtime == "faust":
-        from streamserve.runtime.faust import run_faust_worker
 
-        click.echo(json.dumps(_run(lambda: run_faust_worker(settings)).as_dict()))
+        def run_faust() -> Any:
+            try:
+                from streamserve.runtime.faust import run_faust_worker
+            except ModuleNotFoundError as exc:  # faust-streaming is an extra
+                if exc.name not in ("faust", "mode"):
+                    raise
+                raise MissingExtraError(
+                    "the Faust runtime (STREAMSERVE_RUNTIME=faust)", "faust"
+                ) from None
+            return run_faust_worker(settings)
+
+        click.echo(json.dumps(exit_on_error(run_faust).as_dict()))
         return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    built = _run(lambda: build_worker(settings, stop))
+    built = exit_on_error(lambda: build_worker(settings, stop))
     if settings.http_port:
-        _run(lambda: serve(built.telemetry, settings.http_host, settings.http_port))
-    summary = _run(built.run)
+        exit_on_error(lambda: serve(built.telemetry, settings.http_host, settings.http_port))
+    summary = exit_on_error(built.run)
     click.echo(json.dumps(summary.as_dict()))
 
 
@@ -135,22 +157,15 @@ def probe(ready: bool, timeout_s: float) -> None:
 
     For container health checks and exec probes: it reads STREAMSERVE_HTTP_PORT like the worker.
     """
-    import urllib.error
-    import urllib.request
+    from streamserve.tools.probe import probe as ask
 
     s = _settings()
     if not s.http_port:
         click.echo("streamserve: STREAMSERVE_HTTP_PORT is 0: the endpoint is off", err=True)
         sys.exit(2)
-    url = f"http://127.0.0.1:{s.http_port}/{'readyz' if ready else 'healthz'}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            click.echo(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        click.echo(exc.read().decode())
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"streamserve: no answer from {url}: {exc}", err=True)
+    ok, answer = ask(s.http_port, ready, timeout_s)
+    click.echo(answer, err=not ok and not answer.startswith("{"))
+    if not ok:
         sys.exit(1)
 
 
@@ -171,37 +186,19 @@ def model() -> None:
     """Model bundles."""
 
 
-@model.command("demo")
-@click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--trees", type=click.IntRange(1, 5000), default=300, show_default=True)
-@click.option("--version", default="1", show_default=True, help="Version in the manifest.")
-@click.option(
-    "--layout",
-    type=click.Choice(["vector", "hash"]),
-    default="vector",
-    show_default=True,
-    help="Feature store layout in the manifest.",
-)
-def model_demo(out_dir: Path, trees: int, version: str, layout: str) -> None:
-    """Train the synthetic fraud model (30 features) and write a bundle to OUT_DIR."""
-    from streamserve.synthetic import train_demo_model
-
-    manifest = train_demo_model(out_dir, trees=trees, version=version, layout=layout)
-    click.echo(f"wrote {manifest.name} v{manifest.version} ({len(manifest.features)} features, "
-               f"{trees} trees, {layout} layout) to {out_dir}")  # fmt: skip
-
-
 @model.command("check")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 def model_check(bundle_dir: Path) -> None:
     """Load a bundle and check manifest against booster; exit 3 if they disagree."""
     from streamserve.core.model import load_bundle
 
-    bundle = _run(lambda: load_bundle(bundle_dir))
+    bundle = exit_on_error(lambda: load_bundle(bundle_dir))
     manifest = bundle.manifest
-    click.echo(f"ok: {manifest.name} v{manifest.version}, {len(manifest.event_features)} event "
-               f"and {len(manifest.store_features)} store features, "
-               f"{manifest.store.layout} layout, keys {manifest.store.key_template}")  # fmt: skip
+    click.echo(
+        f"ok: {manifest.name} v{manifest.version}, {len(manifest.event_features)} event "
+        f"and {len(manifest.store_features)} store features, "
+        f"{manifest.store.layout} layout, keys {manifest.store.key_template}"
+    )
 
 
 @model.command("schema")
@@ -209,42 +206,9 @@ def model_check(bundle_dir: Path) -> None:
 def model_schema(bundle_dir: Path) -> None:
     """Print the JSON Schema of the events a bundle reads."""
     from streamserve.core.model import read_manifest
-    from streamserve.schemas import event_schema, render
+    from streamserve.tools.schemas import event_schema, render
 
-    click.echo(render(event_schema(_run(lambda: read_manifest(bundle_dir)))), nl=False)
-
-
-@main.group()
-def features() -> None:
-    """Entity features in the Redis feature store."""
-
-
-@features.command("load")
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    envvar="STREAMSERVE_MODEL_DIR",
-    show_envvar=True,
-    required=True,
-    help="Bundle whose manifest gives keys and layout.",
-)
-@click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option(
-    "--skip-every",
-    type=click.IntRange(min=0),
-    default=50,
-    show_default=True,
-    help="Leave every N-th entity out, to exercise missing features (0: none).",
-)
-def features_load(model_dir: Path, entities: int, skip_every: int) -> None:
-    """Write synthetic demo features for entities u0..u{N-1} in the bundle's layout."""
-    from streamserve.core.model import read_manifest
-    from streamserve.demo import load_entity_features
-
-    settings = _settings(model_dir=model_dir)
-    manifest = _run(lambda: read_manifest(model_dir))
-    written = _run(lambda: load_entity_features(settings, manifest, entities, skip_every))
-    click.echo(f"wrote {len(written)} entities ({manifest.store.layout} layout)")
+    click.echo(render(event_schema(exit_on_error(lambda: read_manifest(bundle_dir)))), nl=False)
 
 
 @main.command()
@@ -253,52 +217,27 @@ def topics() -> None:
     from streamserve.io import kafka as kafka_io
 
     s = _settings()
-    admin = _run(lambda: kafka_io.make_admin(s))
-    created = _run(lambda: kafka_io.ensure_topics(admin, s.topic_names(), s.topic_partitions))
+    admin = exit_on_error(lambda: kafka_io.make_admin(s))
+    created = exit_on_error(
+        lambda: kafka_io.ensure_topics(admin, s.topic_names(), s.topic_partitions)
+    )
     click.echo(f"created {', '.join(created)}" if created else "all topics exist")
 
 
 @main.command()
-def embedded() -> None:
-    """Run the embedded broker and Redis until Ctrl-C; prints the variables that point at them."""
-    from streamserve.embedded import start_stack
-
-    stack = _run(start_stack)
-    for var, value in stack.env().items():
-        click.echo(f"export {var}={value}")
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    finally:
-        stack.stop()
-
-
-@main.command()
-@click.option("--seconds", type=click.FloatRange(min=1), default=12.0, show_default=True)
-@click.option("--start-rate", type=click.FloatRange(min=1), default=2_000, show_default=True)
-@click.option("--peak-rate", type=click.FloatRange(min=1), default=20_000, show_default=True)
-@click.option("--entities", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--malformed-every", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--trees", type=click.IntRange(1, 5000), default=200, show_default=True)
-def demo(seconds: float, start_rate: float, peak_rate: float, entities: int,
-         malformed_every: int, trees: int) -> None:  # fmt: skip
-    """Embedded stack, a worker under a ramp of load, a live view; ends with one JSON line."""
-    from rich.console import Console
-
-    from streamserve.demo import DemoPlan, run_demo
-
-    setup_logging("WARNING")
-    plan = DemoPlan(seconds, start_rate, peak_rate, entities, malformed_every, trees)
-    result = _run(lambda: run_demo(plan, Console(stderr=True)))
-    click.echo(json.dumps(result))
-    if result["lost"]:
-        sys.exit(1)
-
-
-@main.command()
-@click.option("--input-topic", envvar="STREAMSERVE_INPUT_TOPIC", show_envvar=True,
-              help="Topic whose records are reconciled (default: the worker's).")  # fmt: skip
-@click.option("--timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True,
-              help="Give up reading the topics after this long.")  # fmt: skip
+@click.option(
+    "--input-topic",
+    envvar="STREAMSERVE_INPUT_TOPIC",
+    show_envvar=True,
+    help="Topic whose records are reconciled (default: the worker's).",
+)
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Give up reading the topics after this long.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object only.")
 def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
     """Match every input record with its prediction or dead letter by their provenance.
@@ -307,11 +246,15 @@ def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
     configured input, prediction and dead-letter topics. Exit 1 if any record was lost or a dead
     letter has no reason.
     """
-    from streamserve.audit import audit as run_audit
+    from streamserve.io.kafka import Cluster
+    from streamserve.tools.audit import audit as run_audit
 
     s = _settings(input_topic=input_topic)
-    report = _run(lambda: run_audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic,
-                                    s.dead_letter_topic, timeout_s))  # fmt: skip
+    report = exit_on_error(
+        lambda: run_audit(
+            Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, timeout_s
+        )
+    )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -321,27 +264,39 @@ def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--group", envvar="STREAMSERVE_GROUP_ID", show_envvar=True,
-              help="Consumer group (default: the worker's).")  # fmt: skip
-@click.option("--topic", envvar="STREAMSERVE_INPUT_TOPIC", show_envvar=True,
-              help="Topic (default: the worker's input topic).")  # fmt: skip
-@click.option("--max-lag", type=click.IntRange(min=0), default=None,
-              help="Exit 1 if the total lag is above this.")  # fmt: skip
+@click.option(
+    "--group",
+    envvar="STREAMSERVE_GROUP_ID",
+    show_envvar=True,
+    help="Consumer group (default: the worker's).",
+)
+@click.option(
+    "--topic",
+    envvar="STREAMSERVE_INPUT_TOPIC",
+    show_envvar=True,
+    help="Topic (default: the worker's input topic).",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Exit 1 if the total lag is above this.",
+)
 @click.option("--timeout-s", type=click.FloatRange(min=1), default=10.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object only.")
-def lag(group: str | None, topic: str | None, max_lag: int | None, timeout_s: float,
-        as_json: bool) -> None:  # fmt: skip
+def lag(
+    group: str | None, topic: str | None, max_lag: int | None, timeout_s: float, as_json: bool
+) -> None:
     """Committed offset, log end and lag per partition of a consumer group.
 
     Exit 0; 1 if --max-lag is given and the total lag is above it; 5 if the cluster cannot be
     reached or the topic does not exist. It never joins the group or commits.
     """
-    from streamserve.lag import group_lag
+    from streamserve.io.kafka import Cluster
+    from streamserve.tools.lag import group_lag
 
     s = _settings(group_id=group, input_topic=topic)
-    rdkafka = {**s.rdkafka_common, **s.rdkafka_consumer}
-    report = _run(lambda: group_lag(s.kafka_bootstrap, s.group_id, s.input_topic, rdkafka,
-                                    timeout_s))  # fmt: skip
+    report = exit_on_error(lambda: group_lag(Cluster.of(s), s.group_id, s.input_topic, timeout_s))
     click.echo(json.dumps(report.as_dict()) if as_json else report.render())
     if max_lag is not None and report.total > max_lag:
         sys.exit(1)
@@ -354,11 +309,19 @@ def schemas() -> None:
 
 @schemas.command("write")
 @click.argument("directory", type=click.Path(path_type=Path), default=Path("schemas"))
-def schemas_write(directory: Path) -> None:
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write event.schema.json: the events this bundle reads.",
+)
+def schemas_write(directory: Path, model_dir: Path | None) -> None:
     """Regenerate the schema files from the code's record types."""
-    from streamserve.schemas import write_schemas
+    from streamserve.core.model import read_manifest
+    from streamserve.tools.schemas import write_schemas
 
-    for path in write_schemas(directory):
+    manifest = exit_on_error(lambda: read_manifest(model_dir)) if model_dir else None
+    for path in write_schemas(directory, manifest):
         click.echo(f"wrote {path}")
 
 

@@ -87,24 +87,30 @@ class Settings(BaseSettings):
         "shadow-predictions", min_length=1, description="The challenger's predictions."
     )
     feature_cache_ttl_s: float = Field(
-        0.0, ge=0, le=86_400,
+        0.0,
+        ge=0,
+        le=86_400,
         description="Local feature cache TTL, capped by the model's max_age_s (0: no cache).",
-    )  # fmt: skip
+    )
     feature_cache_size: int = Field(
         100_000, ge=1, le=100_000_000, description="Entities the local feature cache holds."
     )
     latency_target_ms: float = Field(
-        0.0, ge=0, le=600_000,
+        0.0,
+        ge=0,
+        le=600_000,
         description="Adaptive batching: size batches to hold this end-to-end latency (0: off).",
-    )  # fmt: skip
+    )
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(
         5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
     )
     max_batches_in_flight: int = Field(
-        16, ge=1, le=1000,
+        16,
+        ge=1,
+        le=1000,
         description="Batches whose outputs may await the broker's acknowledgement at once.",
-    )  # fmt: skip
+    )
     predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
     metrics_interval_s: float = Field(
         10.0, gt=0, le=3600, description="Seconds between metrics records."

@@ -28,5 +28,8 @@ class DeliveryError(StreamserveError):
     """The broker did not acknowledge an output record; offsets behind it stay uncommitted."""
 
 
-class EmbeddedStackError(StreamserveError):
-    """The embedded broker or Redis could not be started."""
+class MissingExtraError(ConfigError):
+    """An optional part of streamserve is not installed."""
+
+    def __init__(self, part: str, extra: str) -> None:
+        super().__init__(f"{part} is not installed: pip install 'streamserve[{extra}]'")

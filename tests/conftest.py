@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from streamserve import synthetic
 from streamserve.core.model import ModelBundle, load_bundle
+from streamserve_loadgen import synthetic
 
 TREES = 60  # enough trees to make scores depend on every feature kind, quick to train
 

@@ -23,9 +23,11 @@ def shadow_batch(
         ours, theirs = served.scores, shadow.scores
     else:
         _, at_ours, at_theirs = np.intersect1d(
-            served.batch.events.indices, shadow.batch.events.indices,
-            assume_unique=True, return_indices=True,
-        )  # fmt: skip
+            served.batch.events.indices,
+            shadow.batch.events.indices,
+            assume_unique=True,
+            return_indices=True,
+        )
         ours, theirs = served.scores[at_ours], shadow.scores[at_theirs]
     deltas = np.abs(primary_score(theirs) - primary_score(ours)).astype(np.float64)
     ours_decide = decisions(ours, champion.bundle.manifest.decision_threshold)

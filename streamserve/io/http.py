@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamserve.errors import ConfigError
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.prometheus import Telemetry
 
 log = logging.getLogger("streamserve.http")
 

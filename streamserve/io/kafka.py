@@ -1,13 +1,16 @@
-"""confluent-kafka client construction, topic provisioning and consumer lag.
+"""Every Kafka client streamserve builds, topic provisioning and consumer lag.
 
-Our defaults favour latency and at-least-once delivery; every librdkafka option can be overridden
-through the STREAMSERVE_RDKAFKA_* pass-through (see config.py).
+The worker's clients favour latency and at-least-once delivery; the operator tools' readers
+(audit, lag) are built by ``Cluster``. Every client takes the STREAMSERVE_RDKAFKA_* pass-through
+(see config.py), so security settings reach all of them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -87,6 +90,33 @@ def make_producer(settings: Settings, **callbacks: Any) -> Producer:
 
 def make_admin(settings: Settings) -> AdminClient:
     return _construct(AdminClient, admin_config(settings), "admin")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """How to reach a Kafka cluster: bootstrap servers plus the librdkafka options (security,
+    SASL, TLS, ...) every client of the operator tools needs."""
+
+    bootstrap: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Cluster:
+        """The cluster the worker is configured for, with its common and consumer options."""
+        return cls(
+            settings.kafka_bootstrap, {**settings.rdkafka_common, **settings.rdkafka_consumer}
+        )
+
+    def reader(self, config: Mapping[str, Any] | None = None, group: str | None = None) -> Consumer:
+        """A consumer that never commits, with ``config`` on top: in ``group`` (to read its
+        commits without joining: assign partitions yourself), or in a fresh group of its own."""
+        defaults = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": group or f"streamserve-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,  # some brokers hold a fetch for this long with data ready
+        }
+        return _construct(Consumer, {**self.options, **defaults, **(config or {})}, "reader")
 
 
 def ensure_topics(

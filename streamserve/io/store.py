@@ -202,8 +202,10 @@ class ResilientStore:
                 error = exc
                 continue
             if breaker.failing_since is not None:
-                log.warning("feature store answers again after %.1f s",
-                            self._clock() - breaker.failing_since)  # fmt: skip
+                log.warning(
+                    "feature store answers again after %.1f s",
+                    self._clock() - breaker.failing_since,
+                )
             breaker.succeeded()
             return rows
         if breaker.failing_since is None:

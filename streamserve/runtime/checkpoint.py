@@ -124,5 +124,8 @@ class Checkpoint:
             self.advance()
             if time.monotonic() - logged >= SLOW_ACK_LOG_S:
                 logged = time.monotonic()
-                log.info("waiting %.0f s for the broker to acknowledge %d batches",
-                         logged - started, len(self._in_flight))  # fmt: skip
+                log.info(
+                    "waiting %.0f s for the broker to acknowledge %d batches",
+                    logged - started,
+                    len(self._in_flight),
+                )

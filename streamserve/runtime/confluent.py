@@ -31,7 +31,6 @@ from streamserve.core.window import BatchWindow, Trigger
 from streamserve.errors import StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io.sink import KafkaSink
-from streamserve.metrics import MetricsWindow
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
@@ -40,6 +39,7 @@ from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch, 
 from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
+from streamserve.telemetry.interval import MetricsWindow
 
 log = logging.getLogger("streamserve.worker")
 
@@ -77,14 +77,22 @@ class Worker:
         model = models.serving.model
         self._metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.sink = KafkaSink(producer)
-        topics = OutputTopics(settings.predictions_topic, settings.dead_letter_topic,
-                              settings.shadow_topic)  # fmt: skip
+        topics = OutputTopics(
+            settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
+        )
         self._scoring_thread = ScoringThread(settings.store_outage_policy)
-        self.pipeline = BatchPipeline(settings.worker_id, lambda: models.serving,
-                                      self._scoring_thread, self.sink, topics, wall_ms)  # fmt: skip
+        self.pipeline = BatchPipeline(
+            settings.worker_id,
+            lambda: models.serving,
+            self._scoring_thread,
+            self.sink,
+            topics,
+            wall_ms,
+        )
         ledger = BatchLedger(self.summary, self._metrics, self.telemetry)
-        self.checkpoint = Checkpoint(self.sink, ConsumerOffsets(consumer), ledger,
-                                     settings.max_batches_in_flight)  # fmt: skip
+        self.checkpoint = Checkpoint(
+            self.sink, ConsumerOffsets(consumer), ledger, settings.max_batches_in_flight
+        )
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:
@@ -106,8 +114,12 @@ class Worker:
 
     def run(self) -> RunSummary:
         """Consume until a stop condition; each turn reads as the batch's story."""
-        self.consumer.subscribe([self.settings.input_topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)  # fmt: skip
+        self.consumer.subscribe(
+            [self.settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         self._metrics.start(wall_ms())
         tune_garbage_collector()
         self._watcher.start()
@@ -166,9 +178,11 @@ class Worker:
         """The loop raised: leave everything not completed uncommitted, to be read again."""
         in_hand = len(self._pending) + (len(self._scoring.batch.records) if self._scoring else 0)
         in_hand += self.checkpoint.events_in_flight
-        log.exception("worker failed; %d records in hand stay uncommitted and will be re-read",
-                      in_hand, extra={"records_in_hand": in_hand,
-                                      "assigned": sorted(self._assigned)})  # fmt: skip
+        log.exception(
+            "worker failed; %d records in hand stay uncommitted and will be re-read",
+            in_hand,
+            extra={"records_in_hand": in_hand, "assigned": sorted(self._assigned)},
+        )
         self._failed = True
         self._watcher.stop()
         self._scoring_thread.shutdown()
@@ -267,15 +281,22 @@ class Worker:
             self._adaptive.observe(sent.stats.size, sent.stats.service_s)
         if log.isEnabledFor(logging.DEBUG):
             stats = sent.stats
-            fields = {"batch_id": sent.batch_id, "records": stats.size, "trigger": stats.trigger,
-                      "predictions": len(stats.scored.predictions),
-                      "dead_letters": len(stats.scored.dead_letters),
-                      "lookup_ms": round(stats.lookup_ms, 3),
-                      "predict_ms": round(stats.predict_ms, 3)}  # fmt: skip
-            log.debug("batch %(batch_id)s sent: %(records)d records, trigger %(trigger)s, "
-                      "%(predictions)d predictions, %(dead_letters)d dead letters, lookup "
-                      "%(lookup_ms).2f ms, predict %(predict_ms).2f ms", fields,
-                      extra=fields)  # fmt: skip
+            fields = {
+                "batch_id": sent.batch_id,
+                "records": stats.size,
+                "trigger": stats.trigger,
+                "predictions": len(stats.scored.predictions),
+                "dead_letters": len(stats.scored.dead_letters),
+                "lookup_ms": round(stats.lookup_ms, 3),
+                "predict_ms": round(stats.predict_ms, 3),
+            }
+            log.debug(
+                "batch %(batch_id)s sent: %(records)d records, trigger %(trigger)s, "
+                "%(predictions)d predictions, %(dead_letters)d dead letters, lookup "
+                "%(lookup_ms).2f ms, predict %(predict_ms).2f ms",
+                fields,
+                extra=fields,
+            )
 
     def _size_window(self, adaptive: AdaptiveBatching) -> None:
         """Adaptive batching: the new batch's size limit and wait, from cost and lag."""
@@ -321,8 +342,11 @@ class Worker:
             now, kafka_io.consumer_lag(self.consumer), self.models.store_available
         )
         if record.events_in or due:
-            self.sink.publish(self.settings.metrics_topic, msgspec.json.encode(record),
-                              self.settings.worker_id.encode())  # fmt: skip
+            self.sink.publish(
+                self.settings.metrics_topic,
+                msgspec.json.encode(record),
+                self.settings.worker_id.encode(),
+            )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _names(partitions), extra={"partitions": _list(partitions)})
@@ -343,8 +367,11 @@ class Worker:
         self._unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("lost %s (their uncommitted records will be re-read by the new owner)",
-                    _names(partitions), extra={"partitions": _list(partitions)})  # fmt: skip
+        log.warning(
+            "lost %s (their uncommitted records will be re-read by the new owner)",
+            _names(partitions),
+            extra={"partitions": _list(partitions)},
+        )
         self._unassigned(partitions)
 
     def _unassigned(self, partitions: list[TopicPartition]) -> None:

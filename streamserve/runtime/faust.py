@@ -26,7 +26,7 @@ from streamserve.io.http import serve
 from streamserve.runtime.faust_scorer import FaustScorer
 from streamserve.runtime.startup import prepare_topics
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.prometheus import Telemetry
 
 __all__ = ["FaustScorer", "faust_app", "new_app", "run_app", "run_faust_worker"]
 
@@ -49,9 +49,12 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         store="memory://",
     )
     topic = app.topic(
-        settings.input_topic, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw",
-    )  # fmt: skip
+        settings.input_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     return app, topic
 
 
@@ -140,8 +143,9 @@ def run_app(
             if now - last >= settings.exit_when_idle_s:
                 signal.raise_signal(signal.SIGTERM)
 
-    worker = ModeWorker(app, loglevel=settings.log_level.lower(), quiet=True,
-                        override_logging=False)  # fmt: skip
+    worker = ModeWorker(
+        app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

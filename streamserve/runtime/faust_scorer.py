@@ -25,13 +25,13 @@ from streamserve.core.window import Trigger
 from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
 from streamserve.io.sink import KafkaSink
-from streamserve.metrics import MetricsWindow
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OutputTopics, SentBatch
 from streamserve.runtime.scoring import ScoringThread
 from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
+from streamserve.telemetry.interval import MetricsWindow
 
 DELIVERY_POLL_S = 0.001  # how often the loop serves delivery reports while any are due
 DELIVERY_TIMEOUT_S = 30.0
@@ -131,13 +131,14 @@ class FaustScorer:
         self._on_failure = on_failure
         self._thread = ScoringThread(settings.store_outage_policy)
         self.sink = KafkaSink(make_producer(settings))
-        topics = OutputTopics(settings.predictions_topic, settings.dead_letter_topic,
-                              settings.shadow_topic)  # fmt: skip
-        self.pipeline = BatchPipeline(settings.worker_id, lambda: models.serving, self._thread,
-                                      self.sink, topics, wall_ms)  # fmt: skip
+        topics = OutputTopics(
+            settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
+        )
+        self.pipeline = BatchPipeline(
+            settings.worker_id, lambda: models.serving, self._thread, self.sink, topics, wall_ms
+        )
         ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
-        self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger,
-                                     settings.max_batches_in_flight)  # fmt: skip
+        self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger, settings.max_batches_in_flight)
         self._poller: asyncio.Task[None] | None = None
 
     async def score(self, events: Sequence[Any]) -> ScoredBatch:
@@ -180,8 +181,11 @@ class FaustScorer:
     def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
         record = self.metrics.close(wall_ms(), [], self.models.store_available)
-        self.sink.publish(self.settings.metrics_topic, msgspec.json.encode(record),
-                          self.settings.worker_id.encode())  # fmt: skip
+        self.sink.publish(
+            self.settings.metrics_topic,
+            msgspec.json.encode(record),
+            self.settings.worker_id.encode(),
+        )
 
     def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """On stop: wait (blocking, the loop is stopping) for the batches in flight."""

@@ -37,5 +37,8 @@ class FullCollections:
         self._due = now + self._every_s
         started = time.perf_counter()
         freed = gc.collect()
-        log.debug("full garbage collection: %d objects freed in %.1f ms",
-                  freed, (time.perf_counter() - started) * 1000)  # fmt: skip
+        log.debug(
+            "full garbage collection: %d objects freed in %.1f ms",
+            freed,
+            (time.perf_counter() - started) * 1000,
+        )

@@ -25,7 +25,7 @@ from streamserve.core.batch import BatchScorer, FeatureStore
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.errors import ConfigError, FeatureStoreError, ModelBundleError
 from streamserve.io import store as store_io
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.prometheus import Telemetry
 
 log = logging.getLogger("streamserve.models")
 
@@ -131,8 +131,9 @@ def serving_telemetry(models: Models) -> Telemetry:
     """A worker's telemetry, showing the models it starts with."""
     serving = models.serving
     model, shadow = serving.model, serving.shadow
-    telemetry = Telemetry(model.bundle.name, model.bundle.version,
-                          models.settings.liveness_timeout_s)  # fmt: skip
+    telemetry = Telemetry(
+        model.bundle.name, model.bundle.version, models.settings.liveness_timeout_s
+    )
     if shadow is not None:
         telemetry.shadow_info.labels(shadow.bundle.name, shadow.bundle.version).set(1)
     telemetry.health.model_loaded = True
@@ -197,15 +198,21 @@ class ModelWatcher:
             new = self._models.load(bundle_dir)
         except ModelBundleError as exc:
             self._rejected.add(fingerprint)
-            log.error("model bundle %s rejected: %s; still serving %s", bundle_dir, exc,
-                      current.label, extra={"bundle": str(bundle_dir)})  # fmt: skip
+            log.error(
+                "model bundle %s rejected: %s; still serving %s",
+                bundle_dir,
+                exc,
+                current.label,
+                extra={"bundle": str(bundle_dir)},
+            )
             if self._telemetry is not None:
                 self._telemetry.model_rejected()
             return current
         role = "challenger" if shadow else "model"
         extra = {"bundle": str(bundle_dir), "model_version": new.bundle.version}
-        log.info("%s now %s from %s (was %s)", role, new.label, bundle_dir, current.label,
-                 extra=extra)  # fmt: skip
+        log.info(
+            "%s now %s from %s (was %s)", role, new.label, bundle_dir, current.label, extra=extra
+        )
         if self._telemetry is not None:
             self._telemetry.model_swapped(current.bundle, new.bundle, shadow)
         return new

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
-from streamserve.metrics import MetricsWindow
 from streamserve.runtime.models import Serving
 from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.prometheus import Telemetry
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,8 @@ class BatchLedger:
 
     def record(self, stats: BatchStats) -> None:
         scored = stats.scored
-        self.summary.batch_done(stats.size, len(scored.predictions), len(scored.dead_letters),
-                                stats.trigger)  # fmt: skip
+        self.summary.batch_done(
+            stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger
+        )
         self.metrics.record_batch(stats)
         self.telemetry.record_batch(stats)

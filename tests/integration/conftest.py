@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from loadgen.produce import preload
-from streamserve import synthetic
-from streamserve.audit import read_topics
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import read_manifest
-from streamserve.demo import load_entity_features
-from streamserve.embedded import EmbeddedStack, running_stack
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import read_topics
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.demo import load_entity_features
+from streamserve_loadgen.embedded import EmbeddedStack, running_stack
+from streamserve_loadgen.produce import preload
 from tests.conftest import is_scorable, offline_scores
 
 
@@ -60,13 +61,18 @@ class Scenario:
     def overrides(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "kafka_bootstrap": s.kafka_bootstrap, "redis_url": s.redis_url.get_secret_value(),
-            "model_dir": s.model_dir, "input_topic": s.input_topic,
-            "predictions_topic": s.predictions_topic, "dead_letter_topic": s.dead_letter_topic,
-            "metrics_topic": s.metrics_topic, "group_id": s.group_id,
-            "topic_partitions": s.topic_partitions, "metrics_interval_s": s.metrics_interval_s,
+            "kafka_bootstrap": s.kafka_bootstrap,
+            "redis_url": s.redis_url.get_secret_value(),
+            "model_dir": s.model_dir,
+            "input_topic": s.input_topic,
+            "predictions_topic": s.predictions_topic,
+            "dead_letter_topic": s.dead_letter_topic,
+            "metrics_topic": s.metrics_topic,
+            "group_id": s.group_id,
+            "topic_partitions": s.topic_partitions,
+            "metrics_interval_s": s.metrics_interval_s,
             "exit_when_idle_s": s.exit_when_idle_s,
-        }  # fmt: skip
+        }
 
     def with_settings(self, **changes: Any) -> Scenario:
         merged = {**self.overrides(), "rdkafka_consumer": self.settings.rdkafka_consumer}
@@ -87,13 +93,13 @@ class Scenario:
     def outputs(self, expected: int) -> tuple[list[Message], list[Message]]:
         s = self.settings
         found = read_topics(
-            s.kafka_bootstrap, [s.predictions_topic, s.dead_letter_topic], expected, idle_s=1.0
+            Cluster.of(s), [s.predictions_topic, s.dead_letter_topic], expected, idle_s=1.0
         )
         return found[s.predictions_topic], found[s.dead_letter_topic]
 
     def metrics(self) -> list[dict[str, Any]]:
-        found = read_topics(self.settings.kafka_bootstrap, [self.settings.metrics_topic], 1, 20, 1)
-        return [json.loads(m.value()) for m in found[self.settings.metrics_topic]]  # type: ignore[arg-type]
+        found = read_topics(Cluster.of(self.settings), [self.settings.metrics_topic], 1, 20, 1)
+        return [value_json(m) for m in found[self.settings.metrics_topic]]
 
 
 @pytest.fixture
@@ -125,6 +131,11 @@ def make_scenario(stack: EmbeddedStack, bundle_dir: Path, tmp_path: Path, layout
     return Scenario(stack, settings, copy, uid)
 
 
+def value_json(message: Message) -> Any:
+    """A consumed record's value, parsed as JSON."""
+    return json.loads(message.value() or b"")
+
+
 def wait_for(condition: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -137,18 +148,20 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
 def inputs_of(scenario: Scenario, expected: int) -> dict[tuple[int, int], Message]:
     """Every input record by (partition, offset), read back from the broker."""
     topic = scenario.settings.input_topic
-    found = read_topics(scenario.settings.kafka_bootstrap, [topic], expected, idle_s=0.5)[topic]
+    found = read_topics(Cluster.of(scenario.settings), [topic], expected, idle_s=0.5)[topic]
     return {(m.partition(), m.offset()): m for m in found}  # type: ignore[misc]
 
 
 def assert_scores_equal_offline_predict(
-    scenario: Scenario, predictions: list[Message], values: list[bytes],
+    scenario: Scenario,
+    predictions: list[Message],
+    values: list[bytes],
     stored: dict[str, np.ndarray],
-) -> None:  # fmt: skip
+) -> None:
     """Every published score equals the booster's offline predict of the same features."""
-    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]  # type: ignore[arg-type]
-                 for m in predictions}  # fmt: skip
+    published = {value_json(m)["event_id"]: value_json(m)["score"] for m in predictions}
     expected = offline_scores(scenario.bundle_dir, [v for v in values if is_scorable(v)], stored)
     assert published.keys() == expected.keys()
-    np.testing.assert_allclose([published[k] for k in expected], list(expected.values()),
-                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(
+        [published[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-7
+    )

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from loadgen.chaos import ChaosPlan, run_chaos
+from streamserve_loadgen.chaos import ChaosPlan, run_chaos
 
 
 def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:
-    plan = ChaosPlan(events=24_000, rate=4_000, entities=2_000, kills=2, redis_outages=1,
-                     redis_down_s=2.0, max_batch_size=200, trees=50, seed=3)  # fmt: skip
+    plan = ChaosPlan(
+        events=24_000,
+        rate=4_000,
+        entities=2_000,
+        kills=2,
+        redis_outages=1,
+        redis_down_s=2.0,
+        max_batch_size=200,
+        trees=50,
+        seed=3,
+    )
     result = run_chaos(plan, Console(stderr=True))
 
     report = result.report
@@ -24,8 +33,16 @@ def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:
 
 def test_a_worker_joining_mid_load_causes_no_duplicates() -> None:
     """A rebalance alone: revoked partitions finish their batches and commit before they move."""
-    plan = ChaosPlan(events=16_000, rate=4_000, entities=2_000, kills=0, redis_outages=0,
-                     max_batch_size=200, trees=50, seed=5)  # fmt: skip
+    plan = ChaosPlan(
+        events=16_000,
+        rate=4_000,
+        entities=2_000,
+        kills=0,
+        redis_outages=0,
+        max_batch_size=200,
+        trees=50,
+        seed=5,
+    )
     result = run_chaos(plan, Console(stderr=True))
     assert result.joined == 1
     assert (result.report.lost, result.report.duplicated) == (0, 0)

@@ -11,9 +11,15 @@ import jsonschema
 import pytest
 from confluent_kafka import Producer
 
-from streamserve import synthetic
-from streamserve.audit import audit, header_map, source_of
-from tests.integration.conftest import Scenario, assert_scores_equal_offline_predict, inputs_of
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import audit, header_map, source_of
+from streamserve_loadgen import synthetic
+from tests.integration.conftest import (
+    Scenario,
+    assert_scores_equal_offline_predict,
+    inputs_of,
+    value_json,
+)
 from tests.integration.helpers import run
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -40,7 +46,7 @@ def test_faust_runtime_scores_like_offline_predict_and_dead_letters_the_malforme
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.splitlines()[-1])
     s = scenario.settings
-    report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
     assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0), report.render()
     assert (summary["predictions"], summary["dead_letters"]) == (
         report.predictions,
@@ -49,7 +55,7 @@ def test_faust_runtime_scores_like_offline_predict_and_dead_letters_the_malforme
     predictions, dead_letters = scenario.outputs(expected=N_EVENTS)
     assert_scores_equal_offline_predict(scenario, predictions, values, stored)
     for message in predictions[:200]:
-        validator("prediction.schema.json").validate(json.loads(message.value()))  # type: ignore[arg-type]
+        validator("prediction.schema.json").validate(value_json(message))
         assert message.headers() is None  # provenance travels in the value
     inputs = inputs_of(scenario, N_EVENTS)
     classes: Counter[str] = Counter()
@@ -70,8 +76,13 @@ def test_faust_runtime_scores_like_offline_predict_and_dead_letters_the_malforme
 def test_faust_runtime_reads_compressed_input(scenario: Scenario, compression: str) -> None:
     stored = scenario.load_features(100, skip_every=0)
     events = list(synthetic.generate_events(500, 100))
-    producer = Producer({"bootstrap.servers": scenario.stack.kafka_bootstrap,
-                         "compression.type": compression, "linger.ms": 20})  # fmt: skip
+    producer = Producer(
+        {
+            "bootstrap.servers": scenario.stack.kafka_bootstrap,
+            "compression.type": compression,
+            "linger.ms": 20,
+        }
+    )
     for key, value in events:
         producer.produce(scenario.settings.input_topic, value, key)
     assert producer.flush(30) == 0
@@ -88,14 +99,13 @@ def test_faust_runtime_stopped_mid_stream_commits_what_it_delivered(scenario: Sc
     scenario.load_features(N_ENTITIES, skip_every=0)
     scenario.preload(N_EVENTS, N_ENTITIES)
 
-    first = run("worker", env={**faust_env(scenario), "STREAMSERVE_MAX_EVENTS": "500"},
-                timeout=120)  # fmt: skip
+    first = run("worker", env={**faust_env(scenario), "STREAMSERVE_MAX_EVENTS": "500"}, timeout=120)
     second = run("worker", env=faust_env(scenario), timeout=120)
 
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-3000:]
     handled = [json.loads(r.stdout.splitlines()[-1])["events"] for r in (first, second)]
     assert 500 <= handled[0] < N_EVENTS
     s = scenario.settings
-    report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
     assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0), report.render()
     assert sum(handled) == N_EVENTS

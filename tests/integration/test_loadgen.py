@@ -2,13 +2,13 @@
 
 import threading
 
-from loadgen.latency import Watcher
-from loadgen.passthrough import run_passthrough
-from loadgen.produce import produce_at_rate
-from loadgen.profile import RateProfile
-from streamserve import synthetic
 from streamserve.io import kafka as kafka_io
 from streamserve.runtime.confluent import build_worker
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.latency import Watcher
+from streamserve_loadgen.passthrough import run_passthrough
+from streamserve_loadgen.produce import produce_at_rate
+from streamserve_loadgen.profile import RateProfile
 
 from .conftest import Scenario, wait_for
 
@@ -57,13 +57,16 @@ def test_a_second_run_against_the_same_deployment_counts_only_its_own_events(
     runner.start()
     try:
         for run in range(2):  # the second run's watcher also reads the first run's outputs
-            watcher = Watcher(settings.kafka_bootstrap, settings.predictions_topic,
-                              settings.dead_letter_topic)  # fmt: skip
+            watcher = Watcher(
+                settings.kafka_bootstrap, settings.predictions_topic, settings.dead_letter_topic
+            )
             profile = RateProfile("fixed", rate=1_000, seconds=1)
-            events = synthetic.generate_events(profile.total, 100, seed=run, malformed_every=50,
-                                               start_id=run * profile.total)  # fmt: skip
-            offered = produce_at_rate(settings.kafka_bootstrap, settings.input_topic, profile,
-                                      events)  # fmt: skip
+            events = synthetic.generate_events(
+                profile.total, 100, seed=run, malformed_every=50, start_id=run * profile.total
+            )
+            offered = produce_at_rate(
+                settings.kafka_bootstrap, settings.input_topic, profile, events
+            )
             watcher.count_from(offered["first_offsets"])
             watcher.run(expected=profile.total, idle_s=15)
             result = watcher.result(offered["sent"])

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 from confluent_kafka import Message
 
-from streamserve import synthetic
-from streamserve.audit import read_topics, source_of
 from streamserve.core.model import read_manifest
-from streamserve.embedded import EmbeddedStack
 from streamserve.io import store as store_io
+from streamserve.io.kafka import Cluster
 from streamserve.runtime.confluent import Worker, build_worker
+from streamserve.tools.audit import read_topics, source_of
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.embedded import EmbeddedStack
 from tests.conftest import TREES, is_scorable, offline_scores
-from tests.integration.conftest import Scenario, make_scenario, wait_for
+from tests.integration.conftest import Scenario, make_scenario, value_json, wait_for
 
 N_ENTITIES = 200
 
@@ -48,12 +49,12 @@ def assert_scored_by(
 ) -> None:
     """Each prediction's score is ``bundle``'s offline predict of its event and ``stored`` row
     (every event of ``values`` has one: event ids repeat only with the same event)."""
-    published = {json.loads(m.value())["event_id"]: json.loads(m.value())["score"]
-                 for m in predictions}  # type: ignore[arg-type]  # fmt: skip
+    published = {value_json(m)["event_id"]: value_json(m)["score"] for m in predictions}
     expected = offline_scores(bundle, values, stored)
     assert published and published.keys() <= expected.keys()
-    np.testing.assert_allclose([published[k] for k in published],
-                               [expected[k] for k in published], rtol=1e-6, atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(
+        [published[k] for k in published], [expected[k] for k in published], rtol=1e-6, atol=1e-7
+    )
 
 
 def reloads(worker: Worker, outcome: str) -> float:
@@ -94,9 +95,9 @@ def test_a_new_bundle_takes_over_and_a_bad_one_is_rejected_without_losing_events
     predictions, dead_letters = scenario.outputs(expected=1_200)
     assert not dead_letters
     assert len({source_of(m) for m in predictions}) == len(predictions) == 1_200
-    by_version = Counter(json.loads(m.value())["model_version"] for m in predictions)
+    by_version = Counter(value_json(m)["model_version"] for m in predictions)
     assert by_version == {"1": 800, "2": 400}
-    by_new_model = [m for m in predictions if json.loads(m.value())["model_version"] == "2"]
+    by_new_model = [m for m in predictions if value_json(m)["model_version"] == "2"]
     assert_scored_by(good, by_new_model, values, stored)
     counted: Counter[str] = Counter()
     for record in scenario.metrics():
@@ -124,7 +125,7 @@ def test_a_redis_pointer_key_selects_the_served_bundle(
     scenario.preload(300, N_ENTITIES)
     build_worker(scenario.settings).run()
     predictions, _ = scenario.outputs(expected=300)
-    assert {json.loads(m.value())["model_version"] for m in predictions} == {"2"}
+    assert {value_json(m)["model_version"] for m in predictions} == {"2"}
 
 
 def test_a_challenger_scores_every_event_to_the_shadow_topic(
@@ -138,14 +139,14 @@ def test_a_challenger_scores_every_event_to_the_shadow_topic(
     summary = build_worker(scenario.settings).run()
     predictions, dead_letters = scenario.outputs(expected=1_000)
     topic = settings.shadow_topic
-    shadows = read_topics(settings.kafka_bootstrap, [topic], len(predictions), idle_s=1.0)[topic]
+    shadows = read_topics(Cluster.of(settings), [topic], len(predictions), idle_s=1.0)[topic]
     assert len(dead_letters) == 20 and len(predictions) == summary.predictions == 980
     # every prediction has one shadow twin with the same provenance, scored by the challenger
     provenance = ("source_topic", "source_partition", "source_offset", "batch_id")
-    served = {tuple(json.loads(m.value())[f] for f in provenance): m for m in predictions}
-    shadowed = {tuple(json.loads(m.value())[f] for f in provenance): m for m in shadows}
+    served = {tuple(value_json(m)[f] for f in provenance): m for m in predictions}
+    shadowed = {tuple(value_json(m)[f] for f in provenance): m for m in shadows}
     assert served.keys() == shadowed.keys() and len(shadows) == 980
-    assert {json.loads(m.value())["model_version"] for m in shadows} == {"2"}
+    assert {value_json(m)["model_version"] for m in shadows} == {"2"}
     good = [v for v in values if is_scorable(v)]
     assert_scored_by(challenger, shadows, good, stored)
     ours = offline_scores(scenario.bundle_dir, good, stored)
@@ -176,20 +177,27 @@ def test_features_older_than_the_models_max_age_become_missing_and_are_counted(
     client = store_io.connect(scenario.settings.redis_url.get_secret_value())
     template = store_manifest.store.key_template
     now = time.time()
-    fresh, old, untimed = {}, {}, {}
+    fresh: dict[str, np.ndarray] = {}
+    old: dict[str, np.ndarray] = {}
+    untimed: dict[str, np.ndarray] = {}
     for i in range(N_ENTITIES):
         entity = synthetic.entity_id(i)
         group, written_at = [(fresh, now), (old, now - 3_600), (untimed, None)][i % 3]
         group[entity] = rows[i]
-        store_io.write_features(client, store_manifest, [template.replace("{entity_id}", entity)],
-                                rows[i : i + 1], written_at=written_at)  # fmt: skip
+        store_io.write_features(
+            client,
+            store_manifest,
+            [template.replace("{entity_id}", entity)],
+            rows[i : i + 1],
+            written_at=written_at,
+        )
     values = scenario.preload(1_000, N_ENTITIES)
     build_worker(scenario.settings).run()
     predictions, _ = scenario.outputs(expected=1_000)
     n_store = len(synthetic.STORE_FEATURES)
     missing = {}
     for m in predictions:
-        prediction = json.loads(m.value())
+        prediction = value_json(m)
         missing[prediction["entity_id"]] = prediction["missing_features"]
     assert {missing[e] for e in missing if e in fresh} == {0}
     assert {missing[e] for e in missing if e not in fresh} == {n_store}

@@ -5,46 +5,26 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from streamserve import synthetic
-from streamserve.audit import audit
 from streamserve.core.model import read_manifest
-from streamserve.embedded import free_port, free_ports, start_stack
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import audit
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.embedded import free_port, free_ports, start_stack
 from tests.integration.conftest import Scenario, wait_for
-from tests.integration.helpers import StderrLines, produce_steadily, run, streamserve
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""  # not listening (yet)
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, text = get(port, "/metrics")
-    if status != 200:
-        return {}
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.integration.helpers import StderrLines, get, produce_steadily, run, scrape, streamserve
 
 
 def endpoint_env(scenario: Scenario, port: int) -> dict[str, str]:
     """A worker serving HTTP on a loopback ``port``, running until SIGTERM."""
-    return {**scenario.env(), "STREAMSERVE_HTTP_PORT": str(port),
-            "STREAMSERVE_HTTP_HOST": "127.0.0.1", "STREAMSERVE_EXIT_WHEN_IDLE_S": "0"}  # fmt: skip
+    return {
+        **scenario.env(),
+        "STREAMSERVE_HTTP_PORT": str(port),
+        "STREAMSERVE_HTTP_HOST": "127.0.0.1",
+        "STREAMSERVE_EXIT_WHEN_IDLE_S": "0",
+    }
 
 
 @contextlib.contextmanager
@@ -64,8 +44,11 @@ def worker_with_endpoint(scenario: Scenario) -> Iterator[tuple[int, StderrLines]
 
 def lags(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[float]:
     """The lag gauge of each partition, in partition order."""
-    series = {dict(labels)["partition"]: v for (name, labels), v in metrics.items()
-              if name == "streamserve_consumer_lag_records"}  # fmt: skip
+    series = {
+        dict(labels)["partition"]: v
+        for (name, labels), v in metrics.items()
+        if name == "streamserve_consumer_lag_records"
+    }
     return [series[p] for p in sorted(series)]
 
 
@@ -130,8 +113,11 @@ def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario
     logs = StderrLines(proc)
     ports = [base, base + 1]
     try:
-        wait_for(lambda: sum(handled(scrape(p)) for p in ports) >= 4_000, 90,
-                 f"4,000 events handled by the two processes; {logs.text()}")  # fmt: skip
+        wait_for(
+            lambda: sum(handled(scrape(p)) for p in ports) >= 4_000,
+            90,
+            f"4,000 events handled by the two processes; {logs.text()}",
+        )
         assigned = [scrape(p)["streamserve_assigned_partitions", ()] for p in ports]
         assert assigned == [2, 2], assigned
         assert all(handled(scrape(p)) > 0 for p in ports)
@@ -142,7 +128,7 @@ def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario
     summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(summaries) == 2 and all(s["events"] > 0 for s in summaries)
     s = scenario.settings
-    report = audit(s.kafka_bootstrap, s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
     assert report.events == 4_000 and report.lost == 0, report.render()
 
 
@@ -182,8 +168,9 @@ def test_json_logs_have_a_banner_the_assignment_and_batch_stats(scenario: Scenar
     assert lines and len(lines) == len(result.stderr.splitlines()), result.stderr[-2000:]
     banner = next(line for line in lines if "starting" in line["message"])
     assert banner["config"]["STREAMSERVE_INPUT_TOPIC"] == scenario.settings.input_topic
-    assigned = [p for line in lines if line["message"].startswith("assigned")
-                for p in line["partitions"]]  # fmt: skip
+    assigned = [
+        p for line in lines if line["message"].startswith("assigned") for p in line["partitions"]
+    ]
     assert sorted(assigned) == [f"{scenario.settings.input_topic}[{p}]" for p in range(4)]
     batches = [line for line in lines if "batch_id" in line]
     assert sum(b["records"] for b in batches) == 300

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from streamserve import synthetic
-from streamserve.audit import audit, read_topics
 from streamserve.core.model import read_manifest
-from streamserve.embedded import start_stack
-from tests.integration.conftest import Scenario, wait_for
-from tests.integration.helpers import StderrLines, produce_steadily, streamserve
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import audit, read_topics
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.embedded import start_stack
+from tests.integration.conftest import Scenario, value_json, wait_for
+from tests.integration.helpers import Worker, produce_steadily, streamserve
 
 
 @pytest.mark.parametrize("policy", ["wait", "degrade"])
@@ -27,35 +26,52 @@ def test_a_redis_outage_under_load_loses_nothing(
         scenario = scenario.with_settings(redis_url=own.redis_url, max_batch_size=200)
         scenario.load_features(entities, skip_every=0)  # every entity has all its features
         events = list(synthetic.generate_events(n_events, entities, malformed_every=0))
-        env = {**scenario.env(), "STREAMSERVE_STORE_OUTAGE_POLICY": policy,
-               "STREAMSERVE_EXIT_WHEN_IDLE_S": "0", "STREAMSERVE_LOG_LEVEL": "INFO"}  # fmt: skip
-        worker = streamserve("worker", env=env)
-        log = StderrLines(worker)
-        wait_for(lambda: "assigned" in log.text(), timeout_s=60, what="partitions")
+        env = {
+            **scenario.env(),
+            "STREAMSERVE_STORE_OUTAGE_POLICY": policy,
+            "STREAMSERVE_EXIT_WHEN_IDLE_S": "0",
+            "STREAMSERVE_LOG_LEVEL": "INFO",
+        }
+        worker = Worker(env)
+        worker.wait_ready()
         producer = threading.Thread(target=produce_steadily, args=(scenario, events, 2_000))
         producer.start()
-        time.sleep(1.5)
+        keys = "streamserve_feature_store_keys_total"
+        wait_for(lambda: worker.metric(keys) > 0, 30, "the first lookups")
         own.stop_redis()
-        time.sleep(2.5)
+        wait_for(
+            lambda: worker.readiness().get("feature_store_reachable") is False,
+            30,
+            "the worker to see the outage",
+        )
+        # wait: consumption paused; degrade: predictions without store features
+        sign = (
+            "streamserve_paused" if policy == "wait" else "streamserve_degraded_predictions_total"
+        )
+        wait_for(lambda: worker.metric(sign) > 0, 30, f"{sign} during the outage")
         own.restart_redis()
         producer.join()
         settings = scenario.settings
         outputs = [settings.predictions_topic, settings.dead_letter_topic]
-        wait_for(lambda: sum(map(len, read_topics(settings.kafka_bootstrap, outputs, n_events,
-                                                  5, 0.2).values())) >= n_events,
-                 timeout_s=60, what="an outcome for every event")  # fmt: skip
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0, log.text()
+        wait_for(
+            lambda: (
+                sum(map(len, read_topics(Cluster.of(settings), outputs, n_events, 5, 0.2).values()))
+                >= n_events
+            ),
+            timeout_s=60,
+            what="an outcome for every event",
+        )
+        worker.stop()
 
-    report = audit(settings.kafka_bootstrap, settings.input_topic, *outputs)
+    report = audit(Cluster.of(settings), settings.input_topic, outputs[0], outputs[1])
     assert (report.events, report.lost, report.duplicated) == (n_events, 0, 0)
     assert report.predictions == n_events
-    found = read_topics(settings.kafka_bootstrap, [settings.predictions_topic], n_events, 30, 0.5)
-    predictions = [json.loads(m.value()) for m in found[settings.predictions_topic]]
+    found = read_topics(Cluster.of(settings), [settings.predictions_topic], n_events, 30, 0.5)
+    predictions = [value_json(m) for m in found[settings.predictions_topic]]
     store_width = len(read_manifest(scenario.bundle_dir).store_features)
     degraded = [p for p in predictions if p.get("degraded")]
     if policy == "wait":
-        assert "feature store unavailable" in log.text() and "paused" in log.text()
+        assert "feature store unavailable" in worker.log.text()
         assert not degraded
         assert all(p["missing_features"] == 0 for p in predictions)  # none scored without Redis
     else:
@@ -80,8 +96,12 @@ def test_a_full_producer_queue_slows_the_worker_down_without_losing_anything(
     assert worker.returncode == 0, err
     assert json.loads(out)["events"] == 6_000
     settings = scenario.settings
-    report = audit(settings.kafka_bootstrap, settings.input_topic, settings.predictions_topic,
-                   settings.dead_letter_topic)  # fmt: skip
+    report = audit(
+        Cluster.of(settings),
+        settings.input_topic,
+        settings.predictions_topic,
+        settings.dead_letter_topic,
+    )
     assert (report.events, report.lost, report.duplicated) == (6_000, 0, 0)
     assert report.dead_letters == 120
 
@@ -93,18 +113,18 @@ def test_sigterm_while_waiting_for_redis_exits_cleanly_and_a_restart_scores_the_
     with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
         scenario = scenario.with_settings(redis_url=own.redis_url, max_batch_size=200)
         scenario.load_features(entities, skip_every=0)
-        env = {**scenario.env(), "STREAMSERVE_EXIT_WHEN_IDLE_S": "0",
-               "STREAMSERVE_LOG_LEVEL": "INFO"}  # fmt: skip
-        worker = streamserve("worker", env=env)
-        log = StderrLines(worker)
-        wait_for(lambda: "assigned" in log.text(), timeout_s=60, what="partitions")
+        env = {
+            **scenario.env(),
+            "STREAMSERVE_EXIT_WHEN_IDLE_S": "0",
+            "STREAMSERVE_LOG_LEVEL": "INFO",
+        }
+        worker = Worker(env)
+        worker.wait_ready()
         own.stop_redis()
         scenario.preload(n_events, entities)
-        wait_for(lambda: "paused" in log.text(), timeout_s=30, what="the worker to pause")
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0, log.text()
-        assert "left unscored, to be read again" in log.text()
-        assert json.loads(worker.stdout.read())["events"] == 0  # type: ignore[union-attr]
+        wait_for(lambda: worker.metric("streamserve_paused") == 1, 30, "the worker to pause")
+        assert worker.stop(timeout_s=30)["events"] == 0
+        assert "left unscored, to be read again" in worker.log.text()
 
         own.restart_redis()
         again = streamserve("worker", env={**env, "STREAMSERVE_EXIT_WHEN_IDLE_S": "2"})
@@ -113,6 +133,10 @@ def test_sigterm_while_waiting_for_redis_exits_cleanly_and_a_restart_scores_the_
         assert json.loads(out)["events"] == n_events
 
     settings = scenario.settings
-    report = audit(settings.kafka_bootstrap, settings.input_topic, settings.predictions_topic,
-                   settings.dead_letter_topic)  # fmt: skip
+    report = audit(
+        Cluster.of(settings),
+        settings.input_topic,
+        settings.predictions_topic,
+        settings.dead_letter_topic,
+    )
     assert (report.events, report.lost, report.duplicated) == (n_events, 0, 0)

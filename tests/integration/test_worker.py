@@ -11,16 +11,17 @@ import jsonschema
 import numpy as np
 import pytest
 
-from streamserve import synthetic
-from streamserve.audit import header_map, source_of
-from streamserve.embedded import EmbeddedStack
 from streamserve.runtime.confluent import build_worker
+from streamserve.tools.audit import header_map, source_of
+from streamserve_loadgen import synthetic
+from streamserve_loadgen.embedded import EmbeddedStack
 from tests.conftest import is_scorable, offline_scores
 from tests.integration.conftest import (
     Scenario,
     assert_scores_equal_offline_predict,
     inputs_of,
     make_scenario,
+    value_json,
 )
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -59,7 +60,7 @@ def test_published_scores_equal_offline_booster_predict(drained) -> None:
     expected = offline_scores(scenario.bundle_dir, good, stored)
     published = {}
     for message in predictions:
-        record = json.loads(message.value())
+        record = value_json(message)
         published[record["event_id"]] = record["score"]
         assert message.key() == record["entity_id"].encode()
         assert record["model_name"] == "fraud-demo" and record["model_version"] == "1"
@@ -72,7 +73,7 @@ def test_published_scores_equal_offline_booster_predict(drained) -> None:
 def test_malformed_events_are_dead_letters_with_original_bytes_and_reason(drained) -> None:
     scenario, _, _, _, _, dead_letters = drained
     inputs = inputs_of(scenario, N_EVENTS)
-    classes = Counter()
+    classes: Counter[str] = Counter()
     for message in dead_letters:
         headers = header_map(message)
         validator("dead-letter-headers.schema.json").validate(headers)
@@ -89,7 +90,7 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
     n_store = len(synthetic.STORE_FEATURES)
     absent = 0
     for message in predictions:
-        record = json.loads(message.value())
+        record = value_json(message)
         validator("prediction.schema.json").validate(record)
         assert message.headers() is None  # provenance travels in the value
         is_absent = record["entity_id"] not in stored
@@ -97,7 +98,7 @@ def test_missing_features_score_as_nan_and_are_counted(drained) -> None:
         assert record["missing_features"] == (n_store if is_absent else 0)
     assert absent > 0
     metrics = scenario.metrics()
-    counted = Counter()
+    counted: Counter[str] = Counter()
     for record in metrics:
         validator("metrics.schema.json").validate(record)
         counted.update(record["missing_features"])
@@ -111,8 +112,9 @@ def test_metrics_records_account_for_the_run(drained) -> None:
     assert sum(r["predictions_out"] for r in metrics) == len(predictions)
     assert sum(r["dead_letters"] for r in metrics) == len(dead_letters)
     busy = [r for r in metrics if r["events_in"]]
-    assert all(r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"]
-               for r in busy)  # fmt: skip
+    assert all(
+        r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"] for r in busy
+    )
     assert all(r["lookup"]["total_ms"] > 0 and r["predict"]["total_ms"] > 0 for r in busy)
     assert {r["worker_id"] for r in metrics} == {scenario.settings.worker_id}
 
@@ -135,9 +137,9 @@ def test_size_and_time_triggered_batches_are_both_observed(scenario: Scenario) -
     scenario.preload(1_050, 50)
     summary = build_worker(scenario.settings).run()
     predictions, _ = scenario.outputs(expected=1_050)
-    sizes = Counter(json.loads(m.value())["batch_id"] for m in predictions)
+    sizes = Counter(value_json(m)["batch_id"] for m in predictions)
     assert max(sizes.values()) == 100  # no batch grows past max_batch_size
-    triggers = Counter()
+    triggers: Counter[str] = Counter()
     for record in scenario.metrics():
         triggers.update(record["batches_by_trigger"])
     assert triggers["size"] >= 1 and triggers["time"] >= 1

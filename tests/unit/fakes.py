@@ -55,7 +55,8 @@ class Record:
 
 class MemoryStore:
     def __init__(self, rows: dict[str, np.ndarray], width: int) -> None:
-        self.rows, self.width, self.calls = rows, width, []
+        self.rows, self.width = rows, width
+        self.calls: list[list[str]] = []
 
     def fetch(self, keys: list[str]) -> StoreRows:
         self.calls.append(keys)
@@ -126,5 +127,5 @@ def pipeline(
     bundle: ModelBundle, store: MemoryStore, producer: FakeProducer, clock_ms: int = 5_000
 ) -> BatchPipeline:
     served = serving(bundle, store)
-    return BatchPipeline("w", lambda: served, ScoringThread("wait"),
-                         KafkaSink(producer), TOPICS, lambda: clock_ms)  # type: ignore[arg-type]  # fmt: skip
+    sink = KafkaSink(producer)  # type: ignore[arg-type]  # a fake of the methods it calls
+    return BatchPipeline("w", lambda: served, ScoringThread("wait"), sink, TOPICS, lambda: clock_ms)

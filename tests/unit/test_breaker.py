@@ -41,8 +41,9 @@ class Clock:
 @pytest.fixture
 def parts() -> tuple[FlakyStore, Clock, ResilientStore]:
     inner, clock = FlakyStore(), Clock()
-    store = ResilientStore(inner, retries=3, backoff_s=0.05, reset_s=2.0, clock=clock,
-                           sleep=clock.sleep)  # fmt: skip
+    store = ResilientStore(
+        inner, retries=3, backoff_s=0.05, reset_s=2.0, clock=clock, sleep=clock.sleep
+    )
     return inner, clock, store
 
 
@@ -58,7 +59,7 @@ def test_a_lookup_that_fails_then_recovers_within_its_retries_succeeds(
     inner.down = True
     original_fetch = inner.fetch
 
-    def recover_on_third(keys: list[str]) -> np.ndarray:
+    def recover_on_third(keys: list[str]) -> StoreRows:
         if inner.calls == 2:
             inner.down = False
         return original_fetch(keys)

@@ -7,16 +7,16 @@ import msgspec
 import pytest
 from confluent_kafka import KafkaError
 
-from streamserve import synthetic
 from streamserve.core.model import ModelBundle
 from streamserve.errors import DeliveryError
 from streamserve.io.sink import KafkaSink
-from streamserve.metrics import MetricsWindow
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.offsets import next_offsets
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.prometheus import Telemetry
+from streamserve_loadgen import synthetic
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
 BATCH = 20

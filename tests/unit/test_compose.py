@@ -5,29 +5,22 @@ name metrics the worker exports."""
 import json
 import re
 import shlex
-from collections import Counter
 from itertools import takewhile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from loadgen.cli import main as loadgen_main
 from streamserve.cli import main as streamserve_main
 from streamserve.config import RDKAFKA_PREFIX, settings_env_names
-from streamserve.core.batch import ScoredBatch
-from streamserve.core.records import PartitionLag
-from streamserve.runtime.pipeline import BatchStats
-from streamserve.telemetry import Telemetry
+from streamserve.telemetry.catalog import METRICS
+from streamserve_loadgen.cli import main as loadgen_main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-OURS = [name for name, s in SERVICES.items() if s.get("build") == "."]
+OURS = [name for name, s in SERVICES.items() if s.get("build", {}).get("context") == "."]
 DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/streamserve.json").read_text())
 
 
@@ -79,6 +72,21 @@ def test_images_are_official_and_pinned_and_ours_build_from_the_dockerfile() -> 
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
 
+def test_worker_image_carries_no_harness_and_the_harness_has_its_own_target() -> None:
+    stages = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)[1:]
+    named = {stage.split("\n", 1)[0].split(" AS ")[-1].strip(): stage for stage in stages}
+    assert set(named) == {"worker", "loadgen"}
+    assert "loadgen" not in named["worker"].replace("streamserve-loadgen", "")
+    assert re.search(r'pip install [^\n]*"\./loadgen\[bench\]"', named["loadgen"])
+    targets = {name: SERVICES[name]["build"]["target"] for name in OURS}
+    assert targets == {
+        "topics": "worker",
+        "worker": "worker",
+        "model-init": "loadgen",
+        "loadgen": "loadgen",
+    }
+
+
 def test_commands_name_cli_commands_that_exist() -> None:
     runner = CliRunner()
     checked = 0
@@ -87,7 +95,7 @@ def test_commands_name_cli_commands_that_exist() -> None:
             if not words or words[0] not in ("streamserve", "streamserve-loadgen"):
                 continue
             main = streamserve_main if words[0] == "streamserve" else loadgen_main
-            subcommand = list(takewhile(str.isalpha, words[1:]))[:2]
+            subcommand = list(takewhile(re.compile(r"[a-z][a-z-]*").fullmatch, words[1:]))[:2]
             result = runner.invoke(main, [*subcommand, "--help"])
             assert result.exit_code == 0, f"{name}: `{shlex.join(words)}` is not a command"
             options = {w.split("=")[0] for w in words if w.startswith("--")}
@@ -109,15 +117,11 @@ def test_prometheus_scrapes_every_worker_replica_on_its_http_port() -> None:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name a worker's /metrics shows once it has scored a batch with a dead letter
-    (series by error class appear with the first dead letter of that class)."""
-    telemetry = Telemetry("m", "1")
-    batch = ScoredBatch([], [object()], Counter(malformed_json=1), np.array([0.01]),  # type: ignore[list-item]
-                        {}, 1, 0, "1")  # fmt: skip
-    telemetry.record_batch(BatchStats(1, "time", batch, "m", 1.0, 1.0, 0.01))
-    telemetry.set_lag([PartitionLag("events", 0, 3)])
-    text = generate_latest(telemetry.registry).decode()
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    """Every sample name the catalog makes a worker export (the registry exports exactly the
+    catalog: test_telemetry), plus the process collector's."""
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    names = {m.name + suffix for m in METRICS for suffix in suffixes[m.kind]}
+    return names | {"process_resident_memory_bytes", "process_cpu_seconds_total"}
 
 
 @pytest.mark.parametrize("panel", DASHBOARD["panels"], ids=lambda p: p["title"])
@@ -131,9 +135,13 @@ def test_dashboard_queries_name_metrics_the_worker_exports(panel: dict) -> None:
 
 def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
     exprs = " ".join(t["expr"] for p in DASHBOARD["panels"] for t in p["targets"])
-    for needed in ("streamserve_events_total", "streamserve_consumer_lag_records",
-                   "streamserve_end_to_end_latency_seconds_bucket", "streamserve_batch_size",
-                   "streamserve_dead_letters_total"):  # fmt: skip
+    for needed in (
+        "streamserve_events_total",
+        "streamserve_consumer_lag_records",
+        "streamserve_end_to_end_latency_seconds_bucket",
+        "streamserve_batch_size",
+        "streamserve_dead_letters_total",
+    ):
         assert needed in exprs
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
     datasources = yaml.safe_load(

@@ -51,8 +51,10 @@ def test_an_invalid_value_names_the_variable(
 
 def test_an_unknown_variable_is_refused_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMSERVE_MAX_WAITMS", "5")
-    with pytest.raises(ConfigError, match="unknown setting STREAMSERVE_MAX_WAITMS; did you mean "
-                       "STREAMSERVE_MAX_WAIT_MS"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="unknown setting STREAMSERVE_MAX_WAITMS; did you mean STREAMSERVE_MAX_WAIT_MS",
+    ):
         load_settings()
 
 

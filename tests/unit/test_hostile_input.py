@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -15,7 +16,7 @@ from streamserve.core import records as rec
 from streamserve.core.model import ModelBundle
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
-Output = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+Output = tuple[bytes | None, bytes | None, list[tuple[str, Any]]]
 
 
 def outputs(bundle: ModelBundle, records: list[Record]) -> tuple[list[Output], list[Output]]:
@@ -24,29 +25,45 @@ def outputs(bundle: ModelBundle, records: list[Record]) -> tuple[list[Output], l
     store = MemoryStore({}, len(bundle.manifest.store_features))
     pipeline(bundle, store, producer).run(records)
     found = [(p.topic, (p.key, p.value, p.headers)) for p in producer.pending]
-    return ([o for t, o in found if t == "predictions"],
-            [o for t, o in found if t == "dead-letters"])  # fmt: skip
+    return (
+        [o for t, o in found if t == "predictions"],
+        [o for t, o in found if t == "dead-letters"],
+    )
 
 
-VALID = {"event_id": "ev-1", "entity_id": "u1", "amount": 12.5, "hour_of_day": 3,
-         "merchant": {"risk": 0.1, "mcc": "5411"}, "is_foreign": 0, "device_age_days": 100,
-         "distance_km": 2.0}  # fmt: skip
+VALID = {
+    "event_id": "ev-1",
+    "entity_id": "u1",
+    "amount": 12.5,
+    "hour_of_day": 3,
+    "merchant": {"risk": 0.1, "mcc": "5411"},
+    "is_foreign": 0,
+    "device_age_days": 100,
+    "distance_km": 2.0,
+}
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=50),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=50),
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
 hostile_scalars = st.one_of(
     json_values,
     st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "", " ", "0x10"]),
-    st.just(float("nan")), st.just(float("inf")), st.just(1e39), st.just("x" * 10_000),
-)  # fmt: skip
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.just(1e39),
+    st.just("x" * 10_000),
+)
 
 
 def encoded(value: object) -> bytes:
@@ -57,8 +74,15 @@ def encoded(value: object) -> bytes:
 @st.composite
 def events_with_one_field_replaced(draw: st.DrawFn) -> bytes:
     event = json.loads(json.dumps(VALID))
-    paths = [("event_id",), ("entity_id",), ("amount",), ("merchant",), ("merchant", "risk"),
-             ("hour_of_day",), ("distance_km",)]  # fmt: skip
+    paths = [
+        ("event_id",),
+        ("entity_id",),
+        ("amount",),
+        ("merchant",),
+        ("merchant", "risk"),
+        ("hour_of_day",),
+        ("distance_km",),
+    ]
     path = draw(st.sampled_from(paths))
     target = event
     for part in path[:-1]:
@@ -90,8 +114,10 @@ raw_values = st.one_of(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(values=st.lists(raw_values, min_size=1, max_size=20),
-       key=st.one_of(st.none(), st.binary(max_size=2_000)))  # fmt: skip
+@given(
+    values=st.lists(raw_values, min_size=1, max_size=20),
+    key=st.one_of(st.none(), st.binary(max_size=2_000)),
+)
 def test_every_record_ends_as_one_prediction_or_one_dead_letter(
     bundle: ModelBundle, values: list[bytes | None], key: bytes | None
 ) -> None:
@@ -99,7 +125,9 @@ def test_every_record_ends_as_one_prediction_or_one_dead_letter(
     predictions, dead_letters = outputs(bundle, records)
 
     assert len(predictions) + len(dead_letters) == len(records)
-    sources = [msgspec.json.decode(v, type=rec.Provenance).source_offset for _, v, _ in predictions]
+    sources = [
+        msgspec.json.decode(v or b"", type=rec.Provenance).source_offset for _, v, _ in predictions
+    ]
     sources += [int(dict(h)[rec.HEADER_SOURCE_OFFSET]) for _, _, h in dead_letters]
     assert sorted(sources) == list(range(len(records)))
     for key_out, value, headers in dead_letters:
@@ -111,7 +139,7 @@ def test_every_record_ends_as_one_prediction_or_one_dead_letter(
             continue  # too big to re-publish: provenance only (see the test below)
         assert (key_out, value) in {(r.key(), r.value()) for r in records}  # bytes untouched
     for _, value, _ in predictions:
-        prediction = msgspec.json.decode(value, type=rec.Prediction)
+        prediction = msgspec.json.decode(value or b"", type=rec.Prediction)
         assert math.isfinite(prediction.score)
         assert prediction.missing_features <= len(bundle.manifest.features)
 

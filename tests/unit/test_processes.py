@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from streamserve.config import load_settings
-from streamserve.processes import child_env
+from streamserve.runtime.processes import child_env
 
 
 def test_each_child_gets_its_own_id_and_port_and_the_command_line_overrides(

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import generate_latest
@@ -11,10 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import PartitionLag
-from streamserve.logs import JsonFormatter
-from streamserve.metrics import MetricsWindow
 from streamserve.runtime.pipeline import BatchStats
-from streamserve.telemetry import BulkHistogram, Health, Telemetry
+from streamserve.telemetry import catalog
+from streamserve.telemetry.catalog import METRICS
+from streamserve.telemetry.health import Health
+from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.logs import JsonFormatter
+from streamserve.telemetry.prometheus import BulkHistogram, Telemetry
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,8 +50,9 @@ def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
     telemetry = Telemetry("fraud", "7")
     batch = scored(3, Counter(malformed_json=2), [4.0, 40.0, float("nan")])
     telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01))
-    telemetry.record_batch(BatchStats(1, "size", scored(1, Counter(), [2000.0]), "fraud", 1.0,
-                                      1.0, 0.01))  # fmt: skip
+    telemetry.record_batch(
+        BatchStats(1, "size", scored(1, Counter(), [2000.0]), "fraud", 1.0, 1.0, 0.01)
+    )
     got = samples(telemetry)
     assert got["streamserve_events_total", (("outcome", "prediction"),)] == 4
     assert got["streamserve_events_total", (("outcome", "dead_letter"),)] == 2
@@ -66,6 +73,28 @@ def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
     assert "process_resident_memory_bytes" in {name for name, _ in got}
 
 
+def test_the_registry_exports_the_catalog_and_the_readme_shows_it() -> None:
+    telemetry = Telemetry("fraud", "7")
+    batch = scored(3, Counter(malformed_json=2), [4.0])
+    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01))
+    telemetry.set_lag([PartitionLag("events", 0, 3)])
+    text = generate_latest(telemetry.registry).decode()
+    families = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name.startswith("streamserve") and not f.name.endswith("_created")  # client's own
+    ]
+    exported = {f.name: f.type for f in families}
+    assert exported == {m.name: m.kind for m in METRICS}
+    declared = {m.name: set(m.labels) for m in METRICS}
+    for family in families:
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == declared[family.name], sample
+    assert catalog.markdown_table() in README.read_text(), (
+        "the README's metrics table is stale: paste `python -m streamserve.telemetry.catalog`"
+    )
+
+
 def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
     histogram = BulkHistogram("h", "test", [0.1, 1.0])
     histogram.observe_many(np.array([0.1, 1.0, 1.5, np.inf]))
@@ -78,10 +107,12 @@ def test_lag_series_follow_the_assignment() -> None:
     telemetry = Telemetry("m", "1")
     telemetry.set_lag([PartitionLag("events", 0, 10), PartitionLag("events", 1, 0)])
     telemetry.set_lag([PartitionLag("events", 1, 5)])  # partition 0 was revoked
-    lag = {k: v for k, v in samples(telemetry).items()
-           if k[0] == "streamserve_consumer_lag_records"}  # fmt: skip
-    assert lag == {("streamserve_consumer_lag_records",
-                    (("partition", "1"), ("topic", "events"))): 5}  # fmt: skip
+    lag = {
+        k: v for k, v in samples(telemetry).items() if k[0] == "streamserve_consumer_lag_records"
+    }
+    assert lag == {
+        ("streamserve_consumer_lag_records", (("partition", "1"), ("topic", "events"))): 5
+    }
 
 
 def test_liveness_fails_when_the_loop_stops_turning() -> None:
@@ -102,8 +133,13 @@ def test_readiness_needs_partitions_a_model_and_the_store() -> None:
     health.model_loaded = True
     assert health.ready()["ok"] is False  # nothing assigned yet
     health.assigned = 2
-    assert health.ready() == {"ok": True, "assigned_partitions": 2, "partitions_assigned": True,
-                              "model_loaded": True, "feature_store_reachable": True}  # fmt: skip
+    assert health.ready() == {
+        "ok": True,
+        "assigned_partitions": 2,
+        "partitions_assigned": True,
+        "model_loaded": True,
+        "feature_store_reachable": True,
+    }
     store_up[0] = False
     assert health.ready()["ok"] is False
 
@@ -130,7 +166,8 @@ def test_json_logs_carry_extra_fields_and_the_exception() -> None:
 def test_the_metrics_record_names_the_model_that_scored_the_latest_batch() -> None:
     window = MetricsWindow("w", "fraud", "1")
     window.start(0)
-    window.record_batch(BatchStats(3, "size", scored(3, Counter(), [1.0] * 3), "fraud-v2", 1.0,
-                                   1.0, 0.01))  # fmt: skip
+    window.record_batch(
+        BatchStats(3, "size", scored(3, Counter(), [1.0] * 3), "fraud-v2", 1.0, 1.0, 0.01)
+    )
     record = window.close(1_000, [])
     assert (record.model_name, record.events_in, record.predictions_out) == ("fraud-v2", 3, 3)

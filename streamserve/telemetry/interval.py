@@ -151,9 +151,11 @@ def latency_summary(latencies: list[np.ndarray]) -> LatencySummary | None:
         return None
     p50, p95, p99 = np.percentile(values, [50, 95, 99]).tolist()
     return LatencySummary(
-        p50_ms=round(p50, 3), p95_ms=round(p95, 3), p99_ms=round(p99, 3),
+        p50_ms=round(p50, 3),
+        p95_ms=round(p95, 3),
+        p99_ms=round(p99, 3),
         max_ms=round(float(values.max()), 3),
-    )  # fmt: skip
+    )
 
 
 def timing_summary(values_ms: list[float]) -> TimingSummary | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import operator
 import threading
 import time
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -48,11 +49,22 @@ def run_bare_loop(settings: Settings, output_topic: str, stop: threading.Event) 
     absent = np.full(len(store_columns), np.nan, dtype="<f4").tobytes()
     prefix, suffix = manifest.store.key_template.split("{entity_id}")
     store = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": settings.group_id, "auto.offset.reset": "earliest",
-                         "fetch.wait.max.ms": 10})  # fmt: skip
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5,
-                         **settings.rdkafka_common, **settings.rdkafka_producer})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.group_id,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 5,
+            **settings.rdkafka_common,
+            **settings.rdkafka_producer,
+        }
+    )
     summary, last = RunSummary(), None
 
     def assigned(*_: object) -> None:
@@ -69,10 +81,11 @@ def run_bare_loop(settings: Settings, output_topic: str, stop: threading.Event) 
             continue
         last = time.monotonic()
         summary.record_arrived()
-        events, rows = [], []
+        events: list[Any] = []
+        rows = []
         for message in messages:
             try:
-                event = decode(message.value())
+                event = decode(message.value() or b"")
                 rows.append(event_features(event))
                 events.append(event)
             except (msgspec.MsgspecError, TypeError, AttributeError):
@@ -81,7 +94,8 @@ def run_bare_loop(settings: Settings, output_topic: str, stop: threading.Event) 
         if events:
             matrix[:, event_columns] = np.array(rows, dtype=np.float64).reshape(len(events), -1)
             keys = [f"{prefix}{e.entity_id}{suffix}" for e in events]
-            vectors = b"".join(v or absent for v in store.mget(keys))  # type: ignore[union-attr]
+            fetched: list[bytes | None] = store.mget(keys)  # type: ignore[assignment]
+            vectors = b"".join(v or absent for v in fetched)
             matrix[:, store_columns] = np.frombuffer(vectors, "<f4").reshape(len(events), -1)
         scores = booster.inplace_predict(matrix).tolist() if events else []
         for event, score in zip(events, scores, strict=True):

@@ -25,13 +25,31 @@ EVENT_FEATURES = [  # (feature name, field path in the event)
     ("distance_km", "distance_km"),
 ]
 STORE_FEATURES = [
-    "txn_count_1h", "txn_count_24h", "txn_count_7d", "avg_amount_7d", "avg_amount_30d",
-    "max_amount_30d", "std_amount_30d", "chargebacks_90d", "declines_24h", "account_age_days",
-    "distinct_merchants_7d", "distinct_countries_30d", "night_txn_ratio_30d",
-    "foreign_txn_ratio_30d", "avg_distance_km_30d", "new_device_ratio_30d", "velocity_score",
-    "email_age_days", "phone_verified", "kyc_level", "credit_limit", "balance_ratio",
-    "prior_fraud_flags", "days_since_last_txn",
-]  # fmt: skip
+    "txn_count_1h",
+    "txn_count_24h",
+    "txn_count_7d",
+    "avg_amount_7d",
+    "avg_amount_30d",
+    "max_amount_30d",
+    "std_amount_30d",
+    "chargebacks_90d",
+    "declines_24h",
+    "account_age_days",
+    "distinct_merchants_7d",
+    "distinct_countries_30d",
+    "night_txn_ratio_30d",
+    "foreign_txn_ratio_30d",
+    "avg_distance_km_30d",
+    "new_device_ratio_30d",
+    "velocity_score",
+    "email_age_days",
+    "phone_verified",
+    "kyc_level",
+    "credit_limit",
+    "balance_ratio",
+    "prior_fraud_flags",
+    "days_since_last_txn",
+]
 FEATURE_NAMES = [name for name, _ in EVENT_FEATURES] + STORE_FEATURES
 MALFORMED_KINDS = ("malformed_json", "missing_entity_id", "invalid_feature", "empty_value")
 

@@ -7,7 +7,6 @@ answer ListOffsets with the base offset of the last batch instead of the log end
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,19 +23,17 @@ from streamserve.core.records import (
     Provenance,
 )
 from streamserve.errors import StreamserveError
+from streamserve.io.kafka import Cluster
 
 
 def from_beginning(
-    bootstrap: str, topics: list[str], name: str, fetch_wait_ms: int = 10, eof: bool = False
+    cluster: Cluster, topics: list[str], fetch_wait_ms: int = 10, eof: bool = False
 ) -> tuple[Consumer, list[str]]:
     """A consumer assigned to every partition of ``topics`` at offset 0 (the beginning of a
     fresh topic), in a group of its own; also returns the topics that do not exist. With ``eof``
     it reports reaching the end of each partition."""
-    consumer = Consumer(
+    consumer = cluster.reader(
         {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"streamserve-{name}-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
             "auto.offset.reset": "earliest",  # offset 0 already deleted: start at the first left
             "fetch.wait.max.ms": fetch_wait_ms,
             "enable.partition.eof": eof,
@@ -50,11 +47,11 @@ def from_beginning(
 
 
 def read_topics(
-    bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0, idle_s: float = 3.0
+    cluster: Cluster, topics: list[str], expected: int, timeout_s: float = 60.0, idle_s: float = 3.0
 ) -> dict[str, list[Message]]:
     """Every record of ``topics`` from the beginning, until ``expected`` records were read and
     nothing more arrives for ``idle_s``, or ``timeout_s`` passes."""
-    consumer, _missing = from_beginning(bootstrap, topics, "reader")
+    consumer, _missing = from_beginning(cluster, topics)
     try:
         found: dict[str, list[Message]] = {t: [] for t in topics}
         total = 0
@@ -79,7 +76,7 @@ def read_topics(
 
 
 def scan_to_end(
-    bootstrap: str, topics: list[str], visit: Callable[[Message], None], timeout_s: float = 60
+    cluster: Cluster, topics: list[str], visit: Callable[[Message], None], timeout_s: float = 60
 ) -> list[str]:
     """Pass every record of ``topics`` to ``visit``, up to the end of each partition as the reader
     finds it; returns the topics that do not exist (they read as empty).
@@ -88,15 +85,16 @@ def scan_to_end(
     where ListOffsets is off. Records are not kept, so a topic of millions costs no memory here.
     Gives up when nothing arrives for ``timeout_s``, naming where each unfinished partition is.
     """
-    consumer, missing = from_beginning(bootstrap, topics, "audit", eof=True)
+    consumer, missing = from_beginning(cluster, topics, eof=True)
     try:
         position = {(tp.topic, tp.partition): -1 for tp in consumer.assignment()}
         unfinished = set(position)
         deadline = time.monotonic() + timeout_s
         while unfinished:
             if time.monotonic() > deadline:
-                behind = ", ".join(f"{t}[{p}] after offset {position[t, p]}"
-                                   for t, p in sorted(unfinished))  # fmt: skip
+                behind = ", ".join(
+                    f"{t}[{p}] after offset {position[t, p]}" for t, p in sorted(unfinished)
+                )
                 raise StreamserveError(
                     f"reading {topics}: nothing arrived for {timeout_s:g} s; "
                     f"not at the end: {behind}"
@@ -161,14 +159,14 @@ class AuditReport:
 
 
 def audit(
-    bootstrap: str, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
+    cluster: Cluster, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
 ) -> AuditReport:
     """Match every record of ``input_topic`` with its outcomes by their provenance.
 
     Outputs that came from another topic (shared output topics) are not counted.
     """
     sources: set[tuple[int, int]] = set()
-    if scan_to_end(bootstrap, [input_topic], lambda m: sources.add(_where(m)), timeout_s):
+    if scan_to_end(cluster, [input_topic], lambda m: sources.add(_where(m)), timeout_s):
         raise StreamserveError(f"input topic {input_topic} does not exist")
     outcomes: Counter[tuple[int, int]] = Counter()
     classes: Counter[str] = Counter()
@@ -191,7 +189,7 @@ def audit(
             classes[headers.get(HEADER_ERROR_CLASS, "")] += 1
             without_reason += not headers.get(HEADER_ERROR_REASON)
 
-    scan_to_end(bootstrap, [predictions, dead_letters], count, timeout_s)
+    scan_to_end(cluster, [predictions, dead_letters], count, timeout_s)
     lost = sorted(sources - outcomes.keys())
     repeated = [n for key, n in outcomes.items() if n > 1 and key in sources]
     return AuditReport(
@@ -228,8 +226,11 @@ def provenance(message: Message) -> tuple[str, int, int] | None:
     provenance headers, or a prediction's provenance fields; None for anything else."""
     headers = header_map(message)
     if HEADER_SOURCE_TOPIC in headers:
-        return (headers[HEADER_SOURCE_TOPIC], int(headers[HEADER_SOURCE_PARTITION]),
-                int(headers[HEADER_SOURCE_OFFSET]))  # fmt: skip
+        return (
+            headers[HEADER_SOURCE_TOPIC],
+            int(headers[HEADER_SOURCE_PARTITION]),
+            int(headers[HEADER_SOURCE_OFFSET]),
+        )
     try:
         found = _decode_provenance(message.value() or b"")
     except msgspec.MsgspecError:

@@ -17,7 +17,8 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaError
 
-from streamserve.audit import from_beginning, source_of
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import from_beginning, source_of
 
 Origin = Literal["prediction", "record-timestamp"]
 POLL_S = 0.002
@@ -52,7 +53,7 @@ class Watcher:
     def __post_init__(self) -> None:
         self._decode = msgspec.json.Decoder(_Timing).decode
         topics = [t for t in (self.outputs, self.dead_letters) if t]
-        self._consumer, missing = from_beginning(self.bootstrap, topics, "watcher", 5)
+        self._consumer, missing = from_beginning(Cluster(self.bootstrap), topics, 5)
         if missing:
             self._consumer.close()
             raise RuntimeError(f"topics {missing} do not exist; start the target first")
@@ -143,8 +144,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
     p50, p90, p99 = np.percentile(values, [50, 90, 99]).tolist()
-    return {"p50": round(p50, 1), "p90": round(p90, 1), "p99": round(p99, 1),
-            "max": round(max(values), 1)}  # fmt: skip
+    return {
+        "p50": round(p50, 1),
+        "p90": round(p90, 1),
+        "p99": round(p99, 1),
+        "max": round(max(values), 1),
+    }
 
 
 def per_second(received_ms: list[float], latencies_ms: list[float]) -> list[dict[str, Any]]:
@@ -161,6 +166,12 @@ def per_second(received_ms: list[float], latencies_ms: list[float]) -> list[dict
             series.append({"t": second, "events_per_s": 0, "p50_ms": None, "p99_ms": None})
             continue
         p50, p99 = np.percentile(in_second, [50, 99]).tolist()
-        series.append({"t": second, "events_per_s": len(in_second),
-                       "p50_ms": round(p50, 1), "p99_ms": round(p99, 1)})  # fmt: skip
+        series.append(
+            {
+                "t": second,
+                "events_per_s": len(in_second),
+                "p50_ms": round(p50, 1),
+                "p99_ms": round(p99, 1),
+            }
+        )
     return series

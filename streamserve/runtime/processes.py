@@ -21,7 +21,7 @@ from typing import Any
 
 from streamserve.config import Settings, env_name
 
-log = logging.getLogger("streamserve.processes")
+log = logging.getLogger("streamserve.runtime.processes")
 STOP_GRACE_S = 60.0  # a child still running this long after SIGTERM is killed
 
 
@@ -69,8 +69,12 @@ def run_processes(settings: Settings, count: int, overrides: dict[str, Any]) -> 
             code = child.poll()
             if code and not failed and not stopping:
                 failed = _exit_code(code)
-                log.error("worker process %d (pid %d) exited with %d: stopping the others",
-                          i, child.pid, code)  # fmt: skip
+                log.error(
+                    "worker process %d (pid %d) exited with %d: stopping the others",
+                    i,
+                    child.pid,
+                    code,
+                )
                 stop_all()
         if stopping and stop_deadline is None:
             stop_deadline = time.monotonic() + STOP_GRACE_S

@@ -17,11 +17,12 @@ from typing import Any
 
 from rich.console import Console
 
-from loadgen import procs
-from loadgen.profile import RateProfile
-from streamserve.audit import AuditReport, audit
-from streamserve.demo import set_up_demo_world
-from streamserve.embedded import EmbeddedStack, running_stack
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import AuditReport, audit
+from streamserve_loadgen import procs
+from streamserve_loadgen.demo import set_up_demo_world
+from streamserve_loadgen.embedded import EmbeddedStack, running_stack
+from streamserve_loadgen.profile import RateProfile
 
 SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
 RESTART_DELAY_S = 1.0
@@ -121,23 +122,28 @@ class Chaos:
     def env(self, worker_id: str) -> dict[str, str]:
         plan = self.plan
         settings = {
-            "MODEL_DIR": str(self.model_dir), "INPUT_TOPIC": self.topic("events"),
+            "MODEL_DIR": str(self.model_dir),
+            "INPUT_TOPIC": self.topic("events"),
             "PREDICTIONS_TOPIC": self.topic("predictions"),
             "DEAD_LETTER_TOPIC": self.topic("dead-letters"),
-            "METRICS_TOPIC": self.topic("metrics"), "GROUP_ID": self.topic("group"),
-            "TOPIC_PARTITIONS": str(plan.partitions), "MAX_BATCH_SIZE": str(plan.max_batch_size),
-            "COMMIT_INTERVAL_MS": str(plan.commit_interval_ms), "WORKER_ID": worker_id,
+            "METRICS_TOPIC": self.topic("metrics"),
+            "GROUP_ID": self.topic("group"),
+            "TOPIC_PARTITIONS": str(plan.partitions),
+            "MAX_BATCH_SIZE": str(plan.max_batch_size),
+            "COMMIT_INTERVAL_MS": str(plan.commit_interval_ms),
+            "WORKER_ID": worker_id,
             "RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "LOG_LEVEL": "INFO",
-        }  # fmt: skip
+        }
         env = {f"STREAMSERVE_{k}": v for k, v in settings.items()}
         return procs.child_env({**self.stack.env(), **env})
 
     def prepare(self) -> None:
         plan = self.plan
         topics = [self.topic(n) for n in ("events", "predictions", "dead-letters", "metrics")]
-        set_up_demo_world(self.stack, self.model_dir, plan.trees, plan.entities, topics,
-                          plan.partitions)  # fmt: skip
+        set_up_demo_world(
+            self.stack, self.model_dir, plan.trees, plan.entities, topics, plan.partitions
+        )
 
     def start_worker(self) -> None:
         self.next_id += 1
@@ -159,8 +165,10 @@ class Chaos:
         """A worker that exited on its own (e.g. Redis down at its start) is started again."""
         for worker_id, child in list(self.workers.items()):
             if child.proc.poll() is not None:
-                self.console.print(f"  {worker_id} exited with {child.proc.returncode}; "
-                                   f"restarting\n    {child.tail().splitlines()[-1:]}")  # fmt: skip
+                self.console.print(
+                    f"  {worker_id} exited with {child.proc.returncode}; "
+                    f"restarting\n    {child.tail().splitlines()[-1:]}"
+                )
                 del self.workers[worker_id]
                 time.sleep(RESTART_DELAY_S)
                 self.restarts += 1
@@ -182,8 +190,12 @@ class Chaos:
             self.start_worker()
 
     def audit(self) -> AuditReport:
-        return audit(self.stack.kafka_bootstrap, self.topic("events"), self.topic("predictions"),
-                     self.topic("dead-letters"))  # fmt: skip
+        return audit(
+            Cluster(self.stack.kafka_bootstrap),
+            self.topic("events"),
+            self.topic("predictions"),
+            self.topic("dead-letters"),
+        )
 
     def stop_all(self) -> None:
         for child in self.workers.values():
@@ -207,11 +219,18 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
             chaos.start_worker()
         for child in chaos.workers.values():
             child.wait_ready()
-        console.print(f"{plan.workers} workers up; offering {plan.events:,} events at "
-                      f"{plan.rate:,}/s")  # fmt: skip
+        console.print(
+            f"{plan.workers} workers up; offering {plan.events:,} events at {plan.rate:,}/s"
+        )
         profile = RateProfile("fixed", plan.rate, plan.seconds)
-        argv = procs.producer_argv(stack.kafka_bootstrap, chaos.topic("events"), profile,
-                                   plan.entities, plan.malformed_every, plan.seed)  # fmt: skip
+        argv = procs.producer_argv(
+            stack.kafka_bootstrap,
+            chaos.topic("events"),
+            profile,
+            plan.entities,
+            plan.malformed_every,
+            plan.seed,
+        )
         producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
         load_started = time.monotonic()
         try:
@@ -228,8 +247,16 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
             producer.kill()
         report = chaos.audit()
     malformed = plan.events // plan.malformed_every if plan.malformed_every else 0
-    return ChaosResult(plan, report, malformed, chaos.kills, chaos.restarts, chaos.outages,
-                       chaos.joined, round(time.monotonic() - started, 1))  # fmt: skip
+    return ChaosResult(
+        plan,
+        report,
+        malformed,
+        chaos.kills,
+        chaos.restarts,
+        chaos.outages,
+        chaos.joined,
+        round(time.monotonic() - started, 1),
+    )
 
 
 def _wait_for_outcomes(chaos: Chaos, plan: ChaosPlan) -> None:
@@ -253,13 +280,17 @@ def problems(result: ChaosResult) -> list[str]:
     if report.lost:
         found.append(f"{report.lost:,} events lost, e.g. {report.lost_examples}")
     if report.dead_lettered != result.malformed_sent:
-        found.append(f"{report.dead_lettered:,} events dead-lettered, "
-                     f"{result.malformed_sent:,} malformed sent")  # fmt: skip
+        found.append(
+            f"{report.dead_lettered:,} events dead-lettered, "
+            f"{result.malformed_sent:,} malformed sent"
+        )
     if report.dead_letters_without_reason:
         found.append(f"{report.dead_letters_without_reason:,} dead letters without a reason")
     if report.extra_outputs > plan.duplicate_bound(result.kills):
-        found.append(f"{report.extra_outputs:,} duplicate outputs, more than the bound "
-                     f"{plan.duplicate_bound(result.kills):,}")  # fmt: skip
+        found.append(
+            f"{report.extra_outputs:,} duplicate outputs, more than the bound "
+            f"{plan.duplicate_bound(result.kills):,}"
+        )
     return found
 
 

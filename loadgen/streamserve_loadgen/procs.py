@@ -1,8 +1,9 @@
 """Child processes of a load run: the worker, the pass-through, the producer and the watcher.
 
 Each runs in its own process so that none of them skews another's latency through the GIL. A
-child prints one JSON line on stdout when it ends and logs on stderr; a given line in its log
-tells that it is ready ("assigned": it joined its consumer group and owns partitions).
+child prints one JSON line on stdout when it ends and logs on stderr. A worker is ready when its
+/readyz says so (partitions assigned, model loaded, feature store reachable); the harness's own
+tools (pass-through, bare loop, watcher, proxy) print a given line when they are.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.profile import RateProfile
+from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.profile import RateProfile
 
 STREAMSERVE_ENV_PREFIX = "STREAMSERVE_"
 
@@ -38,21 +41,42 @@ def streamserve_argv(*args: str) -> list[str]:
 
 
 def loadgen_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loadgen", *args]
+    return [sys.executable, "-m", "streamserve_loadgen", *args]
 
 
 def producer_argv(
-    bootstrap: str, topic: str, profile: RateProfile, entities: int, malformed_every: int,
-    seed: int | None = None, linger_ms: float | None = None,
-) -> list[str]:  # fmt: skip
+    bootstrap: str,
+    topic: str,
+    profile: RateProfile,
+    entities: int,
+    malformed_every: int,
+    seed: int | None = None,
+    linger_ms: float | None = None,
+) -> list[str]:
     """The command line of a `streamserve-loadgen produce` child offering ``profile``."""
     argv = loadgen_argv(
-        "produce", "--bootstrap", bootstrap, "--input-topic", topic,
-        "--profile", profile.kind, "--rate", str(profile.rate), "--peak", str(profile.peak),
-        "--seconds", str(profile.seconds), "--burst-every-s", str(profile.burst_every_s),
-        "--burst-s", str(profile.burst_s), "--entities", str(entities),
-        "--malformed-every", str(malformed_every),
-    )  # fmt: skip
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--input-topic",
+        topic,
+        "--profile",
+        profile.kind,
+        "--rate",
+        str(profile.rate),
+        "--peak",
+        str(profile.peak),
+        "--seconds",
+        str(profile.seconds),
+        "--burst-every-s",
+        str(profile.burst_every_s),
+        "--burst-s",
+        str(profile.burst_s),
+        "--entities",
+        str(entities),
+        "--malformed-every",
+        str(malformed_every),
+    )
     if seed is not None:
         argv += ["--seed", str(seed)]
     if linger_ms is not None:
@@ -67,6 +91,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     ready_text: str
+    ready_url: str | None = None  # a worker's /readyz: asked instead of watching the log
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -80,9 +105,19 @@ class Child:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.ready.wait(0.1):
+        while not (self._says_ready() if self.ready_url else self.ready.wait(0.1)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
+            if self.ready_url:
+                time.sleep(0.1)
+
+    def _says_ready(self) -> bool:
+        assert self.ready_url is not None
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                return bool(json.loads(response.read()).get("ok"))
+        except OSError:  # not listening yet, or 503: not ready
+            return False
 
     def result(self, timeout_s: float = 600.0) -> dict[str, Any]:
         """Wait for the exit and return the JSON line it printed last."""
@@ -109,9 +144,16 @@ class Child:
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], ready_text: str = "assigned") -> Child:
+    """Start a child; a `streamserve worker` gets an HTTP port (unless ``env`` gives one), so its
+    readiness can come from /readyz."""
+    ready_url = None
+    if argv[1:] == streamserve_argv("worker")[1:]:
+        if env.get("STREAMSERVE_HTTP_PORT", "0") == "0":
+            env = {**env, "STREAMSERVE_HTTP_PORT": str(free_port())}
+        ready_url = f"http://127.0.0.1:{env['STREAMSERVE_HTTP_PORT']}/readyz"
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
-    child = Child(name, proc, ready_text)
+    child = Child(name, proc, ready_text, ready_url)
     threading.Thread(target=child._read_stderr, name=f"{name}-stderr", daemon=True).start()
     return child

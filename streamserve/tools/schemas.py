@@ -2,7 +2,8 @@
 
 ``schemas/`` holds the generated files (the public contract); a test regenerates them and fails
 if they differ, so the files and the code cannot drift apart. Regenerate with
-``streamserve schemas write schemas``.
+``streamserve schemas write schemas --model-dir BUNDLE`` (the demo bundle's event schema is the
+one in ``schemas/``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import msgspec
 from streamserve.core import records
 from streamserve.core.events import build_event_type
 from streamserve.core.model import Manifest
-from streamserve.synthetic import demo_manifest
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _schema(title: str, description: str, type_: Any) -> dict[str, Any]:
-    return {"$schema": DRAFT, "title": title, "description": description,
-            **msgspec.json.schema(type_)}  # fmt: skip
+    return {
+        "$schema": DRAFT,
+        "title": title,
+        "description": description,
+        **msgspec.json.schema(type_),
+    }
 
 
 def event_schema(manifest: Manifest) -> dict[str, Any]:
@@ -36,10 +40,12 @@ def event_schema(manifest: Manifest) -> dict[str, Any]:
     )
 
 
-def all_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for every record type on every topic."""
+def all_schemas(manifest: Manifest | None = None) -> dict[str, dict[str, Any]]:
+    """File name -> schema, for every record type on every topic; the event's only with the
+    ``manifest`` of the bundle that reads it."""
+    events = {"event.schema.json": event_schema(manifest)} if manifest else {}
     return {
-        "event.schema.json": event_schema(demo_manifest()),
+        **events,
         "prediction.schema.json": _schema(
             "Prediction",
             "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
@@ -53,20 +59,21 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             records.DeadLetterHeaders,
         ),
         "metrics.schema.json": _schema(
-            "Metrics record", "Value of a record on the metrics topic: one worker, one interval.",
+            "Metrics record",
+            "Value of a record on the metrics topic: one worker, one interval.",
             records.MetricsRecord,
         ),
-    }  # fmt: skip
+    }
 
 
 def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def write_schemas(directory: Path) -> list[Path]:
+def write_schemas(directory: Path, manifest: Manifest | None = None) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in all_schemas().items():
+    for name, schema in all_schemas(manifest).items():
         path = directory / name
         path.write_text(render(schema))
         written.append(path)

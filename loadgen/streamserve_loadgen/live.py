@@ -10,16 +10,20 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loadgen import procs
-from loadgen.chart import plot_series
-from loadgen.latency import Watcher
-from loadgen.profile import RateProfile
+from streamserve_loadgen import procs
+from streamserve_loadgen.chart import plot_series
+from streamserve_loadgen.latency import Watcher
+from streamserve_loadgen.profile import RateProfile
 
 
 def progress_bar(console: Console | None = None) -> Progress:
     """The progress bar of every step that takes more than a few seconds."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     return Progress(*columns, console=console, transient=True)
 
 

@@ -19,22 +19,21 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from loadgen import procs
-from loadgen.chart import plot_bench, plot_series
-from loadgen.live import progress_bar
-from loadgen.produce import preload
-from loadgen.profile import RateProfile
-from streamserve import synthetic
 from streamserve.config import load_settings
-from streamserve.demo import set_up_demo_world
-from streamserve.embedded import (
+from streamserve.io import kafka as kafka_io
+from streamserve_loadgen import procs, synthetic
+from streamserve_loadgen.chart import plot_bench, plot_series
+from streamserve_loadgen.demo import set_up_demo_world
+from streamserve_loadgen.embedded import (
     EMBEDDED_LINGER_MS,
     EmbeddedStack,
     free_port,
     running_stack,
     start_broker,
 )
-from streamserve.io import kafka as kafka_io
+from streamserve_loadgen.live import progress_bar
+from streamserve_loadgen.produce import preload
+from streamserve_loadgen.profile import RateProfile
 
 PARTITIONS = 4
 FAR_DELAY_MS = 10.0  # the far broker: every byte delayed this long each way (a cross-zone cluster)
@@ -100,15 +99,25 @@ class Bench:
     def prepare(self) -> None:
         plan = self.plan
         with self.console.status("training the demo model and loading features"):
-            set_up_demo_world(self.stack, self.model_dir, plan.trees, plan.entities,
-                              [self.drain_topic], PARTITIONS)  # fmt: skip
+            set_up_demo_world(
+                self.stack,
+                self.model_dir,
+                plan.trees,
+                plan.entities,
+                [self.drain_topic],
+                PARTITIONS,
+            )
         events = synthetic.generate_events(
             plan.events, plan.entities, malformed_every=plan.malformed_every
         )
         with self._progress() as progress:
             task = progress.add_task("pre-loading events", total=plan.events)
-            preload(self.stack.kafka_bootstrap, self.drain_topic, events,
-                    on_progress=lambda n: progress.update(task, completed=n))  # fmt: skip
+            preload(
+                self.stack.kafka_bootstrap,
+                self.drain_topic,
+                events,
+                on_progress=lambda n: progress.update(task, completed=n),
+            )
 
     def _progress(self) -> Progress:
         return progress_bar(self.console)
@@ -121,9 +130,11 @@ class Bench:
         env = self.env(step, input_topic=topic, exit_when_idle_s=2.0, **settings)
         with self.console.status(f"{step}: draining"):
             result = procs.spawn(step, argv, env).result()
-        self.console.print(f"{step}: {result['events']:,} events in {result['seconds']} s, "
-                           f"{result['events_per_s']:,.0f}/s, "
-                           f"{result['cpu_us_per_event']} µs CPU/event")  # fmt: skip
+        self.console.print(
+            f"{step}: {result['events']:,} events in {result['seconds']} s, "
+            f"{result['events_per_s']:,.0f}/s, "
+            f"{result['cpu_us_per_event']} µs CPU/event"
+        )
         return result
 
     def far_drains(self) -> dict[str, dict[str, Any]]:
@@ -132,8 +143,15 @@ class Bench:
         plan = self.plan
         workdir = Path(tempfile.mkdtemp(prefix="streamserve-far-"))
         broker_port, proxy_port = free_port(), free_port()
-        argv = procs.loadgen_argv("delay-proxy", "--listen", str(proxy_port), "--target",
-                                  str(broker_port), "--delay-ms", str(FAR_DELAY_MS))  # fmt: skip
+        argv = procs.loadgen_argv(
+            "delay-proxy",
+            "--listen",
+            str(proxy_port),
+            "--target",
+            str(broker_port),
+            "--delay-ms",
+            str(FAR_DELAY_MS),
+        )
         proxy = procs.spawn("delay-proxy", argv, procs.child_env({}), ready_text="listening")
         broker = None
         try:
@@ -143,16 +161,19 @@ class Bench:
             topic = self.topic("far")
             settings = load_settings(kafka_bootstrap=far)
             kafka_io.ensure_topics(kafka_io.make_admin(settings), [topic], PARTITIONS)
-            events = synthetic.generate_events(plan.events, plan.entities,
-                                               malformed_every=plan.malformed_every)  # fmt: skip
+            events = synthetic.generate_events(
+                plan.events, plan.entities, malformed_every=plan.malformed_every
+            )
             with self.console.status(f"pre-loading {plan.events:,} events behind the proxy"):
                 preload(far, topic, events)
             return {
-                "worker": self.drain("far-worker", procs.streamserve_argv("worker"), topic,
-                                     kafka_bootstrap=far),
-                "bareloop": self.drain("far-bareloop", self.bareloop_argv("far-bareloop"), topic,
-                                       kafka_bootstrap=far),
-            }  # fmt: skip
+                "worker": self.drain(
+                    "far-worker", procs.streamserve_argv("worker"), topic, kafka_bootstrap=far
+                ),
+                "bareloop": self.drain(
+                    "far-bareloop", self.bareloop_argv("far-bareloop"), topic, kafka_bootstrap=far
+                ),
+            }
         finally:
             proxy.kill()
             if broker is not None:
@@ -163,9 +184,14 @@ class Bench:
         return procs.loadgen_argv("bareloop", "--output-topic", self.topic(f"{step}-out"))
 
     def latency(
-        self, target: str, rate: int, burst: bool = False, label: str = "",
-        seconds: float | None = None, **settings: object,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        target: str,
+        rate: int,
+        burst: bool = False,
+        label: str = "",
+        seconds: float | None = None,
+        **settings: object,
+    ) -> dict[str, Any]:
         """Offer ``rate`` events/s for ``seconds`` (with ``burst``: the plan's bursts on top) to a
         running worker or pass-through with ``settings``; time every output."""
         plan = self.plan
@@ -205,13 +231,23 @@ class Bench:
                 str(profile.total),
             ]
             if dead_letters:
-                watch_args += ["--dead-letters", dead_letters]  # fmt: skip
-            watcher = procs.spawn("watcher", procs.loadgen_argv(*watch_args), procs.child_env({}),
-                                  ready_text="watching")  # fmt: skip
+                watch_args += ["--dead-letters", dead_letters]
+            watcher = procs.spawn(
+                "watcher",
+                procs.loadgen_argv(*watch_args),
+                procs.child_env({}),
+                ready_text="watching",
+            )
             watcher.wait_ready()
             linger = EMBEDDED_LINGER_MS if self.stack.embedded_broker else None
-            argv = procs.producer_argv(bootstrap, input_topic, profile, plan.entities,
-                                       plan.malformed_every, linger_ms=linger)  # fmt: skip
+            argv = procs.producer_argv(
+                bootstrap,
+                input_topic,
+                profile,
+                plan.entities,
+                plan.malformed_every,
+                linger_ms=linger,
+            )
             producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
             with self._progress() as progress:
                 task = progress.add_task(f"{step}: {rate:,} events/s", total=profile.seconds)
@@ -227,17 +263,27 @@ class Bench:
             consumer.kill()
             if watcher is not None:
                 watcher.kill()
-        row = {"target": target, "label": label, "burst": burst, "offered_per_s": rate,
-               "offered": offered,
-               "profile": asdict(profile), "settings": {k: str(v) for k, v in settings.items()},
-               "latency_ms": watched["latency_ms"], "lost": watched["lost"],
-               "duplicated": watched["duplicated"], "peak_rss_mb": summary["peak_rss_mb"],
-               "cpu_us_per_event": summary["cpu_us_per_event"],
-               "series": watched["series"]}  # fmt: skip
+        row = {
+            "target": target,
+            "label": label,
+            "burst": burst,
+            "offered_per_s": rate,
+            "offered": offered,
+            "profile": asdict(profile),
+            "settings": {k: str(v) for k, v in settings.items()},
+            "latency_ms": watched["latency_ms"],
+            "lost": watched["lost"],
+            "duplicated": watched["duplicated"],
+            "peak_rss_mb": summary["peak_rss_mb"],
+            "cpu_us_per_event": summary["cpu_us_per_event"],
+            "series": watched["series"],
+        }
         latency = row["latency_ms"]
         row["drain_events_per_s"] = peak_throughput(watched["series"])
-        self.console.print(f"{step}: p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
-                           f"peak {row['drain_events_per_s']:,}/s, lost {row['lost']}")  # fmt: skip
+        self.console.print(
+            f"{step}: p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
+            f"peak {row['drain_events_per_s']:,}/s, lost {row['lost']}"
+        )
         return row
 
     def create_topics(self, topics: list[str]) -> None:
@@ -282,18 +328,25 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             ),
         }
         far = bench.far_drains()
-        sustained = [bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
-                     for target in ("worker", "passthrough")]  # fmt: skip
-        latency = [bench.latency(target, rate) for rate in plan.loads
-                   for target in ("worker", "passthrough")]  # fmt: skip
+        sustained = [
+            bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
+            for target in ("worker", "passthrough")
+        ]
+        latency = [
+            bench.latency(target, rate)
+            for rate in plan.loads
+            for target in ("worker", "passthrough")
+        ]
         ceiling = {"max_batch_size": plan.adaptive_ceiling}
-        burst_settings: dict[str, dict[str, object]] = {
+        burst_settings: dict[str, dict[str, Any]] = {
             "fixed": {},  # the defaults
             "fixed-ceiling": ceiling,  # what a larger batch size alone does
             "adaptive": {**ceiling, "latency_target_ms": plan.latency_target_ms},
         }
-        bursts = [bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
-                  for label, settings in burst_settings.items()]  # fmt: skip
+        bursts = [
+            bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
+            for label, settings in burst_settings.items()
+        ]
     results: dict[str, Any] = {
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
@@ -321,10 +374,15 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     drain, far = results["drain"], results["far"]
     worker, bare = drain["worker"], drain["bareloop"]
     sustained = {row["target"]: row for row in results["sustained"]}
-    rss = max([worker["peak_rss_mb"], *(r["peak_rss_mb"] for r in results["sustained"]
-                                          if r["target"] == "worker")])  # fmt: skip
-    extra_p99 = (sustained["worker"]["latency_ms"]["p99"]
-                 - sustained["passthrough"]["latency_ms"]["p99"])  # fmt: skip
+    rss = max(
+        [
+            worker["peak_rss_mb"],
+            *(r["peak_rss_mb"] for r in results["sustained"] if r["target"] == "worker"),
+        ]
+    )
+    extra_p99 = (
+        sustained["worker"]["latency_ms"]["p99"] - sustained["passthrough"]["latency_ms"]["p99"]
+    )
     found: dict[str, dict[str, Any]] = {
         "drain_vs_bareloop": _goal(worker["events_per_s"] / bare["events_per_s"], ">=", 1.0),
         "cpu_per_event_vs_bareloop": _goal(
@@ -360,45 +418,67 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     for column in ("worker", "bare loop", "pass-through"):
         table.add_column(column, justify="right")
     parties = ("worker", "bareloop", "passthrough")
-    table.add_row(f"drain of {results['plan']['events']:,} events (events/s)",
-                  *(f"{drain[k]['events_per_s']:,.0f}" for k in parties))  # fmt: skip
-    table.add_row("CPU per event (µs, user+sys, all threads)",
-                  *(f"{drain[k]['cpu_us_per_event']:.1f}" for k in parties))  # fmt: skip
+    table.add_row(
+        f"drain of {results['plan']['events']:,} events (events/s)",
+        *(f"{drain[k]['events_per_s']:,.0f}" for k in parties),
+    )
+    table.add_row(
+        "CPU per event (µs, user+sys, all threads)",
+        *(f"{drain[k]['cpu_us_per_event']:.1f}" for k in parties),
+    )
     table.add_row("peak RSS (MB)", *(f"{drain[k]['peak_rss_mb']:.0f}" for k in parties))
-    table.add_row(f"drain, broker {FAR_DELAY_MS:g} ms away each way (events/s)",
-                  f"{far['worker']['events_per_s']:,.0f}",
-                  f"{far['bareloop']['events_per_s']:,.0f}", "")  # fmt: skip
-    rows = {(r["target"], r["offered_per_s"], r["profile"]["seconds"]): r
-            for r in results["sustained"] + results["latency"]}  # fmt: skip
+    table.add_row(
+        f"drain, broker {FAR_DELAY_MS:g} ms away each way (events/s)",
+        f"{far['worker']['events_per_s']:,.0f}",
+        f"{far['bareloop']['events_per_s']:,.0f}",
+        "",
+    )
+    rows = {
+        (r["target"], r["offered_per_s"], r["profile"]["seconds"]): r
+        for r in results["sustained"] + results["latency"]
+    }
     for rate, seconds in sorted({(rate, seconds) for _, rate, seconds in rows}):
         cells = []
         for party in ("worker", "passthrough"):
             row = rows.get((party, rate, seconds))
-            cells.append(f"{row['latency_ms']['p50']:.0f} / {row['latency_ms']['p99']:.0f}"
-                         f" (lost {row['lost']})" if row else "-")  # fmt: skip
-        table.add_row(f"p50 / p99 at {rate:,} events/s for {seconds:g} s (ms)", cells[0], "",
-                      cells[1])  # fmt: skip
+            cells.append(
+                f"{row['latency_ms']['p50']:.0f} / {row['latency_ms']['p99']:.0f}"
+                f" (lost {row['lost']})"
+                if row
+                else "-"
+            )
+        table.add_row(
+            f"p50 / p99 at {rate:,} events/s for {seconds:g} s (ms)", cells[0], "", cells[1]
+        )
     console.print(table)
     cached, plain = drain["worker_cached"], drain["worker"]
-    console.print(f"local feature cache (TTL 60 s, Zipf-skewed entities): "
-                  f"{cached['events_per_s']:,.0f} events/s at {cached['cpu_us_per_event']:.1f} "
-                  f"µs CPU/event, against {plain['events_per_s']:,.0f} at "
-                  f"{plain['cpu_us_per_event']:.1f} without")  # fmt: skip
-    console.print(f"batch size 1: {drain['baseline']['events_per_s']:,.0f} events/s at "
-                  f"{drain['baseline']['cpu_us_per_event']:.0f} µs CPU/event")  # fmt: skip
+    console.print(
+        f"local feature cache (TTL 60 s, Zipf-skewed entities): "
+        f"{cached['events_per_s']:,.0f} events/s at {cached['cpu_us_per_event']:.1f} "
+        f"µs CPU/event, against {plain['events_per_s']:,.0f} at "
+        f"{plain['cpu_us_per_event']:.1f} without"
+    )
+    console.print(
+        f"batch size 1: {drain['baseline']['events_per_s']:,.0f} events/s at "
+        f"{drain['baseline']['cpu_us_per_event']:.0f} µs CPU/event"
+    )
     for row in results.get("bursts", []):
         latency = row["latency_ms"]
-        console.print(f"{row['offered_per_s']:,}/s with bursts ({row['label']}: "
-                      f"{row['settings'] or 'defaults'}): p50 "
-                      f"{latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms, max "
-                      f"{latency['max']:.0f} ms, peak {row['drain_events_per_s']:,} events/s, "
-                      f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
-                      f"lost {row['lost']}")  # fmt: skip
+        console.print(
+            f"{row['offered_per_s']:,}/s with bursts ({row['label']}: "
+            f"{row['settings'] or 'defaults'}): p50 "
+            f"{latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms, max "
+            f"{latency['max']:.0f} ms, peak {row['drain_events_per_s']:,} events/s, "
+            f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
+            f"lost {row['lost']}"
+        )
     faust, bare = drain["faust"], drain["faust_bare"]
-    console.print(f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
-                  f"{faust['cpu_us_per_event']:.0f} µs CPU/event; bare Faust agent counting "
-                  f"take() batches: {bare['events_per_s']:,.0f} events/s "
-                  f"({faust['events']:,} events each)")  # fmt: skip
+    console.print(
+        f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
+        f"{faust['cpu_us_per_event']:.0f} µs CPU/event; bare Faust agent counting "
+        f"take() batches: {bare['events_per_s']:,.0f} events/s "
+        f"({faust['events']:,} events each)"
+    )
     goal_table = Table(title="goals")
     for column in ("goal", "measured", "target", "met"):
         goal_table.add_column(column)

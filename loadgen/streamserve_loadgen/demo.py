@@ -16,17 +16,17 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from loadgen import procs
-from loadgen.latency import Watcher, percentiles
-from loadgen.profile import RateProfile
-from streamserve import synthetic
-from streamserve.audit import from_beginning
 from streamserve.config import Settings, load_settings
 from streamserve.core.model import Manifest
 from streamserve.core.records import MetricsRecord
-from streamserve.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import from_beginning
+from streamserve_loadgen import procs, synthetic
+from streamserve_loadgen.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
+from streamserve_loadgen.latency import Watcher, percentiles
+from streamserve_loadgen.profile import RateProfile
 
 
 def load_entity_features(
@@ -51,14 +51,19 @@ def load_entity_features(
 
 
 def set_up_demo_world(
-    stack: EmbeddedStack, model_dir: Path, trees: int, entities: int, topics: list[str],
+    stack: EmbeddedStack,
+    model_dir: Path,
+    trees: int,
+    entities: int,
+    topics: list[str],
     partitions: int,
-) -> Manifest:  # fmt: skip
+) -> Manifest:
     """Train the demo model into ``model_dir``, write features of ``entities`` entities (every
     50th left absent) to the stack's Redis, and create ``topics``; returns the manifest."""
     manifest = synthetic.train_demo_model(model_dir, trees=trees)
-    settings = load_settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
-                             model_dir=model_dir)  # fmt: skip
+    settings = load_settings(
+        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, model_dir=model_dir
+    )
     load_entity_features(settings, manifest, entities, skip_every=50)
     kafka_io.ensure_topics(kafka_io.make_admin(settings), topics, partitions)
     return manifest
@@ -94,8 +99,14 @@ def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
             metrics_interval_s=1.0,
         )
         with console.status("training the demo model and writing entity features"):
-            set_up_demo_world(stack, model_dir, plan.trees, plan.entities,
-                              settings.topic_names(), settings.topic_partitions)  # fmt: skip
+            set_up_demo_world(
+                stack,
+                model_dir,
+                plan.trees,
+                plan.entities,
+                settings.topic_names(),
+                settings.topic_partitions,
+            )
         env = {
             **stack.env(),
             "STREAMSERVE_MODEL_DIR": str(model_dir),
@@ -121,8 +132,14 @@ def _watch_load(
     watcher = Watcher(bootstrap, settings.predictions_topic, settings.dead_letter_topic)
     metrics = MetricsReader(bootstrap, settings.metrics_topic)
     profile = plan.profile
-    argv = procs.producer_argv(bootstrap, settings.input_topic, profile, plan.entities,
-                               plan.malformed_every, linger_ms=linger_ms)  # fmt: skip
+    argv = procs.producer_argv(
+        bootstrap,
+        settings.input_topic,
+        profile,
+        plan.entities,
+        plan.malformed_every,
+        linger_ms=linger_ms,
+    )
     producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
     started = time.monotonic()
     try:
@@ -162,7 +179,7 @@ class MetricsReader:
         self.latest: MetricsRecord | None = None
         self.dead_letters: Counter[str] = Counter()
         self._decode = msgspec.json.Decoder(MetricsRecord).decode
-        self._consumer, _missing = from_beginning(bootstrap, [topic], "demo-metrics")
+        self._consumer, _missing = from_beginning(Cluster(bootstrap), [topic])
 
     def poll(self) -> None:
         for message in self._consumer.consume(100, 0):
@@ -179,20 +196,32 @@ def _view(plan: DemoPlan, watcher: Watcher, metrics: MetricsReader, elapsed: flo
     table = Table(title="streamserve demo", show_header=False, min_width=64)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
-    last = [v for t, v in zip(watcher.received_ms, watcher.latencies_ms, strict=True)
-            if t >= watcher.received_ms[-1] - 1000] if watcher.received_ms else []  # fmt: skip
+    last = (
+        [
+            v
+            for t, v in zip(watcher.received_ms, watcher.latencies_ms, strict=True)
+            if t >= watcher.received_ms[-1] - 1000
+        ]
+        if watcher.received_ms
+        else []
+    )
     recent = percentiles(last)
     table.add_row("elapsed", f"{elapsed:5.1f} s")
     table.add_row("offered", f"{plan.profile.rate_at(elapsed):,.0f} events/s")
     table.add_row("scored, last second", f"{len(last):,} events/s")
     table.add_row("latency p50 / p99, last second", f"{recent['p50']:.0f} / {recent['p99']:.0f} ms")
-    table.add_row("predictions / dead letters",
-                  f"{len(watcher.received_ms):,} / {watcher.dead_letter_count:,}")  # fmt: skip
+    table.add_row(
+        "predictions / dead letters",
+        f"{len(watcher.received_ms):,} / {watcher.dead_letter_count:,}",
+    )
     record = metrics.latest
     if record is not None:
         table.add_row("consumer lag", f"{record.total_lag:,} records")
-        table.add_row("batch size mean / max", f"{record.batch_size_mean:,.0f} / "
-                      f"{record.batch_size_max:,} ({dict(record.batches_by_trigger)})")  # fmt: skip
+        table.add_row(
+            "batch size mean / max",
+            f"{record.batch_size_mean:,.0f} / "
+            f"{record.batch_size_max:,} ({dict(record.batches_by_trigger)})",
+        )
         by_class = ", ".join(f"{k} {v}" for k, v in sorted(metrics.dead_letters.items()))
         table.add_row("dead letters by class", by_class)
     return table

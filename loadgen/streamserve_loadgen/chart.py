@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from streamserve.errors import MissingExtraError
+
 
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise MissingExtraError("the load generator's charts (matplotlib)", "loadgen") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -20,14 +25,20 @@ def plot_series(series: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt = _pyplot()
     fig, rate_axis = plt.subplots(figsize=(9, 4.5))
     t = [point["t"] for point in series]
-    rate_axis.bar(t, [point["events_per_s"] for point in series], color="#c6dbef",
-                  label="outputs/s")  # fmt: skip
+    rate_axis.bar(
+        t, [point["events_per_s"] for point in series], color="#c6dbef", label="outputs/s"
+    )
     rate_axis.set_xlabel("second of the run")
     rate_axis.set_ylabel("outputs per second")
     latency_axis = rate_axis.twinx()
     for key, colour in (("p50_ms", "#2171b5"), ("p99_ms", "#cb181d")):
-        latency_axis.plot(t, [point[key] for point in series], color=colour, marker=".",
-                          label=key.replace("_ms", " latency"))  # fmt: skip
+        latency_axis.plot(
+            t,
+            [point[key] for point in series],
+            color=colour,
+            marker=".",
+            label=key.replace("_ms", " latency"),
+        )
     latency_axis.set_ylabel("end-to-end latency (ms)")
     latency_axis.set_ylim(bottom=0)
     handles = rate_axis.get_legend_handles_labels()
@@ -55,10 +66,21 @@ def plot_bench(results: dict[str, Any], path: Path) -> Path:
     for target, colour in (("worker", "#2171b5"), ("passthrough", "#969696")):
         rows = [row for row in loads if row["target"] == target]
         offered = [row["offered_per_s"] for row in rows]
-        latency_axis.plot(offered, [row["latency_ms"]["p50"] for row in rows], color=colour,
-                          marker="o", linestyle="--", label=f"{target} p50")  # fmt: skip
-        latency_axis.plot(offered, [row["latency_ms"]["p99"] for row in rows], color=colour,
-                          marker="o", label=f"{target} p99")  # fmt: skip
+        latency_axis.plot(
+            offered,
+            [row["latency_ms"]["p50"] for row in rows],
+            color=colour,
+            marker="o",
+            linestyle="--",
+            label=f"{target} p50",
+        )
+        latency_axis.plot(
+            offered,
+            [row["latency_ms"]["p99"] for row in rows],
+            color=colour,
+            marker="o",
+            label=f"{target} p99",
+        )
     latency_axis.set_xscale("log")
     latency_axis.set_xlabel("offered events per second")
     latency_axis.set_ylabel("end-to-end latency (ms)")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamserve.errors import StreamserveError
+from streamserve.io.kafka import Cluster
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,13 @@ class GroupLag:
         return "\n".join(lines)
 
 
-def group_lag(
-    bootstrap: str, group: str, topic: str, rdkafka: dict[str, str], timeout_s: float = 10.0
-) -> GroupLag:
+def group_lag(cluster: Cluster, group: str, topic: str, timeout_s: float = 10.0) -> GroupLag:
     """Committed offsets of ``group`` on ``topic`` against the log end of each partition.
 
     The reader uses the group's id to look up its commits but never joins the group (it assigns
     partitions itself) and never commits, so the group's members are not disturbed.
     """
-    consumer = Consumer({**rdkafka, "bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "fetch.wait.max.ms": 10})  # fmt: skip
+    consumer = cluster.reader({"enable.partition.eof": True}, group)
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -82,11 +79,19 @@ def group_lag(
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=timeout_s)}
         listed = {tp.partition: consumer.get_watermark_offsets(tp, timeout_s) for tp in tps}
         ends = _log_ends(consumer, topic, listed, timeout_s)
-        return GroupLag(group, topic, [
-            PartitionOffsets(p, None if committed[p] == OFFSET_INVALID else committed[p],
-                             listed[p][0], ends[p])
-            for p in sorted(listed)
-        ])  # fmt: skip
+        return GroupLag(
+            group,
+            topic,
+            [
+                PartitionOffsets(
+                    p,
+                    None if committed[p] == OFFSET_INVALID else committed[p],
+                    listed[p][0],
+                    ends[p],
+                )
+                for p in sorted(listed)
+            ],
+        )
     finally:
         consumer.close()
 
@@ -105,8 +110,9 @@ def _log_ends(
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
                 unfinished.discard(message.partition())
     if unfinished:
-        raise StreamserveError(f"no end of partition {sorted(unfinished)} of {topic} within "
-                               f"{timeout_s:g} s")  # fmt: skip
+        raise StreamserveError(
+            f"no end of partition {sorted(unfinished)} of {topic} within {timeout_s:g} s"
+        )
     ends = {}
     for partition, (_, listed_high) in listed.items():
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)

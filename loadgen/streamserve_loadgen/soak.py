@@ -13,12 +13,13 @@ import numpy as np
 import psutil
 from rich.console import Console
 
-from loadgen import procs
-from loadgen.live import progress_bar
-from loadgen.profile import RateProfile
-from streamserve.audit import audit
-from streamserve.demo import set_up_demo_world
-from streamserve.embedded import running_stack
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import audit
+from streamserve_loadgen import procs
+from streamserve_loadgen.demo import set_up_demo_world
+from streamserve_loadgen.embedded import running_stack
+from streamserve_loadgen.live import progress_bar
+from streamserve_loadgen.profile import RateProfile
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,35 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
     topics = {name: f"{run_id}-{name}" for name in ("events", "predictions", "dead-letters")}
     with running_stack() as stack:
         set_up_demo_world(stack, model_dir, plan.trees, plan.entities, list(topics.values()), 2)
-        env = {"STREAMSERVE_MODEL_DIR": str(model_dir), "STREAMSERVE_INPUT_TOPIC": topics["events"],
-               "STREAMSERVE_PREDICTIONS_TOPIC": topics["predictions"],
-               "STREAMSERVE_DEAD_LETTER_TOPIC": topics["dead-letters"],
-               "STREAMSERVE_METRICS_TOPIC": f"{run_id}-metrics",
-               "STREAMSERVE_GROUP_ID": run_id, "STREAMSERVE_TOPIC_PARTITIONS": "2",
-               "STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS": str(plan.linger_ms)}  # fmt: skip
-        worker = procs.spawn("worker", procs.streamserve_argv("worker"),
-                             procs.child_env({**stack.env(), **env}))  # fmt: skip
+        env = {
+            "STREAMSERVE_MODEL_DIR": str(model_dir),
+            "STREAMSERVE_INPUT_TOPIC": topics["events"],
+            "STREAMSERVE_PREDICTIONS_TOPIC": topics["predictions"],
+            "STREAMSERVE_DEAD_LETTER_TOPIC": topics["dead-letters"],
+            "STREAMSERVE_METRICS_TOPIC": f"{run_id}-metrics",
+            "STREAMSERVE_GROUP_ID": run_id,
+            "STREAMSERVE_TOPIC_PARTITIONS": "2",
+            "STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS": str(plan.linger_ms),
+        }
+        worker = procs.spawn(
+            "worker", procs.streamserve_argv("worker"), procs.child_env({**stack.env(), **env})
+        )
         worker.wait_ready()
         seconds = plan.minutes * 60
         profile = RateProfile("fixed", plan.rate, seconds)
-        producer = procs.spawn("producer", procs.producer_argv(
-            stack.kafka_bootstrap, topics["events"], profile, plan.entities,
-            plan.malformed_every, linger_ms=plan.linger_ms), procs.child_env({}),
-            ready_text="")  # fmt: skip
+        producer = procs.spawn(
+            "producer",
+            procs.producer_argv(
+                stack.kafka_bootstrap,
+                topics["events"],
+                profile,
+                plan.entities,
+                plan.malformed_every,
+                linger_ms=plan.linger_ms,
+            ),
+            procs.child_env({}),
+            ready_text="",
+        )
         samples: list[tuple[float, float]] = []
         cpu_percent: list[float] = []  # the worker's, over each sample interval
         process = psutil.Process(worker.proc.pid)
@@ -77,14 +92,21 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
         time.sleep(3)  # let the last batches through
         summary = worker.stop()
         trend = rss_trend(samples)
-        console.print(f"RSS (MB) every {plan.sample_every_s:g} s: "
-                      f"{[round(r) for _, r in samples]} {trend}")  # fmt: skip
+        console.print(
+            f"RSS (MB) every {plan.sample_every_s:g} s: {[round(r) for _, r in samples]} {trend}"
+        )
         console.print(f"worker CPU % per interval: {[round(c) for c in cpu_percent[1:]]}")
-        console.print(f"worker: {summary['events']:,} of {offered['sent']:,} offered events "
-                      f"scored or dead-lettered")  # fmt: skip
+        console.print(
+            f"worker: {summary['events']:,} of {offered['sent']:,} offered events "
+            f"scored or dead-lettered"
+        )
         with console.status("auditing"):
-            report = audit(stack.kafka_bootstrap, topics["events"], topics["predictions"],
-                           topics["dead-letters"])  # fmt: skip
+            report = audit(
+                Cluster(stack.kafka_bootstrap),
+                topics["events"],
+                topics["predictions"],
+                topics["dead-letters"],
+            )
     return {
         "plan": plan.__dict__,
         "offered": offered,
@@ -104,6 +126,9 @@ def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float]:
     rss = np.array([r for _, r in samples])
     warm = times >= 60 if (times >= 60).sum() >= 2 else np.ones_like(times, dtype=bool)
     slope_per_s = float(np.polyfit(times[warm], rss[warm], 1)[0])
-    return {"rss_first_mb": round(float(rss[0]), 1), "rss_last_mb": round(float(rss[-1]), 1),
-            "rss_peak_mb": round(float(rss.max()), 1),
-            "rss_growth_mb_per_min_after_warmup": round(slope_per_s * 60, 3)}  # fmt: skip
+    return {
+        "rss_first_mb": round(float(rss[0]), 1),
+        "rss_last_mb": round(float(rss[-1]), 1),
+        "rss_peak_mb": round(float(rss.max()), 1),
+        "rss_growth_mb_per_min_after_warmup": round(slope_per_s * 60, 3),
+    }

@@ -24,8 +24,13 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streamserve.errors import EmbeddedStackError
-from streamserve.processes import die_with_parent
+from streamserve.errors import StreamserveError
+from streamserve.runtime.processes import die_with_parent
+
+
+class EmbeddedStackError(StreamserveError):
+    """The embedded broker or Redis did not start (exit code 6)."""
+
 
 START_TIMEOUT_S = 30.0
 # Tansu's memory storage slows with the number of record batches a partition holds: with every
@@ -198,8 +203,16 @@ def start_broker(
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
-            advertised, "--storage-engine", "memory://tansu/"]  # fmt: skip
+    argv = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        advertised,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
     proc = _spawn("tansu", argv, workdir)
     bootstrap = f"127.0.0.1:{port}"
 
@@ -221,8 +234,21 @@ def start_redis(
     With ``cluster``, a node in cluster mode that holds no slots yet."""
     if not port:  # a cluster node's bus port (port + 10000) must be free too
         port = free_ports((0, CLUSTER_BUS_OFFSET)) if cluster else free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]  # fmt: skip
+    argv = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+    ]
     if cluster:
         argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     proc = _spawn("redis", argv, workdir)

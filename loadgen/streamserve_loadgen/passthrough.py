@@ -31,6 +31,7 @@ def run_passthrough(
     consumer = kafka_io.make_consumer(settings)
     producer = kafka_io.make_producer(settings)
     assigned = threading.Event()
+    last_record = time.monotonic()
 
     def on_assign(_consumer: object, partitions: list[TopicPartition]) -> None:
         nonlocal last_record
@@ -39,7 +40,6 @@ def run_passthrough(
         assigned.set()
 
     summary = RunSummary()
-    last_record = time.monotonic()
     consumer.subscribe([settings.input_topic], on_assign=on_assign)
     unflushed = 0
     produce = producer.produce

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from loadgen.profile import RateProfile
+from streamserve_loadgen.profile import RateProfile
 
 PRODUCER_CONFIG = {
     "linger.ms": 20,
@@ -55,10 +55,11 @@ def preload(
     return count
 
 
+LIVE_LINGER_MS = 5.0
 LIVE_PRODUCER_CONFIG = {
     # A record's timestamp is taken at produce(), so its send delay counts as latency. 5 ms, not
     # less: at 1 ms Tansu falls behind the flood of tiny produce requests at 10k events/s.
-    "linger.ms": 5,
+    "linger.ms": LIVE_LINGER_MS,
     "batch.num.messages": 10_000,
     "queue.buffering.max.messages": 1_000_000,
     "acks": "all",
@@ -72,7 +73,7 @@ def produce_at_rate(
     profile: RateProfile,
     records: Iterator[tuple[bytes, bytes]],
     on_tick: Callable[[int, float], None] | None = None,
-    linger_ms: float = LIVE_PRODUCER_CONFIG["linger.ms"],
+    linger_ms: float = LIVE_LINGER_MS,
 ) -> dict[str, Any]:
     """Produce ``profile.total`` records on the profile's schedule; returns what was offered.
 
@@ -119,5 +120,10 @@ def produce_at_rate(
     remaining = producer.flush(60)
     if remaining:
         raise RuntimeError(f"{remaining} records were not delivered to {topic}")
-    return {"sent": sent, "seconds": round(seconds, 3), "events_per_s": round(sent / seconds, 1),
-            "max_behind": max_behind, "first_offsets": first_offsets}  # fmt: skip
+    return {
+        "sent": sent,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(sent / seconds, 1),
+        "max_behind": max_behind,
+        "first_offsets": first_offsets,
+    }

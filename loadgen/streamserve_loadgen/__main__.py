@@ -1,0 +1,3 @@
+from streamserve_loadgen.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""Prometheus metrics and health state of one worker, served by io/http.py.
+
+Counters and histograms are cumulative (scrapes compute rates); the loop updates them once per
+batch, never per event: end-to-end latencies arrive as a numpy array per batch and are bucketed in
+one step (``BulkHistogram``), since prometheus-client's ``observe`` costs about a microsecond per
+value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamserve.core.model import ModelBundle
+from streamserve.core.records import PartitionLag
+from streamserve.telemetry.catalog import METRICS, MetricDef
+from streamserve.telemetry.health import Health
+
+if TYPE_CHECKING:
+    from streamserve.runtime.pipeline import BatchStats
+
+
+class BulkHistogram(Collector):
+    """A Prometheus histogram fed a whole array of observations at a time."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count every finite value (NaN means "not known" and is skipped)."""
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return
+        slots = np.searchsorted(self._bounds, values, side="left")  # first bound >= value
+        counts = np.bincount(slots, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        bounds = [*(f"{b:g}" for b in self._bounds), "+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], list(zip(bounds, cumulative, strict=True)), total)
+        yield family
+
+
+def _build(metric: MetricDef, registry: CollectorRegistry) -> Any:
+    """The prometheus-client object of one row of the catalog, registered in ``registry``."""
+    if metric.per_value:
+        bulk = BulkHistogram(metric.name, metric.help, metric.buckets)
+        registry.register(bulk)
+        return bulk
+    if metric.kind == "histogram":
+        return Histogram(metric.name, metric.help, buckets=metric.buckets, registry=registry)
+    kind = Counter if metric.kind == "counter" else Gauge
+    return kind(metric.name, metric.help, metric.labels, registry=registry)
+
+
+class Telemetry:
+    """The worker's Prometheus metrics, in a registry of their own, and its health."""
+
+    def __init__(self, model_name: str, model_version: str, liveness_timeout_s: float = 30.0):
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, ...
+        self.health = health = Health(liveness_timeout_s)
+
+        metrics = {m.key: _build(m, registry) for m in METRICS}
+        self.metrics = metrics
+        self.model_info: Gauge = metrics["model_info"]
+        self.model_info.labels(model_name, model_version).set(1)
+        self.shadow_info: Gauge = metrics["shadow_model_info"]
+        self.model_reloads: Counter = metrics["model_reloads"]
+        self.events: Counter = metrics["events"]
+        self.dead_letters: Counter = metrics["dead_letters"]
+        self.degraded: Counter = metrics["degraded_predictions"]
+        self.batches: Counter = metrics["batches"]
+        self.batch_size: Histogram = metrics["batch_size"]
+        self.batch_size_limit: Gauge = metrics["batch_size_limit"]
+        self.batch_size_limit.set(0)
+        self.lookup: Histogram = metrics["feature_lookup_seconds"]
+        self.predict: Histogram = metrics["predict_seconds"]
+        self.latency: BulkHistogram = metrics["end_to_end_latency_seconds"]
+        self.store_keys: Counter = metrics["feature_store_keys"]
+        self.store_misses: Counter = metrics["feature_store_misses"]
+        self.store_stale: Counter = metrics["feature_store_stale"]
+        self.cache_hits: Counter = metrics["feature_cache_hits"]
+        self.feature_age: BulkHistogram = metrics["feature_age_seconds"]
+        self.shadow_predictions: Counter = metrics["shadow_predictions"]
+        self.shadow_flips: Counter = metrics["shadow_decision_flips"]
+        self.shadow_delta: BulkHistogram = metrics["shadow_score_delta"]
+        metrics["feature_store_up"].set_function(lambda: float(health.store_available()))
+        metrics["assigned_partitions"].set_function(lambda: float(health.assigned))
+        self.lag: Gauge = metrics["consumer_lag_records"]
+        self._lag_labels: set[tuple[str, str]] = set()
+        self.paused: Gauge = metrics["paused"]
+        # children looked up once (present from the start, at 0), not per batch
+        self._predictions = self.events.labels("prediction")
+        self._dead_letters = self.events.labels("dead_letter")
+        self._by_trigger = {t: self.batches.labels(t) for t in ("size", "time", "stop")}
+
+    def record_batch(self, stats: BatchStats) -> None:
+        """Count one completed batch (its outputs acknowledged)."""
+        batch = stats.scored
+        self._predictions.inc(len(batch.predictions))
+        if batch.dead_letters:
+            self._dead_letters.inc(len(batch.dead_letters))
+        for error_class, count in batch.dead_letter_classes.items():
+            self.dead_letters.labels(error_class).inc(count)
+        if batch.degraded:
+            self.degraded.inc(len(batch.predictions))
+        self._by_trigger[stats.trigger].inc()
+        self.batch_size.observe(stats.size)
+        self.lookup.observe(stats.lookup_ms / 1000)
+        self.predict.observe(stats.predict_ms / 1000)
+        self.latency.observe_many(batch.latencies_ms / 1000)
+        self.store_keys.inc(batch.store_keys)
+        if batch.store_misses:
+            self.store_misses.inc(batch.store_misses)
+        if batch.stale_keys:
+            self.store_stale.inc(batch.stale_keys)
+        if batch.cache_hits:
+            self.cache_hits.inc(batch.cache_hits)
+        if len(batch.feature_ages_s):
+            self.feature_age.observe_many(batch.feature_ages_s)
+        if batch.shadow is not None:
+            self.shadow_predictions.inc(len(batch.shadow.predictions))
+            self.shadow_flips.inc(batch.shadow.flips)
+            self.shadow_delta.observe_many(batch.shadow.abs_deltas)
+
+    def model_swapped(self, old: ModelBundle, new: ModelBundle, shadow: bool) -> None:
+        """A new bundle took over (called from the model watcher's thread)."""
+        info = self.shadow_info if shadow else self.model_info
+        info.remove(old.name, old.version)
+        info.labels(new.name, new.version).set(1)
+        self.model_reloads.labels("loaded").inc()
+
+    def model_rejected(self) -> None:
+        self.model_reloads.labels("rejected").inc()
+
+    def set_lag(self, lags: list[PartitionLag]) -> None:
+        """Set the assigned partitions' lag; drop the series of partitions no longer assigned."""
+        current = {(lag.topic, str(lag.partition)): lag.lag for lag in lags}
+        for labels in self._lag_labels - current.keys():
+            self.lag.remove(*labels)
+        for labels, value in current.items():
+            self.lag.labels(*labels).set(value)
+        self._lag_labels = set(current)
