@@ -23,8 +23,10 @@ test: unit integration ## Run the whole test suite: unit, then integration on th
 unit: install ## Unit tests: core, pipeline, checkpoint, config (no broker, no Redis)
 	$(BIN)/pytest -q -ra tests/unit
 
-integration: install ## Integration and CLI tests on the embedded broker and Redis
-	$(BIN)/pytest -q -ra tests/integration
+# Four at once: the tests mostly wait on brokers and child processes (each xdist worker starts
+# its own embedded broker and Redis; every test has its own topics, group and key prefix).
+integration: install ## Integration and CLI tests on the embedded broker and Redis, 4 at a time
+	$(BIN)/pytest -q -ra -n 4 tests/integration
 
 demo: install ## Embedded stack, demo model, a worker under a ramp of load, live view; prints JSON
 	$(BIN)/streamserve-loadgen demo

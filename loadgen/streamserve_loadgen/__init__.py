@@ -1,1 +1,2 @@
-"""Load generator for streamserve: produces synthetic events to a Kafka topic."""
+"""streamserve's harness: the embedded stack, the demo world, the load generator, bench, chaos and
+soak. It imports the product (``streamserve``); the product never imports it."""

@@ -37,7 +37,7 @@ def undelivered(errors: list[KafkaError]) -> DeliveryError:
 class Checkpoint:
     """Batches whose outputs await the broker's acknowledgement, completed strictly in order.
 
-    The order, for every batch (ARCHITECTURE.md, Delivery semantics):
+    The order, for every batch (the README, "Batching and delivery", states the same):
 
     1. the pipeline produces all of the batch's outputs (``add``);
     2. the broker acknowledges every one of them (the batch's ``Delivery``);
