@@ -7,10 +7,7 @@ Options read the same STREAMSERVE_* variables as the worker, so one environment 
 from __future__ import annotations
 
 import json
-import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,9 @@ import click
 from streamserve_loadgen.demo_commands import DEMO_COMMANDS
 from streamserve_loadgen.produce import preload, produce_at_rate
 from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.run_commands import RUN_COMMANDS
 from streamserve_loadgen.synthetic import generate_events
+from streamserve_loadgen.tool_commands import TOOL_COMMANDS
 
 
 def env_option(flag: str, var: str, default: str, help_text: str) -> Any:
@@ -43,7 +42,7 @@ def main() -> None:
     """streamserve's harness: demo, embedded stack, load generator, bench, chaos, soak."""
 
 
-for command in DEMO_COMMANDS:
+for command in [*DEMO_COMMANDS, *RUN_COMMANDS, *TOOL_COMMANDS]:
     main.add_command(command)
 
 
@@ -261,254 +260,3 @@ def run_command(
     click.echo(json.dumps({k: v for k, v in result.items() if k != "series"}))
     if result["lost"]:
         raise SystemExit(1)
-
-
-@main.command("bench")
-@click.option("--events", type=click.IntRange(min=1000), default=300_000, show_default=True)
-@click.option(
-    "--sustained-seconds",
-    type=click.FloatRange(min=1),
-    default=60.0,
-    show_default=True,
-    help="How long 10,000 events/s are offered to the worker and the pass-through.",
-)
-@click.option(
-    "--baseline-events",
-    type=click.IntRange(min=100),
-    default=20_000,
-    show_default=True,
-    help="Events the batch-size-1 baseline scores.",
-)
-@click.option("--load-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True)
-@click.option(
-    "--loads",
-    default="1000,30000",
-    show_default=True,
-    help="Offered loads (events/s), comma-separated.",
-)
-@click.option(
-    "--max-wait-ms",
-    type=click.IntRange(min=0),
-    default=None,
-    help="The worker's STREAMSERVE_MAX_WAIT_MS (default: the worker's default).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("bench-results"),
-    show_default=True,
-)
-def bench_command(
-    events: int,
-    sustained_seconds: float,
-    baseline_events: int,
-    load_seconds: float,
-    loads: str,
-    max_wait_ms: int | None,
-    out_dir: Path,
-) -> None:
-    """The benchmark: drains against the bare loop, far broker, sustained load, latency."""
-    from rich.console import Console
-
-    from streamserve.config import Settings
-    from streamserve_loadgen.bench import BenchPlan, print_table, run_bench
-
-    plan = BenchPlan(
-        events=events,
-        baseline_events=baseline_events,
-        load_seconds=load_seconds,
-        sustained_seconds=sustained_seconds,
-        loads=tuple(int(x) for x in loads.split(",")),
-        out_dir=out_dir,
-        max_wait_ms=max_wait_ms
-        if max_wait_ms is not None
-        else Settings.model_fields["max_wait_ms"].default,
-    )
-    console = Console(stderr=True)
-    results = run_bench(plan, console)
-    print_table(results, Console())
-
-
-@main.command("chaos")
-@click.option("--events", type=click.IntRange(min=1000), default=300_000, show_default=True)
-@click.option(
-    "--rate",
-    type=click.IntRange(min=100),
-    default=10_000,
-    show_default=True,
-    help="Events/s offered.",
-)
-@click.option(
-    "--kills",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Workers SIGKILLed (each replaced at once).",
-)
-@click.option("--redis-outages", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--redis-down-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("chaos-results"),
-    show_default=True,
-)
-def chaos_command(
-    events: int,
-    rate: int,
-    kills: int,
-    redis_outages: int,
-    redis_down_s: float,
-    seed: int,
-    out_dir: Path,
-) -> None:
-    """Two workers under load, SIGKILLs, Redis outages, a third worker joining; then an audit.
-
-    Exit 1 if anything was lost, a malformed event has no dead letter with a reason, or the
-    duplicates exceed what the killed workers had in hand.
-    """
-    from rich.console import Console
-
-    from streamserve_loadgen.chaos import ChaosPlan, render, run_chaos
-
-    logging.basicConfig(level=logging.WARNING)
-    plan = ChaosPlan(
-        events=events,
-        rate=rate,
-        kills=kills,
-        redis_outages=redis_outages,
-        redis_down_s=redis_down_s,
-        seed=seed,
-    )
-    result = run_chaos(plan, Console(stderr=True))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "chaos.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    click.echo(render(result))
-    if not result.ok:
-        raise SystemExit(1)
-
-
-@main.command("soak")
-@click.option("--minutes", type=click.FloatRange(min=0.5), default=10.0, show_default=True)
-@click.option("--rate", type=click.IntRange(min=100), default=5_000, show_default=True)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("soak-results"),
-    show_default=True,
-)
-def soak_command(minutes: float, rate: int, out_dir: Path) -> None:
-    """A steady load through one worker, its RSS sampled every 10 s; ends with an audit.
-
-    Exit 1 if anything was lost.
-    """
-    from rich.console import Console
-
-    from streamserve_loadgen.soak import SoakPlan, run_soak
-
-    logging.basicConfig(level=logging.WARNING)
-    result = run_soak(SoakPlan(minutes=minutes, rate=rate), Console(stderr=True))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    shown = {k: v for k, v in result.items() if k.startswith("rss_") and k != "rss_mb"}
-    click.echo(
-        json.dumps(
-            {
-                "events": result["audit"]["events"],
-                "lost": result["audit"]["lost"],
-                "rss_samples_mb": [round(r) for _, r in result["rss_mb"]],
-                **shown,
-            }
-        )
-    )
-    if result["audit"]["lost"]:
-        raise SystemExit(1)
-
-
-@main.command("faust-bare")
-def faust_bare_command() -> None:
-    """A bare Faust agent that only counts stream.take() batches: Faust's own ceiling.
-
-    Reads the worker's STREAMSERVE_* variables (bootstrap, input topic, group, batch size, max
-    wait, idle exit, max events); SIGTERM stops it. Prints one JSON line like the worker's.
-    """
-    from streamserve.config import load_settings
-    from streamserve_loadgen.faustbare import run_bare_faust
-
-    settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    click.echo(json.dumps(run_bare_faust(settings).as_dict()))
-
-
-@main.command("bareloop")
-@click.option(
-    "--output-topic", default="bareloop", show_default=True, help="Where its predictions go."
-)
-def bareloop_command(output_topic: str) -> None:
-    """The 60-line loop a user writes by hand (no guarantees): the bench's reference.
-
-    Reads the worker's STREAMSERVE_* variables (bootstrap, input topic, group, model directory,
-    Redis, exit-when-idle); SIGTERM stops it. Prints one JSON line like the worker's.
-    """
-    from streamserve.config import load_settings
-    from streamserve_loadgen.bareloop import run_bare_loop
-
-    settings = load_settings()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    click.echo(json.dumps(run_bare_loop(settings, output_topic, stop).as_dict()))
-
-
-@main.command("delay-proxy")
-@click.option("--listen", type=click.IntRange(1, 65_535), required=True, help="Loopback port.")
-@click.option(
-    "--target", type=click.IntRange(1, 65_535), required=True, help="Loopback port of the broker."
-)
-@click.option(
-    "--delay-ms",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Added to every byte, each way.",
-)
-def delay_proxy_command(listen: int, target: int, delay_ms: float) -> None:
-    """A TCP proxy on 127.0.0.1 that delays every byte: a broker far away, on one machine.
-
-    Start the broker with its advertised port set to LISTEN so every client goes through it.
-    """
-    from streamserve_loadgen.delayproxy import run_proxy
-
-    run_proxy(listen, target, delay_ms)
-
-
-@main.command("passthrough")
-@click.option(
-    "--output-topic", default="passthrough", show_default=True, help="Where the copies go."
-)
-def passthrough_command(output_topic: str) -> None:
-    """Copy the input topic's records to OUTPUT_TOPIC untouched: the broker path's ceiling.
-
-    Reads the worker's STREAMSERVE_* variables (bootstrap, input topic, group, batch size,
-    exit-when-idle); SIGTERM stops it. Prints one JSON line like the worker's.
-    """
-    from streamserve.config import load_settings
-    from streamserve_loadgen.passthrough import run_passthrough
-
-    settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    summary = run_passthrough(settings, output_topic, stop)
-    click.echo(json.dumps(summary.as_dict()))

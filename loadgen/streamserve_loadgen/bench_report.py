@@ -1,0 +1,161 @@
+"""The benchmark's report: its goals against measured values, the terminal table, the machine."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FAR_DELAY_MS = 10.0  # the far broker: every byte delayed this long each way (a cross-zone cluster)
+
+
+def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's goals, each with the measured value and whether it is met."""
+    drain, far = results["drain"], results["far"]
+    worker, bare = drain["worker"], drain["bareloop"]
+    sustained = {row["target"]: row for row in results["sustained"]}
+    rss = max(
+        [
+            worker["peak_rss_mb"],
+            *(r["peak_rss_mb"] for r in results["sustained"] if r["target"] == "worker"),
+        ]
+    )
+    extra_p99 = (
+        sustained["worker"]["latency_ms"]["p99"] - sustained["passthrough"]["latency_ms"]["p99"]
+    )
+    found: dict[str, dict[str, Any]] = {
+        "drain_vs_bareloop": _goal(worker["events_per_s"] / bare["events_per_s"], ">=", 1.0),
+        "cpu_per_event_vs_bareloop": _goal(
+            worker["cpu_us_per_event"] / bare["cpu_us_per_event"], "<=", 1.2
+        ),
+        "far_broker_drain_vs_bareloop": _goal(
+            far["worker"]["events_per_s"] / far["bareloop"]["events_per_s"], ">=", 0.9
+        ),
+        "sustained_p99_over_passthrough_ms": _goal(extra_p99, "<=", 20),
+        "sustained_lost": _goal(sum(r["lost"] for r in results["sustained"]), "<=", 0),
+        "drain_vs_batch_size_1": _goal(
+            worker["events_per_s"] / drain["baseline"]["events_per_s"], ">=", 40
+        ),
+        "worker_peak_rss_mb": _goal(rss, "<=", 300),
+        "faust_vs_bare_faust": _goal(
+            drain["faust"]["events_per_s"] / drain["faust_bare"]["events_per_s"], ">=", 0.70
+        ),
+    }
+    return found
+
+
+def _goal(value: float, op: str, target: float) -> dict[str, Any]:
+    met = value >= target if op == ">=" else value <= target
+    return {"value": round(value, 3), "goal": f"{op} {target:g}", "met": met}
+
+
+def print_table(results: dict[str, Any], console: Console) -> None:
+    """The bench table: drain rates and CPU against the bare loop, the far broker, latency under
+    load, and the goals."""
+    drain, far = results["drain"], results["far"]
+    table = Table(title="streamserve bench", show_lines=False)
+    table.add_column("measurement")
+    for column in ("worker", "bare loop", "pass-through"):
+        table.add_column(column, justify="right")
+    parties = ("worker", "bareloop", "passthrough")
+    table.add_row(
+        f"drain of {results['plan']['events']:,} events (events/s)",
+        *(f"{drain[k]['events_per_s']:,.0f}" for k in parties),
+    )
+    table.add_row(
+        "CPU per event (µs, user+sys, all threads)",
+        *(f"{drain[k]['cpu_us_per_event']:.1f}" for k in parties),
+    )
+    table.add_row("peak RSS (MB)", *(f"{drain[k]['peak_rss_mb']:.0f}" for k in parties))
+    table.add_row(
+        f"drain, broker {FAR_DELAY_MS:g} ms away each way (events/s)",
+        f"{far['worker']['events_per_s']:,.0f}",
+        f"{far['bareloop']['events_per_s']:,.0f}",
+        "",
+    )
+    rows = {
+        (r["target"], r["offered_per_s"], r["profile"]["seconds"]): r
+        for r in results["sustained"] + results["latency"]
+    }
+    for rate, seconds in sorted({(rate, seconds) for _, rate, seconds in rows}):
+        cells = []
+        for party in ("worker", "passthrough"):
+            row = rows.get((party, rate, seconds))
+            cells.append(
+                f"{row['latency_ms']['p50']:.0f} / {row['latency_ms']['p99']:.0f}"
+                f" (lost {row['lost']})"
+                if row
+                else "-"
+            )
+        table.add_row(
+            f"p50 / p99 at {rate:,} events/s for {seconds:g} s (ms)", cells[0], "", cells[1]
+        )
+    console.print(table)
+    cached, plain = drain["worker_cached"], drain["worker"]
+    console.print(
+        f"local feature cache (TTL 60 s, Zipf-skewed entities): "
+        f"{cached['events_per_s']:,.0f} events/s at {cached['cpu_us_per_event']:.1f} "
+        f"µs CPU/event, against {plain['events_per_s']:,.0f} at "
+        f"{plain['cpu_us_per_event']:.1f} without"
+    )
+    console.print(
+        f"batch size 1: {drain['baseline']['events_per_s']:,.0f} events/s at "
+        f"{drain['baseline']['cpu_us_per_event']:.0f} µs CPU/event"
+    )
+    for row in results.get("bursts", []):
+        latency = row["latency_ms"]
+        console.print(
+            f"{row['offered_per_s']:,}/s with bursts ({row['label']}: "
+            f"{row['settings'] or 'defaults'}): p50 "
+            f"{latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms, max "
+            f"{latency['max']:.0f} ms, peak {row['drain_events_per_s']:,} events/s, "
+            f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
+            f"lost {row['lost']}"
+        )
+    faust, bare = drain["faust"], drain["faust_bare"]
+    console.print(
+        f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
+        f"{faust['cpu_us_per_event']:.0f} µs CPU/event; bare Faust agent counting "
+        f"take() batches: {bare['events_per_s']:,.0f} events/s "
+        f"({faust['events']:,} events each)"
+    )
+    goal_table = Table(title="goals")
+    for column in ("goal", "measured", "target", "met"):
+        goal_table.add_column(column)
+    for name, goal in results["goals"].items():
+        goal_table.add_row(name, f"{goal['value']:g}", goal["goal"], "yes" if goal["met"] else "NO")
+    console.print(goal_table)
+    console.print(json.dumps({"goals": results["goals"]}))
+
+
+def peak_throughput(series: list[dict[str, Any]]) -> int:
+    """The most outputs read in one second of a load run: how fast a backlog drained."""
+    return max((int(second["events_per_s"]) for second in series), default=0)
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
