@@ -95,7 +95,7 @@ def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
             kafka_bootstrap=stack.kafka_bootstrap,
             redis_url=stack.redis_url,
             model_dir=model_dir,
-            topic_partitions=2,  # one worker per core; see loadgen/bench.py on Tansu
+            topic_partitions=2,  # one worker per core; see bench.py on Tansu
             metrics_interval_s=1.0,
         )
         with console.status("training the demo model and writing entity features"):
