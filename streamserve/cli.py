@@ -164,7 +164,10 @@ def probe(ready: bool, timeout_s: float) -> None:
         click.echo("streamserve: STREAMSERVE_HTTP_PORT is 0: the endpoint is off", err=True)
         sys.exit(2)
     ok, answer = ask(s.http_port, ready, timeout_s)
-    click.echo(answer, err=not ok and not answer.startswith("{"))
+    if ok or answer.startswith("{"):  # what the endpoint said (503 with its failed checks)
+        click.echo(answer)
+    else:
+        click.echo(f"streamserve: {answer}", err=True)
     if not ok:
         sys.exit(1)
 
