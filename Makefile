@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml loadgen/pyproject.toml | 
 .PHONY: help install test unit integration demo bench chaos soak lint format clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # The product (.) with its Faust extra, and the harness (loadgen/: embedded stack, demo, load tools)
 $(STAMP): pyproject.toml loadgen/pyproject.toml
