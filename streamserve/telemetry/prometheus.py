@@ -77,9 +77,7 @@ class Telemetry:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, ...
         self.health = health = Health(liveness_timeout_s)
-
-        metrics = {m.key: _build(m, registry) for m in METRICS}
-        self.metrics = metrics
+        metrics = {m.key: _build(m, registry) for m in METRICS}  # the catalog, registered
         self.model_info: Gauge = metrics["model_info"]
         self.model_info.labels(model_name, model_version).set(1)
         self.shadow_info: Gauge = metrics["shadow_model_info"]
