@@ -69,7 +69,8 @@ def run_passthrough(
             idle_limit = settings.exit_when_idle_s
             if idle_limit and assigned.is_set() and now - last_record >= idle_limit:
                 break
-        producer.flush(30)
+        if producer.flush(30) == 0 and unflushed:  # stopped with copies in flight: count them
+            summary.batch_done(unflushed, unflushed, 0, "stop")
     finally:
         consumer.close()
     return summary
