@@ -13,10 +13,10 @@ help: ## List the targets
 # The product (.) with its Faust extra, and the harness (loadgen/: embedded stack, demo, load tools)
 $(STAMP): pyproject.toml loadgen/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[faust,dev]" -e "./loadgen[bench]"
+	$(BIN)/python -m pip install -q -e ".[faust,registry,dev]" -e "./loadgen[bench]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv: streamserve[faust,dev] and the harness, editable
+install: $(STAMP) ## Create .venv: streamserve[faust,registry,dev] and the harness, editable
 
 test: unit integration ## Run the whole test suite: unit, then integration on the embedded stack
 

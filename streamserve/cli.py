@@ -1,6 +1,6 @@
 """The `streamserve` command: the worker and the operator's tools. Exit codes: 0 ok, 1 a check
 failed (probe, audit, lag), 2 bad configuration or a missing extra, 3 bad model bundle, 4 feature
-store unreachable, 5 Kafka or delivery failure."""
+store unreachable, 5 Kafka or delivery failure, 7 Schema Registry unreachable at start-up."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from streamserve.errors import (
     FeatureStoreError,
     MissingExtraError,
     ModelBundleError,
+    RegistryUnavailable,
     StreamserveError,
 )
 from streamserve.telemetry.logs import setup_logging
@@ -32,6 +33,7 @@ EXIT_CODES: list[tuple[type[StreamserveError], int]] = [
     (ModelBundleError, 3),
     (FeatureStoreError, 4),
     (DeliveryError, 5),
+    (RegistryUnavailable, 7),
     (StreamserveError, 5),
 ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -67,6 +67,26 @@ class Settings(BaseSettings):
     )
     runtime: Literal["confluent", "faust"] = Field(
         "confluent", description="Worker runtime: confluent-kafka loop, or a faust-streaming app."
+    )
+    input_format: Literal["json", "avro", "protobuf", "json-schema"] = Field(
+        "json",
+        description="Event encoding: plain JSON, or Avro, Protobuf or JSON Schema in the "
+        "Confluent wire format (needs STREAMSERVE_SCHEMA_REGISTRY_URL).",
+    )
+    schema_registry_url: str | None = Field(
+        None, min_length=1, description="Schema Registry URL(s), comma-separated."
+    )
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        None, description="Schema Registry basic auth, as user:password."
+    )
+    schema_registry_ssl_ca_location: str | None = Field(
+        None, min_length=1, description="CA bundle that verifies the Schema Registry."
+    )
+    schema_registry_ssl_certificate_location: str | None = Field(
+        None, min_length=1, description="Client certificate for the Schema Registry (mTLS)."
+    )
+    schema_registry_ssl_key_location: str | None = Field(
+        None, min_length=1, description="Client key for the Schema Registry (mTLS)."
     )
     model_dir: Path | None = Field(None, description="Model bundle directory (required).")
     model_pointer_key: str | None = Field(
@@ -159,6 +179,36 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _RdkafkaSource(settings_cls), env_settings)
 
+    @model_validator(mode="after")
+    def _registry_formats_need_a_registry(self) -> Settings:
+        if self.input_format != "json" and not self.schema_registry_url:
+            raise ValueError(
+                f"STREAMSERVE_INPUT_FORMAT={self.input_format} needs "
+                "STREAMSERVE_SCHEMA_REGISTRY_URL"
+            )
+        if self.input_format != "json" and self.runtime == "faust":
+            raise ValueError(
+                "STREAMSERVE_RUNTIME=faust reads STREAMSERVE_INPUT_FORMAT=json only (for now)"
+            )
+        return self
+
+    def schema_registry_config(self) -> dict[str, str]:
+        """The Schema Registry client's configuration, in confluent-kafka's names."""
+        config = {"url": self.schema_registry_url or ""}
+        if self.schema_registry_basic_auth_user_info is not None:
+            config["basic.auth.credentials.source"] = "USER_INFO"
+            config["basic.auth.user.info"] = (
+                self.schema_registry_basic_auth_user_info.get_secret_value()
+            )
+        for option, value in (
+            ("ssl.ca.location", self.schema_registry_ssl_ca_location),
+            ("ssl.certificate.location", self.schema_registry_ssl_certificate_location),
+            ("ssl.key.location", self.schema_registry_ssl_key_location),
+        ):
+            if value:
+                config[option] = value
+        return config
+
     def topic_names(self) -> list[str]:
         """The input topic and the output topics (the shadow topic with a challenger only)."""
         shadow = [self.shadow_topic] if self.shadow_model_dir is not None else []
@@ -177,8 +227,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name.startswith("rdkafka_"):
                 continue
-            if name == "redis_url":
-                shown[env_name(name)] = mask_url(value.get_secret_value())
+            if name in ("redis_url", "schema_registry_url") and value is not None:
+                url = value.get_secret_value() if isinstance(value, SecretStr) else value
+                shown[env_name(name)] = mask_url(url)
             else:
                 shown[env_name(name)] = "" if value is None else str(value)
         for scope, options in (
@@ -264,7 +315,10 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across settings: its message names the variables
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         shown = "****" if field == "redis_url" else repr(error.get("input"))
         lines.append(f"{env_name(field)}={shown}: {error['msg']}")
     return "invalid configuration: " + "; ".join(lines)

@@ -24,6 +24,11 @@ class StoreUnavailable(FeatureStoreError):
     due yet; the outage policy decides what happens to the batch."""
 
 
+class RegistryUnavailable(StreamserveError):
+    """The Schema Registry cannot be reached: start-up stops (exit 7); mid-run, a batch with a
+    new schema id waits for it, paused, like a batch waiting for the feature store."""
+
+
 class DeliveryError(StreamserveError):
     """The broker did not acknowledge an output record; offsets behind it stay uncommitted."""
 

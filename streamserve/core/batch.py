@@ -17,6 +17,7 @@ import numpy as np
 from streamserve.core import records as rec
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
 from streamserve.core.features import FeatureLayout, StoreKeys, StoreLookup, StoreRows
+from streamserve.core.formats import FramedDecoder, InputFormat, WriterSchemas
 from streamserve.core.model import ModelBundle
 
 MAX_REASON_CHARS = 500
@@ -122,17 +123,29 @@ class ShadowBatch:
 class BatchScorer:
     """Turns a batch of raw records into prediction and dead-letter records for one model."""
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        input_format: InputFormat = "json",
+        schemas: WriterSchemas | None = None,
+    ) -> None:
+        """``schemas`` resolves writer schema ids for the Schema Registry input formats."""
         self.bundle = bundle
         self.layout = FeatureLayout(bundle.manifest)
-        self._decoder = EventDecoder(bundle.manifest)
+        events = EventDecoder(bundle.manifest)
+        if input_format == "json":
+            self._decode = events.decode
+        else:
+            if schemas is None:
+                raise ValueError(f"input format {input_format} needs a WriterSchemas port")
+            self._decode = FramedDecoder(events, input_format, schemas).decode
         self._encode = msgspec.json.Encoder().encode
 
     def prepare(
         self, records: Sequence[SourceRecord], positions: list[Position] | None = None
     ) -> PreparedBatch:
         """Decode ``records`` (whose ``positions`` may be known already)."""
-        events, rejections = self._decoder.decode([r.value() for r in records])
+        events, rejections = self._decode([r.value() for r in records])
         keys = self.layout.store_keys(events.entity_ids)
         return PreparedBatch(records, positions or positions_of(records), events, rejections, keys)
 

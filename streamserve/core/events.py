@@ -70,7 +70,8 @@ class EventDecoder:
     """Decodes raw values into ids and an event-feature matrix; bad records are rejected."""
 
     def __init__(self, manifest: Manifest) -> None:
-        self._decoder = msgspec.json.Decoder(build_event_type(manifest))
+        self._type = build_event_type(manifest)
+        self._decoder = msgspec.json.Decoder(self._type)
         self._id_field = manifest.event.id_field
         self._entity_field = manifest.event.entity_field
         self._event_id = operator.attrgetter(self._id_field)
@@ -83,8 +84,36 @@ class EventDecoder:
         )
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
-        """Decode a batch of raw values; returns the good events and one Rejection per bad one."""
-        events, indices, rejections = self._decode_all(values)
+        """Decode a batch of raw JSON values; returns the good events and one Rejection per bad
+        one."""
+        events, indices, rejections = self._decode_all(values, self._decoder.decode)
+        return self._finish(events, indices, rejections)
+
+    def decode_framed(
+        self,
+        values: Sequence[Any],
+        origin: Sequence[int],
+        rejections: list[Rejection],
+        objects: bool,
+    ) -> tuple[DecodedEvents, list[Rejection]]:
+        """Decode what a wire format unwrapped: JSON bytes, or (``objects``) the Python objects
+        a schema reader made; ``origin[i]`` is the batch index of ``values[i]``, and
+        ``rejections`` those the unwrapping made already."""
+        convert = self._convert if objects else self._decoder.decode
+        events, positions, found = self._decode_all(values, convert)
+        indices = [origin[p] for p in positions]
+        rejections = rejections + [
+            Rejection(origin[r.index], r.error_class, r.reason) for r in found
+        ]
+        rejections.sort(key=lambda r: r.index)
+        return self._finish(events, indices, rejections)
+
+    def _convert(self, value: Any) -> Any:
+        return msgspec.convert(value, self._type)
+
+    def _finish(
+        self, events: list[Any], indices: list[int], rejections: list[Rejection]
+    ) -> tuple[DecodedEvents, list[Rejection]]:
         columns = self._feature_columns(events)
         out_of_range = ~np.isfinite(columns) & ~np.isnan(columns)
         if out_of_range.any():
@@ -108,11 +137,10 @@ class EventDecoder:
         )
 
     def _decode_all(
-        self, values: Sequence[bytes | None]
+        self, values: Sequence[Any], decode: Callable[[Any], Any]
     ) -> tuple[list[Any], list[int], list[Rejection]]:
         """Decode in C runs between bad records: ``list.extend`` keeps what ``map`` decoded
         before a record raised, so a bad record costs one exception, not a slower loop."""
-        decode = self._decoder.decode
         events: list[Any] = []
         indices: list[int] = []
         rejections: list[Rejection] = []
@@ -120,7 +148,7 @@ class EventDecoder:
         while start < total:
             before = len(events)
             try:
-                events.extend(map(decode, values[start:] if start else values))  # type: ignore[arg-type]
+                events.extend(map(decode, values[start:] if start else values))
             except (msgspec.MsgspecError, TypeError, RecursionError) as exc:
                 bad = start + len(events) - before
                 indices.extend(range(start, bad))
@@ -150,8 +178,8 @@ class EventDecoder:
                 matrix[:, col] = np.asarray(values, dtype=np.float64)
         return matrix
 
-    def _classify(self, index: int, value: bytes | None, exc: Exception) -> Rejection:
-        if not value:
+    def _classify(self, index: int, value: Any, exc: Exception) -> Rejection:
+        if value is None or (isinstance(value, bytes | memoryview) and not len(value)):
             return Rejection(index, "empty_value", "record value is empty")
         if isinstance(exc, RecursionError):  # msgspec's decoder recurses per nesting level
             return Rejection(index, "invalid_event", "JSON nested too deeply to decode")

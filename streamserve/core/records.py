@@ -23,6 +23,9 @@ ErrorClass = Literal[
     "missing_entity_id",  # the entity id field is absent or null
     "missing_event_id",  # the event id field is absent or null
     "invalid_feature",  # a feature is not a number, or out of float32 range
+    "not_framed",  # Avro/Protobuf/JSON Schema input without the Schema Registry framing
+    "unknown_schema",  # its schema id is not in the registry, or of another format
+    "undecodable",  # the payload does not decode with its writer schema
 ]
 
 HEADER_SOURCE_TOPIC = "streamserve-source-topic"

@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from streamserve.config import Settings
 from streamserve.core.adaptive import AdaptiveBatching
 from streamserve.core.window import BatchWindow, Trigger
-from streamserve.errors import StoreUnavailable
+from streamserve.errors import RegistryUnavailable, StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
@@ -47,6 +47,7 @@ IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
 SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
+REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this often
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Worker:
         self._gauges_due = 0.0
         self._collections = FullCollections(time.monotonic())
         self._failed = False  # the loop raised: nothing more is completed or committed
+        self._registry_retry_at: float | None = None  # waiting for the Schema Registry
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batches in hand, commits and returns."""
@@ -133,7 +135,7 @@ class Worker:
                     self._send_scored()  # idle, or scored while the next batch fills
                 self.sink.poll(0)
                 self.checkpoint.advance()
-                if self._paused and self._scoring_done(0):
+                if self._paused and self._scoring_done(0) and self._registry_retry_at is None:
                     self._resume()  # caught up (or the batch in hand was abandoned)
                 self._maybe_publish_metrics()
                 self._turned(now)
@@ -167,12 +169,32 @@ class Worker:
         return now
 
     def _close_batch(self, trigger: Trigger) -> None:
-        """Dispatch the full (or timed-out) batch, or pause if scoring is still behind."""
-        if self._scoring_done(PAUSE_AFTER_S):
-            self._resume()
-            self._dispatch(trigger)
-        else:
+        """Dispatch the full (or timed-out) batch, or pause if scoring is still behind or the
+        Schema Registry is away."""
+        if self._registry_retry_at is not None and time.monotonic() < self._registry_retry_at:
+            if self._scoring and self._scoring_done(0):
+                self._send_scored()  # the batch before this one needs no registry
+            return
+        if not self._scoring_done(PAUSE_AFTER_S):
             self._pause()  # scoring is behind: take no more records for now
+            return
+        try:
+            self._dispatch(trigger)
+        except RegistryUnavailable as exc:
+            self._wait_for_registry(exc)
+            return
+        if self._registry_retry_at is not None:
+            log.warning("Schema Registry answers again: resuming")
+            self._registry_retry_at = None
+        self._resume()
+
+    def _wait_for_registry(self, exc: RegistryUnavailable) -> None:
+        """A new schema id could not be fetched: keep the batch (nothing is dead-lettered or
+        committed), pause, and try again in a while; the loop keeps turning meanwhile."""
+        if self._registry_retry_at is None:
+            log.warning("%s: paused, retrying every %.0f s", exc, REGISTRY_RETRY_S)
+        self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
+        self._pause()
 
     def _fail(self) -> None:
         """The loop raised: leave everything not completed uncommitted, to be read again."""
@@ -311,13 +333,19 @@ class Worker:
         are never stored, so it is read again."""
         with self._scoring_thread.giving_up():
             try:
-                self._dispatch("stop")
+                try:
+                    self._dispatch("stop")
+                except RegistryUnavailable:
+                    self._send_scored()  # the batch before it needs no registry
+                    raise
                 self._send_scored()
             except StoreUnavailable:
-                self._abandon_unscored()
+                self._abandon_unscored("feature store down")
+            except RegistryUnavailable:
+                self._abandon_unscored("Schema Registry away")
         self.checkpoint.drain()
 
-    def _abandon_unscored(self) -> None:
+    def _abandon_unscored(self, why: str) -> None:
         """Drop the batches not produced yet; rewind the partitions still ours to their first
         record, so this worker reads them again (a revoked partition's next owner starts from
         the committed offset, which is behind them)."""
@@ -331,7 +359,7 @@ class Worker:
         for (topic, partition), offset in first.items():
             if (topic, partition) in ours:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
-        log.warning("feature store down: %d records left unscored, to be read again", len(records))
+        log.warning("%s: %d records left unscored, to be read again", why, len(records))
 
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()

@@ -22,6 +22,7 @@ import redis
 
 from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, FeatureStore
+from streamserve.core.formats import WriterSchemas
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.errors import ConfigError, FeatureStoreError, ModelBundleError
 from streamserve.io import store as store_io
@@ -57,9 +58,16 @@ class Serving:
 class Models:
     """Loads bundles into Models over one Redis client and one circuit breaker."""
 
-    def __init__(self, settings: Settings, client: store_io.RedisClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: store_io.RedisClient,
+        schemas: WriterSchemas | None = None,
+    ) -> None:
+        """``schemas``: the Schema Registry, for the registry input formats."""
         self.settings = settings
         self.client = client
+        self.schemas = schemas
         self._guard: store_io.ResilientStore | None = None  # the first reader's; shared
         self.serving: Serving  # set by ``start``
 
@@ -104,7 +112,8 @@ class Models:
             raise ModelBundleError(f"model in {bundle_dir} fails to predict: {exc}") from None
         if not np.isfinite(scores).all():
             raise ModelBundleError(f"model in {bundle_dir} predicts non-finite scores")
-        return Model(bundle, BatchScorer(bundle), self._reader(bundle), fingerprint)
+        scorer = BatchScorer(bundle, self.settings.input_format, self.schemas)
+        return Model(bundle, scorer, self._reader(bundle), fingerprint)
 
     def _reader(self, bundle: ModelBundle) -> store_io.ResilientStore:
         manifest = bundle.manifest

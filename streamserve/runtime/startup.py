@@ -7,6 +7,7 @@ import time
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
+from streamserve.core.formats import WriterSchemas
 from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
@@ -30,9 +31,22 @@ def load_models(settings: Settings) -> Models:
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
     store_io.ping(redis_client)
-    models = Models(settings, redis_client)
+    models = Models(settings, redis_client, writer_schemas(settings))
     models.start()
     return models
+
+
+def writer_schemas(settings: Settings) -> WriterSchemas | None:
+    """The Schema Registry, checked reachable, for the registry input formats; else None."""
+    if settings.input_format == "json":
+        return None
+    from streamserve.io.registry import RegistrySchemas, registry_client
+
+    schemas = RegistrySchemas(
+        registry_client(settings.schema_registry_config()), settings.input_format
+    )
+    schemas.check()
+    return schemas
 
 
 def prepare_topics(settings: Settings) -> None:
