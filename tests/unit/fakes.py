@@ -118,14 +118,19 @@ class FakeProducer:
         return 0
 
 
-def serving(bundle: ModelBundle, store: MemoryStore) -> Serving:
+def serving(bundle: ModelBundle, store: MemoryStore, scorer: BatchScorer | None = None) -> Serving:
     guarded = ResilientStore(store, retries=0, backoff_s=0, reset_s=1)
-    return Serving(Model(bundle, BatchScorer(bundle), guarded, ("", ())))
+    return Serving(Model(bundle, scorer or BatchScorer(bundle), guarded, ("", ())))
 
 
 def pipeline(
-    bundle: ModelBundle, store: MemoryStore, producer: FakeProducer, clock_ms: int = 5_000
+    bundle: ModelBundle,
+    store: MemoryStore,
+    producer: FakeProducer,
+    clock_ms: int = 5_000,
+    scorer: BatchScorer | None = None,
 ) -> BatchPipeline:
-    served = serving(bundle, store)
+    """The real pipeline; ``scorer`` decodes another input format than JSON."""
+    served = serving(bundle, store, scorer)
     sink = KafkaSink(producer)  # type: ignore[arg-type]  # a fake of the methods it calls
     return BatchPipeline("w", lambda: served, ScoringThread("wait"), sink, TOPICS, lambda: clock_ms)

@@ -1,0 +1,259 @@
+"""Avro, Protobuf and JSON Schema events, serialized by confluent-kafka's own serializers against
+its in-process mock Schema Registry, through the real pipeline: they score exactly as the same
+events in JSON, and every kind of bad input is a dead letter with its own class and reason."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from streamserve.core import records as rec
+from streamserve.core.batch import BatchScorer
+from streamserve.core.formats import InputFormat
+from streamserve.core.model import ModelBundle
+from streamserve.errors import RegistryUnavailable
+from streamserve.io.registry import RegistrySchemas, registry_client
+from streamserve_loadgen import synthetic
+from tests.conftest import is_scorable, offline_scores
+from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
+
+TOPIC = "events"
+CONTEXT = SerializationContext(TOPIC, MessageField.VALUE)
+
+
+def avro_schema(amount: str = "double", extra_field: bool = False, mcc: bool = True) -> str:
+    """The demo event in Avro; nullable features, so a missing one can be written as null."""
+    merchant_fields = [{"name": "risk", "type": ["null", "double"], "default": None}]
+    if mcc:
+        merchant_fields.append({"name": "mcc", "type": "string", "default": ""})
+    fields: list[dict[str, Any]] = [
+        {"name": "event_id", "type": "string"},
+        {"name": "entity_id", "type": ["null", "string"], "default": None},
+        {"name": "amount", "type": ["null", amount], "default": None},
+        {"name": "hour_of_day", "type": ["null", "int"], "default": None},
+        {
+            "name": "merchant",
+            "type": ["null", {"type": "record", "name": "Merchant", "fields": merchant_fields}],
+            "default": None,
+        },
+        {"name": "is_foreign", "type": ["null", "int"], "default": None},
+        {"name": "device_age_days", "type": ["null", "int"], "default": None},
+        {"name": "distance_km", "type": ["null", "double"], "default": None},
+    ]
+    if extra_field:
+        fields.append({"name": "channel", "type": "string", "default": "web"})
+    return json.dumps(
+        {"type": "record", "name": "Transaction", "namespace": "demo", "fields": fields}
+    )
+
+
+@functools.cache
+def transaction_class() -> Any:
+    """A Protobuf message class of the demo event, built without protoc. Features are
+    `optional` (explicit presence), so a missing one reads as missing, not as 0."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="streamserve_test_transaction.proto", package="demo", syntax="proto3"
+    )
+    merchant = proto.message_type.add(name="Merchant")
+    transaction = proto.message_type.add(name="Transaction")
+    double, int64, string = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
+        descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+    )
+    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    fields: list[tuple[Any, str, int, bool]] = [
+        (merchant, "risk", double, True),
+        (merchant, "mcc", string, False),
+        (transaction, "event_id", string, False),
+        (transaction, "entity_id", string, True),
+        (transaction, "amount", double, True),
+        (transaction, "hour_of_day", int64, True),
+        (transaction, "is_foreign", int64, True),
+        (transaction, "device_age_days", int64, True),
+        (transaction, "distance_km", double, True),
+    ]
+    oneofs: dict[str, int] = {}
+    for message, name, kind, present in fields:
+        field = message.field.add(
+            name=name, number=len(message.field) + 1, type=kind, label=optional
+        )
+        if present:  # proto3 `optional`: a synthetic oneof per field
+            oneofs[f"{message.name}.{name}"] = len(message.oneof_decl)
+            message.oneof_decl.add(name=f"_{name}")
+            field.oneof_index = oneofs[f"{message.name}.{name}"]
+            field.proto3_optional = True
+    transaction.field.add(
+        name="merchant",
+        number=len(transaction.field) + 1,
+        label=optional,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+        type_name=".demo.Merchant",
+    )
+    file = descriptor_pool.Default().Add(proto)
+    return message_factory.GetMessageClass(file.message_types_by_name["Transaction"])
+
+
+@pytest.fixture
+def client() -> Any:
+    return registry_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+
+@pytest.fixture
+def events() -> list[dict[str, Any]]:
+    values = [v for _, v in synthetic.generate_events(300, 40, malformed_every=0)]
+    decoded = [json.loads(v) for v in values]
+    decoded[5]["amount"] = None  # a missing feature
+    decoded[6]["merchant"] = None  # a missing parent object
+    return decoded
+
+
+@pytest.fixture
+def world() -> tuple[MemoryStore, dict[str, np.ndarray]]:
+    table = synthetic.entity_features(40)
+    by_entity = {synthetic.entity_id(i): table[i] for i in range(40) if i % 3}
+    return MemoryStore({f"feat:{e}": r for e, r in by_entity.items()}, table.shape[1]), by_entity
+
+
+def serializers(client: Any) -> dict[str, Callable[[dict[str, Any]], bytes]]:
+    """confluent-kafka's own serializers, one per format, registering with ``client``."""
+    avro = AvroSerializer(client, avro_schema())
+    json_schema = JSONSerializer(
+        json.dumps(msgspec.json.schema(dict[str, Any])), client, conf={"validate": False}
+    )
+    message = transaction_class()
+    protobuf = ProtobufSerializer(message, client, {"use.deprecated.format": False})
+
+    def as_message(event: dict[str, Any]) -> Any:
+        fields = {k: v for k, v in event.items() if v is not None and k != "merchant"}
+        built = message(**fields)
+        if event.get("merchant") is not None:
+            merchant = {k: v for k, v in event["merchant"].items() if v is not None}
+            built.merchant.CopyFrom(type(built.merchant)(**merchant))
+        return built
+
+    return {
+        "avro": lambda e: avro(e, CONTEXT),
+        "json-schema": lambda e: json_schema(e, CONTEXT),
+        "protobuf": lambda e: protobuf(as_message(e), CONTEXT),
+    }
+
+
+def scored(
+    bundle: ModelBundle,
+    store: MemoryStore,
+    values: Sequence[bytes | None],
+    scorer: BatchScorer | None = None,
+) -> tuple[dict[str, float], list[Any]]:
+    """(event id -> score, dead letters) of one batch through the pipeline."""
+    producer = FakeProducer(auto_ack=False)
+    records = [Record(v, offset) for offset, v in enumerate(values)]
+    pipeline(bundle, store, producer, scorer=scorer).run(records)
+    scores, dead = {}, []
+    for out in producer.pending:
+        if out.topic == "predictions":
+            prediction = msgspec.json.decode(out.value or b"", type=rec.Prediction)
+            scores[str(prediction.event_id)] = prediction.score
+        else:
+            dead.append(out)
+    return scores, dead
+
+
+def registry_scorer(bundle: ModelBundle, client: Any, input_format: InputFormat) -> BatchScorer:
+    return BatchScorer(bundle, input_format, RegistrySchemas(client, input_format))
+
+
+@pytest.mark.parametrize("input_format", ["avro", "protobuf", "json-schema"])
+def test_registry_events_score_like_json_and_offline_predict(
+    bundle: ModelBundle,
+    bundle_dir: Path,
+    client: Any,
+    events: list,
+    world: Any,
+    input_format: InputFormat,
+) -> None:
+    store, by_entity = world
+    as_json = [json.dumps(e).encode() for e in events]
+    from_json, _ = scored(bundle, store, as_json)
+    framed = [serializers(client)[input_format](e) for e in events]
+    assert all(v[0] == 0 for v in framed)  # the Confluent framing
+    got, dead = scored(bundle, store, framed, registry_scorer(bundle, client, input_format))
+    assert not dead
+    assert got.keys() == from_json.keys() and len(got) == len(events)
+    np.testing.assert_array_equal([got[k] for k in from_json], list(from_json.values()))
+    expected = offline_scores(bundle_dir, [v for v in as_json if is_scorable(v)], by_entity)
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+
+
+def test_avro_schema_versions_on_one_topic_decode_to_the_same_columns(
+    bundle: ModelBundle, client: Any, events: list, world: Any
+) -> None:
+    store, _ = world
+    v1 = AvroSerializer(client, avro_schema())
+    # v2 adds a field with a default and drops one the model does not read (merchant.mcc)
+    v2 = AvroSerializer(client, avro_schema(extra_field=True, mcc=False))
+    evolved = [{**e, "channel": "app"} for e in events]
+    for e in evolved:
+        if e["merchant"] is not None:
+            e["merchant"] = {"risk": e["merchant"]["risk"]}
+    mixed = [
+        v1(e, CONTEXT) if i % 2 else v2(f, CONTEXT)
+        for i, (e, f) in enumerate(zip(events, evolved, strict=True))
+    ]
+    assert len({int.from_bytes(v[1:5], "big") for v in mixed}) == 2  # two writer schemas
+    got, dead = scored(bundle, store, mixed, registry_scorer(bundle, client, "avro"))
+    one_version, _ = scored(
+        bundle, store, [v1(e, CONTEXT) for e in events], registry_scorer(bundle, client, "avro")
+    )
+    assert not dead and got == one_version
+
+
+def test_every_bad_avro_input_is_a_dead_letter_with_its_class(
+    bundle: ModelBundle, client: Any, events: list, world: Any
+) -> None:
+    store, _ = world
+    good = AvroSerializer(client, avro_schema())
+    text_amount = AvroSerializer(client, avro_schema(amount="string"))
+    valid = good(events[0], CONTEXT)
+    bad: dict[str, bytes | None] = {
+        "not_framed": json.dumps(events[1]).encode(),
+        "unknown_schema": b"\x00" + (4242).to_bytes(4, "big") + valid[5:],
+        "undecodable": valid[:9],
+        "missing_entity_id": good({**events[2], "entity_id": None}, CONTEXT),
+        "invalid_feature": text_amount({**events[3], "amount": "twelve"}, CONTEXT),
+        "empty_value": b"",
+    }
+    values = [valid, *bad.values()]
+    got, dead = scored(bundle, store, values, registry_scorer(bundle, client, "avro"))
+    assert list(got) == [events[0]["event_id"]]
+    classes = [dict(d.headers)[rec.HEADER_ERROR_CLASS] for d in dead]
+    assert classes == list(bad)
+    for letter, original in zip(dead, bad.values(), strict=True):
+        assert dict(letter.headers)[rec.HEADER_ERROR_REASON]
+        assert letter.value == original  # the original bytes, untouched
+
+
+def test_an_unreachable_registry_fails_the_check_and_the_batch_rejects_nothing(
+    bundle: ModelBundle, client: Any, events: list
+) -> None:
+    framed = AvroSerializer(client, avro_schema())(events[0], CONTEXT)
+    away = registry_client({"url": "http://127.0.0.1:9", "timeout": "1"})  # nothing listens
+    schemas = RegistrySchemas(away, "avro")
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        schemas.check()
+    scorer = BatchScorer(bundle, "avro", schemas)
+    with pytest.raises(RegistryUnavailable):
+        scorer.prepare([Record(framed, 0)])
