@@ -53,7 +53,9 @@ class Scenario:
 
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for a worker subprocess."""
-        env = {"STREAMSERVE_" + k.upper(): str(v) for k, v in self.overrides().items()}
+        env = {
+            "STREAMSERVE_" + k.upper(): str(v) for k, v in self.overrides().items() if v is not None
+        }
         env["STREAMSERVE_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS"] = "6000"
         env["STREAMSERVE_HTTP_PORT"] = "0"  # tests that want the endpoint pick a free port
         return env
@@ -72,6 +74,8 @@ class Scenario:
             "topic_partitions": s.topic_partitions,
             "metrics_interval_s": s.metrics_interval_s,
             "exit_when_idle_s": s.exit_when_idle_s,
+            "input_format": s.input_format,
+            "schema_registry_url": s.schema_registry_url,
         }
 
     def with_settings(self, **changes: Any) -> Scenario:

@@ -4,10 +4,9 @@ events in JSON, and every kind of bad input is a dead letter with its own class 
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.schema_registry.json_schema import JSONSerializer
-from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
@@ -28,83 +24,11 @@ from streamserve.errors import RegistryUnavailable
 from streamserve.io.registry import RegistrySchemas, registry_client
 from streamserve_loadgen import synthetic
 from tests.conftest import is_scorable, offline_scores
+from tests.schema_registry import avro_schema, serializers
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
 TOPIC = "events"
 CONTEXT = SerializationContext(TOPIC, MessageField.VALUE)
-
-
-def avro_schema(amount: str = "double", extra_field: bool = False, mcc: bool = True) -> str:
-    """The demo event in Avro; nullable features, so a missing one can be written as null."""
-    merchant_fields = [{"name": "risk", "type": ["null", "double"], "default": None}]
-    if mcc:
-        merchant_fields.append({"name": "mcc", "type": "string", "default": ""})
-    fields: list[dict[str, Any]] = [
-        {"name": "event_id", "type": "string"},
-        {"name": "entity_id", "type": ["null", "string"], "default": None},
-        {"name": "amount", "type": ["null", amount], "default": None},
-        {"name": "hour_of_day", "type": ["null", "int"], "default": None},
-        {
-            "name": "merchant",
-            "type": ["null", {"type": "record", "name": "Merchant", "fields": merchant_fields}],
-            "default": None,
-        },
-        {"name": "is_foreign", "type": ["null", "int"], "default": None},
-        {"name": "device_age_days", "type": ["null", "int"], "default": None},
-        {"name": "distance_km", "type": ["null", "double"], "default": None},
-    ]
-    if extra_field:
-        fields.append({"name": "channel", "type": "string", "default": "web"})
-    return json.dumps(
-        {"type": "record", "name": "Transaction", "namespace": "demo", "fields": fields}
-    )
-
-
-@functools.cache
-def transaction_class() -> Any:
-    """A Protobuf message class of the demo event, built without protoc. Features are
-    `optional` (explicit presence), so a missing one reads as missing, not as 0."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="streamserve_test_transaction.proto", package="demo", syntax="proto3"
-    )
-    merchant = proto.message_type.add(name="Merchant")
-    transaction = proto.message_type.add(name="Transaction")
-    double, int64, string = (
-        descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
-        descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-    )
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    fields: list[tuple[Any, str, int, bool]] = [
-        (merchant, "risk", double, True),
-        (merchant, "mcc", string, False),
-        (transaction, "event_id", string, False),
-        (transaction, "entity_id", string, True),
-        (transaction, "amount", double, True),
-        (transaction, "hour_of_day", int64, True),
-        (transaction, "is_foreign", int64, True),
-        (transaction, "device_age_days", int64, True),
-        (transaction, "distance_km", double, True),
-    ]
-    oneofs: dict[str, int] = {}
-    for message, name, kind, present in fields:
-        field = message.field.add(
-            name=name, number=len(message.field) + 1, type=kind, label=optional
-        )
-        if present:  # proto3 `optional`: a synthetic oneof per field
-            oneofs[f"{message.name}.{name}"] = len(message.oneof_decl)
-            message.oneof_decl.add(name=f"_{name}")
-            field.oneof_index = oneofs[f"{message.name}.{name}"]
-            field.proto3_optional = True
-    transaction.field.add(
-        name="merchant",
-        number=len(transaction.field) + 1,
-        label=optional,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-        type_name=".demo.Merchant",
-    )
-    file = descriptor_pool.Default().Add(proto)
-    return message_factory.GetMessageClass(file.message_types_by_name["Transaction"])
 
 
 @pytest.fixture
@@ -126,30 +50,6 @@ def world() -> tuple[MemoryStore, dict[str, np.ndarray]]:
     table = synthetic.entity_features(40)
     by_entity = {synthetic.entity_id(i): table[i] for i in range(40) if i % 3}
     return MemoryStore({f"feat:{e}": r for e, r in by_entity.items()}, table.shape[1]), by_entity
-
-
-def serializers(client: Any) -> dict[str, Callable[[dict[str, Any]], bytes]]:
-    """confluent-kafka's own serializers, one per format, registering with ``client``."""
-    avro = AvroSerializer(client, avro_schema())
-    json_schema = JSONSerializer(
-        json.dumps(msgspec.json.schema(dict[str, Any])), client, conf={"validate": False}
-    )
-    message = transaction_class()
-    protobuf = ProtobufSerializer(message, client, {"use.deprecated.format": False})
-
-    def as_message(event: dict[str, Any]) -> Any:
-        fields = {k: v for k, v in event.items() if v is not None and k != "merchant"}
-        built = message(**fields)
-        if event.get("merchant") is not None:
-            merchant = {k: v for k, v in event["merchant"].items() if v is not None}
-            built.merchant.CopyFrom(type(built.merchant)(**merchant))
-        return built
-
-    return {
-        "avro": lambda e: avro(e, CONTEXT),
-        "json-schema": lambda e: json_schema(e, CONTEXT),
-        "protobuf": lambda e: protobuf(as_message(e), CONTEXT),
-    }
 
 
 def scored(
@@ -188,7 +88,7 @@ def test_registry_events_score_like_json_and_offline_predict(
     store, by_entity = world
     as_json = [json.dumps(e).encode() for e in events]
     from_json, _ = scored(bundle, store, as_json)
-    framed = [serializers(client)[input_format](e) for e in events]
+    framed = [serializers(client, TOPIC)[input_format](e) for e in events]
     assert all(v[0] == 0 for v in framed)  # the Confluent framing
     got, dead = scored(bundle, store, framed, registry_scorer(bundle, client, input_format))
     assert not dead
