@@ -208,12 +208,37 @@ def model_check(bundle_dir: Path) -> None:
 
 @model.command("schema")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-def model_schema(bundle_dir: Path) -> None:
-    """Print the JSON Schema of the events a bundle reads."""
+@click.option(
+    "--format",
+    "schema_format",
+    type=click.Choice(["json-schema", "avro", "protobuf"]),
+    default="json-schema",
+    show_default=True,
+    help="JSON Schema (plain JSON or JSON Schema input), Avro schema or .proto file.",
+)
+def model_schema(bundle_dir: Path, schema_format: str) -> None:
+    """Print the schema of the events a bundle reads, ready to register."""
     from streamserve.core.model import read_manifest
+    from streamserve.tools import event_schemas
     from streamserve.tools.schemas import event_schema, render
 
-    click.echo(render(event_schema(exit_on_error(lambda: read_manifest(bundle_dir)))), nl=False)
+    manifest = exit_on_error(lambda: read_manifest(bundle_dir))
+    if schema_format == "avro":
+        click.echo(json.dumps(event_schemas.avro_event_schema(manifest), indent=2))
+    elif schema_format == "protobuf":
+        proto = exit_on_error(
+            lambda: _needs_registry_extra(event_schemas.proto_event_file, manifest)
+        )
+        click.echo(event_schemas.render_proto(proto), nl=False)
+    else:
+        click.echo(render(event_schema(manifest)), nl=False)
+
+
+def _needs_registry_extra(build: Callable[[Any], Any], manifest: Any) -> Any:
+    try:
+        return build(manifest)
+    except ModuleNotFoundError:
+        raise MissingExtraError("protobuf, for --format protobuf,", "registry") from None
 
 
 @main.command()

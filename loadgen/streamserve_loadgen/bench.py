@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamserve.config import load_settings
+from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
 from streamserve_loadgen import procs, synthetic
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
@@ -30,11 +32,14 @@ from streamserve_loadgen.embedded import (
     running_stack,
     start_broker,
 )
+from streamserve_loadgen.formats import framed, serializer
 from streamserve_loadgen.live import progress_bar
 from streamserve_loadgen.produce import preload
 from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.registry import running_registry
 
 PARTITIONS = 4
+REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,13 @@ class BenchPlan:
 class Bench:
     """One benchmark run on one stack: every step names its own topics and consumer group."""
 
-    def __init__(self, plan: BenchPlan, stack: EmbeddedStack, console: Console) -> None:
+    def __init__(
+        self, plan: BenchPlan, stack: EmbeddedStack, console: Console, registry_url: str
+    ) -> None:
         self.plan = plan
         self.stack = stack
         self.console = console
+        self.registry_url = registry_url
         self.run_id = f"{int(time.time())}"
         self.model_dir = Path(tempfile.mkdtemp(prefix="streamserve-bench-")) / "model"
         self.drain_topic = self.topic("drain")
@@ -102,20 +110,42 @@ class Bench:
                 self.model_dir,
                 plan.trees,
                 plan.entities,
-                [self.drain_topic],
+                [self.drain_topic, *(self.topic(f"drain-{f}") for f in REGISTRY_FORMATS)],
                 PARTITIONS,
             )
-        events = synthetic.generate_events(
-            plan.events, plan.entities, malformed_every=plan.malformed_every
-        )
-        with self._progress() as progress:
-            task = progress.add_task("pre-loading events", total=plan.events)
-            preload(
-                self.stack.kafka_bootstrap,
-                self.drain_topic,
-                events,
-                on_progress=lambda n: progress.update(task, completed=n),
+        events = list(
+            synthetic.generate_events(
+                plan.events, plan.entities, malformed_every=plan.malformed_every
             )
+        )
+        manifest = read_manifest(self.model_dir)
+        topics = {
+            self.drain_topic: "json",
+            **{self.topic(f"drain-{f}"): f for f in REGISTRY_FORMATS},
+        }
+        for topic, input_format in topics.items():
+            pairs: Iterable[tuple[bytes, bytes]] = events
+            if input_format != "json":
+                serialize = serializer(input_format, self.registry_url, topic, manifest)
+                pairs = framed(events, serialize)
+            with self._progress() as progress:
+                task = progress.add_task(f"pre-loading {input_format} events", total=plan.events)
+                preload(
+                    self.stack.kafka_bootstrap,
+                    topic,
+                    pairs,
+                    on_progress=lambda n: progress.update(task, completed=n),  # noqa: B023
+                )
+
+    def drain_format(self, input_format: str, argv: list[str]) -> dict[str, Any]:
+        """The worker draining the same events in a Schema Registry format."""
+        return self.drain(
+            f"worker-{input_format}",
+            argv,
+            input_topic=self.topic(f"drain-{input_format}"),
+            input_format=input_format,
+            schema_registry_url=self.registry_url,
+        )
 
     def _progress(self) -> Progress:
         return progress_bar(self.console)
@@ -292,12 +322,13 @@ class Bench:
 def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     """Every measurement of the plan on one stack; writes bench.json and bench.png."""
     started = time.time()
-    with running_stack() as stack:
-        bench = Bench(plan, stack, console)
+    with running_stack() as stack, running_registry() as registry_url:
+        bench = Bench(plan, stack, console, registry_url)
         bench.prepare()
         argv = procs.streamserve_argv("worker")
         drain = {
             "worker": bench.drain("worker", argv),
+            **{f"worker_{f}": bench.drain_format(f, argv) for f in REGISTRY_FORMATS},
             "bareloop": bench.drain("bareloop", bench.bareloop_argv("bareloop")),
             "passthrough": bench.drain(
                 "passthrough",

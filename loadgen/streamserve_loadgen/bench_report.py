@@ -41,6 +41,13 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             worker["events_per_s"] / drain["baseline"]["events_per_s"], ">=", 40
         ),
         "worker_peak_rss_mb": _goal(rss, "<=", 300),
+        **{
+            f"{f}_drain_vs_json": _goal(
+                drain[f"worker_{f}"]["events_per_s"] / worker["events_per_s"], ">=", 0.8
+            )
+            for f in ("avro", "protobuf")
+            if f"worker_{f}" in drain
+        },
         "faust_vs_bare_faust": _goal(
             drain["faust"]["events_per_s"] / drain["faust_bare"]["events_per_s"], ">=", 0.70
         ),
@@ -95,6 +102,15 @@ def print_table(results: dict[str, Any], console: Console) -> None:
             f"p50 / p99 at {rate:,} events/s for {seconds:g} s (ms)", cells[0], "", cells[1]
         )
     console.print(table)
+    for input_format in ("avro", "protobuf"):
+        row = drain.get(f"worker_{input_format}")
+        if row:
+            console.print(
+                f"{input_format} input (Schema Registry framing): {row['events_per_s']:,.0f} "
+                f"events/s at {row['cpu_us_per_event']:.1f} µs CPU/event, against "
+                f"{drain['worker']['events_per_s']:,.0f} at "
+                f"{drain['worker']['cpu_us_per_event']:.1f} for the same events in JSON"
+            )
     cached, plain = drain["worker_cached"], drain["worker"]
     console.print(
         f"local feature cache (TTL 60 s, Zipf-skewed entities): "
