@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
-from streamserve.core.records import ErrorClass
-from streamserve.core.wire import FrameError, split_frame, split_message_indexes
+from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE, split_message_indexes
 
 InputFormat = Literal["json", "avro", "protobuf", "json-schema"]
 REGISTRY_SCHEMA_TYPE = {"avro": "AVRO", "protobuf": "PROTOBUF", "json-schema": "JSON"}
@@ -33,7 +33,7 @@ class WriterSchema:
 
     schema_id: int
     schema_type: str  # AVRO, PROTOBUF or JSON, as the registry names them
-    read: Callable[[memoryview], Any] | None  # None: the payload is JSON text
+    read: Callable[[bytes], Any] | None  # a framed value -> an object; None: the payload is JSON
 
 
 class WriterSchemas(Protocol):
@@ -58,18 +58,42 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
     raise SchemaParseError(f"schema {schema_id} has an unknown type {schema_type}")
 
 
-def _avro_reader(schema_str: str) -> Callable[[memoryview], Any]:
-    from fastavro import parse_schema, schemaless_reader
+def _avro_reader(schema_str: str) -> Callable[[bytes], Any]:
+    from fastavro import parse_schema
 
-    parsed = parse_schema(json.loads(schema_str))
+    try:  # fastavro's reader without the schema parse schemaless_reader repeats per call
+        from fastavro._read import _read_data  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - another fastavro layout: the public reader
+        from fastavro import schemaless_reader
 
-    def read(payload: memoryview) -> Any:
-        return schemaless_reader(io.BytesIO(payload), parsed, None)
+        parsed = parse_schema(json.loads(schema_str))
+
+        def read_public(value: bytes) -> Any:
+            stream = io.BytesIO(value)
+            stream.seek(HEADER_BYTES)
+            return schemaless_reader(stream, parsed, None)
+
+        return read_public
+
+    named: dict[str, dict[str, Any]] = {"writer": {}, "reader": {}}
+    parsed = parse_schema(json.loads(schema_str), named["writer"])
+    options = {
+        "return_record_name": False,
+        "return_record_name_override": False,
+        "handle_unicode_errors": "strict",
+        "return_named_type": False,
+        "return_named_type_override": False,
+    }
+
+    def read(value: bytes) -> Any:
+        stream = io.BytesIO(value)
+        stream.seek(HEADER_BYTES)
+        return _read_data(stream, parsed, named, None, options)
 
     return read
 
 
-def _protobuf_reader(schema_str: str) -> Callable[[memoryview], Any]:
+def _protobuf_reader(schema_str: str) -> Callable[[bytes], Any]:
     """A schema registered as a serialized FileDescriptorProto (base64), as confluent-kafka's
     ProtobufSerializer registers it and as the registry returns it with ``format=serialized``."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -88,34 +112,59 @@ def _protobuf_reader(schema_str: str) -> Callable[[memoryview], Any]:
         known.CopyToProto(dependency_proto)
         pool.Add(dependency_proto)
     file = pool.Add(proto)
-    classes: dict[tuple[int, ...], Any] = {}
+    readers: dict[tuple[int, ...], tuple[Any, Callable[[Any], dict[str, Any]]]] = {}
 
-    def message_class(indexes: tuple[int, ...]) -> Any:
-        found = classes.get(indexes)
+    def message_type(indexes: tuple[int, ...]) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+        found = readers.get(indexes)
         if found is None:
             descriptor = file.message_types_by_name[proto.message_type[indexes[0]].name]
             for index in indexes[1:]:
                 descriptor = descriptor.nested_types[index]
-            found = classes[indexes] = message_factory.GetMessageClass(descriptor)
+            cls = message_factory.GetMessageClass(descriptor)
+            found = readers[indexes] = (cls.FromString, _field_reader(descriptor))
         return found
 
-    def read(payload: memoryview) -> Any:
-        indexes, body = split_message_indexes(payload)
-        return _message_fields(message_class(indexes).FromString(bytes(body)))
+    first = message_type((0,))
+
+    def read(value: bytes) -> Any:
+        if value[HEADER_BYTES] == 0:  # the first message of the file: the usual case
+            parse, fields = first
+            return fields(parse(memoryview(value)[HEADER_BYTES + 1 :]))
+        indexes, body = split_message_indexes(memoryview(value)[HEADER_BYTES:])
+        parse, fields = message_type(indexes)
+        return fields(parse(body))
 
     return read
 
 
-def _message_fields(message: Any) -> dict[str, Any]:
-    """A message as the event decoder reads it: fields that are not set are absent (so a
-    missing feature is NaN and a missing id is missing), nested messages become dicts."""
-    fields: dict[str, Any] = {}
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is not None and not descriptor.is_repeated:
-            fields[descriptor.name] = _message_fields(value)
-        else:
-            fields[descriptor.name] = value
-    return fields
+def _field_reader(descriptor: Any) -> Callable[[Any], dict[str, Any]]:
+    """A message -> the dict the event decoder reads, compiled once per message type. A field
+    with presence (`optional`, a message) that is not set is absent, so a missing feature is
+    NaN; an implicit proto3 scalar reads as its value (0 is 0), except an empty string, which
+    is absent (a missing id is a missing id)."""
+    plan = [
+        (
+            field.name,
+            field.has_presence,
+            _field_reader(field.message_type) if field.message_type is not None else None,
+        )
+        for field in descriptor.fields
+        if not field.is_repeated
+    ]
+
+    def read(message: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for name, presence, nested in plan:
+            if presence and not message.HasField(name):
+                continue
+            value = getattr(message, name)
+            if nested is not None:
+                fields[name] = nested(value)
+            elif value != "":
+                fields[name] = value
+        return fields
+
+    return read
 
 
 class FramedDecoder:
@@ -131,37 +180,55 @@ class FramedDecoder:
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch; RegistryUnavailable (from the port) when a new schema id cannot be
         fetched: nothing is rejected then, and the batch can be decoded again later."""
-        frames: list[tuple[int, int, memoryview]] = []
+        ids: list[int] = []
         rejections: list[Rejection] = []
+        unpack = HEADER.unpack_from
         for index, value in enumerate(values):
             try:
-                schema_id, payload = split_frame(value)
-            except FrameError as exc:
-                kind: ErrorClass = "empty_value" if not value else "not_framed"
-                rejections.append(Rejection(index, kind, str(exc)))
-                continue
-            frames.append((index, schema_id, payload))
-        schemas = self._schemas.resolve({schema_id for _, schema_id, _ in frames})
+                magic, schema_id = unpack(value)  # type: ignore[arg-type]
+            except (struct.error, TypeError):
+                magic, schema_id = -1, -1
+            if magic != MAGIC_BYTE:
+                rejections.append(_unframed(index, value))
+                schema_id = -1
+            ids.append(schema_id)
+        schemas = self._schemas.resolve(set(ids) - {-1})
         as_json = self._schema_type == "JSON"
         readable: list[Any] = []
         origin: list[int] = []
-        for index, schema_id, payload in frames:
+        for index, (schema_id, value) in enumerate(zip(ids, values, strict=True)):
+            if schema_id < 0:
+                continue
             schema = schemas.get(schema_id)
-            if schema is None:
-                reason = f"schema id {schema_id} is not in the Schema Registry"
-                rejections.append(Rejection(index, "unknown_schema", reason))
-            elif schema.schema_type != self._schema_type:
-                reason = f"schema id {schema_id} is {schema.schema_type}, not {self._schema_type}"
-                rejections.append(Rejection(index, "unknown_schema", reason))
+            if schema is None or schema.schema_type != self._schema_type:
+                rejections.append(self._unknown(index, schema_id, schema))
             elif as_json:
-                readable.append(payload)
+                readable.append(memoryview(value)[HEADER_BYTES:])  # type: ignore[arg-type]
                 origin.append(index)
             else:
                 try:
-                    readable.append(schema.read(payload))  # type: ignore[misc]
+                    readable.append(schema.read(value))  # type: ignore[misc, arg-type]
                 except Exception as exc:  # whatever a reader raises on bad bytes
                     reason = f"does not decode with schema {schema_id}: {exc!r}"[:400]
                     rejections.append(Rejection(index, "undecodable", reason))
                     continue
                 origin.append(index)
+        rejections.sort(key=lambda r: r.index)
         return self._events.decode_framed(readable, origin, rejections, objects=not as_json)
+
+    def _unknown(self, index: int, schema_id: int, schema: WriterSchema | None) -> Rejection:
+        if schema is None:
+            reason = f"schema id {schema_id} is not in the Schema Registry"
+        else:
+            reason = f"schema id {schema_id} is {schema.schema_type}, not {self._schema_type}"
+        return Rejection(index, "unknown_schema", reason)
+
+
+def _unframed(index: int, value: bytes | None) -> Rejection:
+    if not value:
+        return Rejection(index, "empty_value", "record value is empty")
+    if value[0] != MAGIC_BYTE:
+        reason = f"no Schema Registry framing: first byte {value[0]}, expected {MAGIC_BYTE}"
+    else:
+        reason = f"{len(value)} bytes: too short for the {HEADER_BYTES}-byte framing header"
+    return Rejection(index, "not_framed", reason)

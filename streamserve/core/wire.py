@@ -3,23 +3,15 @@ id (4 bytes, big-endian), then the payload (Protobuf puts its message-index list
 
 from __future__ import annotations
 
+import struct
+
 MAGIC_BYTE = 0
 HEADER_BYTES = 5
+HEADER = struct.Struct(">bI")  # magic byte, schema id
 
 
 class FrameError(ValueError):
     """A value that is not in the Confluent wire format; the message says why."""
-
-
-def split_frame(value: bytes | None) -> tuple[int, memoryview]:
-    """(writer schema id, payload) of a framed value."""
-    if not value:
-        raise FrameError("record value is empty")
-    if value[0] != MAGIC_BYTE:
-        raise FrameError(f"no Schema Registry framing: first byte {value[0]}, expected 0")
-    if len(value) < HEADER_BYTES:
-        raise FrameError(f"{len(value)} bytes: too short for the 5-byte framing header")
-    return int.from_bytes(value[1:HEADER_BYTES], "big"), memoryview(value)[HEADER_BYTES:]
 
 
 def split_message_indexes(payload: memoryview) -> tuple[tuple[int, ...], memoryview]:
