@@ -83,6 +83,17 @@ class EventDecoder:
             operator.attrgetter(*self._paths) if self._paths else None
         )
 
+    def field_tree(self) -> dict[str, Any]:
+        """The fields an event is read for, as a tree of dotted paths (leaves map to None)."""
+        tree: dict[str, Any] = {self._id_field: None, self._entity_field: None}
+        for path in self._paths:
+            *parents, leaf = path.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = None
+        return tree
+
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch of raw JSON values; returns the good events and one Rejection per bad
         one."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from streamserve.core.avro_reader import compile_reader
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
 from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE, split_message_indexes
 
@@ -34,6 +35,7 @@ class WriterSchema:
     schema_id: int
     schema_type: str  # AVRO, PROTOBUF or JSON, as the registry names them
     read: Callable[[bytes], Any] | None  # a framed value -> an object; None: the payload is JSON
+    avro: Any = None  # the parsed Avro schema, for a reader specialised to a model's fields
 
 
 class WriterSchemas(Protocol):
@@ -46,7 +48,8 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
     """Parse a schema as the registry returns it; SchemaParseError when it cannot be used."""
     try:
         if schema_type == "AVRO":
-            return WriterSchema(schema_id, schema_type, _avro_reader(schema_str))
+            avro = json.loads(schema_str)
+            return WriterSchema(schema_id, schema_type, _avro_reader(avro), avro)
         if schema_type == "PROTOBUF":
             return WriterSchema(schema_id, schema_type, _protobuf_reader(schema_str))
         if schema_type == "JSON":
@@ -58,7 +61,7 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
     raise SchemaParseError(f"schema {schema_id} has an unknown type {schema_type}")
 
 
-def _avro_reader(schema_str: str) -> Callable[[bytes], Any]:
+def _avro_reader(schema: Any) -> Callable[[bytes], Any]:
     from fastavro import parse_schema
 
     try:  # fastavro's reader without the schema parse schemaless_reader repeats per call
@@ -66,7 +69,7 @@ def _avro_reader(schema_str: str) -> Callable[[bytes], Any]:
     except ImportError:  # pragma: no cover - another fastavro layout: the public reader
         from fastavro import schemaless_reader
 
-        parsed = parse_schema(json.loads(schema_str))
+        parsed = parse_schema(schema)
 
         def read_public(value: bytes) -> Any:
             stream = io.BytesIO(value)
@@ -76,7 +79,7 @@ def _avro_reader(schema_str: str) -> Callable[[bytes], Any]:
         return read_public
 
     named: dict[str, dict[str, Any]] = {"writer": {}, "reader": {}}
-    parsed = parse_schema(json.loads(schema_str), named["writer"])
+    parsed = parse_schema(schema, named["writer"])
     options = {
         "return_record_name": False,
         "return_record_name_override": False,
@@ -176,6 +179,19 @@ class FramedDecoder:
         self._events = events
         self._schema_type = REGISTRY_SCHEMA_TYPE[input_format]
         self._schemas = schemas
+        self._wanted = events.field_tree()
+        self._readers: dict[int, Callable[[bytes], Any]] = {}  # per schema id, for this model
+
+    def _reader(self, schema: WriterSchema) -> Callable[[bytes], Any]:
+        """An Avro reader specialised to this model's fields when the schema allows; else the
+        schema's own reader (fastavro, protobuf)."""
+        found = self._readers.get(schema.schema_id)
+        if found is None:
+            compiled = None
+            if schema.avro is not None:
+                compiled = compile_reader(schema.avro, self._wanted, HEADER_BYTES)
+            found = self._readers[schema.schema_id] = compiled or schema.read  # type: ignore[assignment]
+        return found  # type: ignore[return-value]
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch; RegistryUnavailable (from the port) when a new schema id cannot be
@@ -207,7 +223,7 @@ class FramedDecoder:
                 origin.append(index)
             else:
                 try:
-                    readable.append(schema.read(value))  # type: ignore[misc, arg-type]
+                    readable.append(self._reader(schema)(value))  # type: ignore[arg-type]
                 except Exception as exc:  # whatever a reader raises on bad bytes
                     reason = f"does not decode with schema {schema_id}: {exc!r}"[:400]
                     rejections.append(Rejection(index, "undecodable", reason))
