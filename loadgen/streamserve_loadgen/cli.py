@@ -148,6 +148,29 @@ def make_profile(
     show_default=True,
     help="The producer's linger.ms: longer, fewer and larger batches.",
 )
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["json", "avro", "protobuf", "json-schema"]),
+    envvar="STREAMSERVE_INPUT_FORMAT",
+    show_envvar=True,
+    default="json",
+    show_default=True,
+    help="Plain JSON, or framed by confluent-kafka's serializers (needs the two options below).",
+)
+@click.option(
+    "--schema-registry-url",
+    envvar="STREAMSERVE_SCHEMA_REGISTRY_URL",
+    show_envvar=True,
+    help="Where the event schema is registered, as <topic>-value.",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMSERVE_MODEL_DIR",
+    show_envvar=True,
+    help="Bundle whose manifest gives the event schema.",
+)
 def produce_command(
     bootstrap: str,
     input_topic: str,
@@ -161,10 +184,25 @@ def produce_command(
     malformed_every: int,
     seed: int,
     linger_ms: float,
+    input_format: str,
+    schema_registry_url: str | None,
+    model_dir: Path | None,
 ) -> None:
     """Offer events at a fixed rate, a ramp or bursts; prints one JSON line of what was sent."""
     profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
     events = generate_events(profile.total, entities, seed, malformed_every)
+    if input_format != "json":
+        from streamserve.core.model import read_manifest
+        from streamserve_loadgen.formats import framed, serializer
+
+        if not (schema_registry_url and model_dir):
+            raise click.UsageError(
+                f"--format {input_format} needs --schema-registry-url and --model-dir"
+            )
+        manifest = read_manifest(model_dir)
+        events = framed(
+            events, serializer(input_format, schema_registry_url, input_topic, manifest)
+        )
     offered = produce_at_rate(bootstrap, input_topic, profile, events, linger_ms=linger_ms)
     click.echo(json.dumps(offered))
 

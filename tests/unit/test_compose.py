@@ -53,6 +53,12 @@ def test_workers_point_at_the_compose_kafka_and_redis() -> None:
     kafka_port = SERVICES["kafka"]["environment"]["KAFKA_LISTENERS"].split(",")[0].rsplit(":", 1)[1]
     assert env["STREAMSERVE_KAFKA_BOOTSTRAP"] == f"kafka:{kafka_port}"
     assert env["STREAMSERVE_REDIS_URL"].startswith("redis://redis:6379")
+    registry = SERVICES["schema-registry"]["environment"]
+    registry_port = registry["SCHEMA_REGISTRY_LISTENERS"].rsplit(":", 1)[1]
+    assert env["STREAMSERVE_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:{registry_port}"
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"].endswith(
+        env["STREAMSERVE_KAFKA_BOOTSTRAP"]
+    )
     assert "ports" not in SERVICES["worker"], "a fixed host port would break --scale worker=N"
     assert env["STREAMSERVE_CREATE_TOPICS"] == "false"
     assert "topics" in SERVICES["worker"]["depends_on"]
@@ -62,6 +68,7 @@ def test_images_are_official_and_pinned_and_ours_build_from_the_dockerfile() -> 
     images = {name: s["image"] for name, s in SERVICES.items()}
     assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", images["kafka"])
     assert re.fullmatch(r"redis:7(\.\d+)*", images["redis"])
+    assert re.fullmatch(r"confluentinc/cp-schema-registry:\d+\.\d+\.\d+", images["schema-registry"])
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", images["prometheus"])
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
     assert set(OURS) == {"topics", "model-init", "worker", "loadgen"}
