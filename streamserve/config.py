@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         description="Event encoding: plain JSON, or Avro, Protobuf or JSON Schema in the "
         "Confluent wire format (needs STREAMSERVE_SCHEMA_REGISTRY_URL).",
     )
+    output_format: Literal["json", "avro", "json-schema"] = Field(
+        "json",
+        description="Prediction encoding: plain JSON, or Avro or JSON Schema in the Confluent "
+        "wire format, its schema registered under <topic>-value.",
+    )
+    schema_registry_auto_register: bool = Field(
+        True,
+        description="Register the prediction schema; false: it must be registered already.",
+    )
     schema_registry_url: str | None = Field(
         None, min_length=1, description="Schema Registry URL(s), comma-separated."
     )
@@ -181,14 +190,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _registry_formats_need_a_registry(self) -> Settings:
-        if self.input_format != "json" and not self.schema_registry_url:
+        for var, value in (("INPUT", self.input_format), ("OUTPUT", self.output_format)):
+            if value != "json" and not self.schema_registry_url:
+                raise ValueError(
+                    f"STREAMSERVE_{var}_FORMAT={value} needs STREAMSERVE_SCHEMA_REGISTRY_URL"
+                )
+        if (self.input_format, self.output_format) != ("json", "json") and self.runtime == "faust":
             raise ValueError(
-                f"STREAMSERVE_INPUT_FORMAT={self.input_format} needs "
-                "STREAMSERVE_SCHEMA_REGISTRY_URL"
-            )
-        if self.input_format != "json" and self.runtime == "faust":
-            raise ValueError(
-                "STREAMSERVE_RUNTIME=faust reads STREAMSERVE_INPUT_FORMAT=json only (for now)"
+                "STREAMSERVE_RUNTIME=faust reads and writes JSON only (for now): "
+                "STREAMSERVE_INPUT_FORMAT and STREAMSERVE_OUTPUT_FORMAT must be json"
             )
         return self
 

@@ -7,7 +7,7 @@ I/O between them and times it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypedDict
 
@@ -128,8 +128,10 @@ class BatchScorer:
         bundle: ModelBundle,
         input_format: InputFormat = "json",
         schemas: WriterSchemas | None = None,
+        encode_prediction: Callable[[rec.Prediction], bytes] | None = None,
     ) -> None:
-        """``schemas`` resolves writer schema ids for the Schema Registry input formats."""
+        """``schemas`` resolves writer schema ids for the Schema Registry input formats;
+        ``encode_prediction`` writes a prediction's value (default: JSON)."""
         self.bundle = bundle
         self.layout = FeatureLayout(bundle.manifest)
         events = EventDecoder(bundle.manifest)
@@ -139,7 +141,7 @@ class BatchScorer:
             if schemas is None:
                 raise ValueError(f"input format {input_format} needs a WriterSchemas port")
             self._decode = FramedDecoder(events, input_format, schemas).decode
-        self._encode = msgspec.json.Encoder().encode
+        self._encode = encode_prediction or msgspec.json.Encoder().encode
 
     def prepare(
         self, records: Sequence[SourceRecord], positions: list[Position] | None = None

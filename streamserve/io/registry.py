@@ -16,7 +16,7 @@ from streamserve.core.formats import (
     WriterSchema,
     parse_writer_schema,
 )
-from streamserve.errors import MissingExtraError, RegistryUnavailable
+from streamserve.errors import ConfigError, MissingExtraError, RegistryUnavailable
 
 log = logging.getLogger("streamserve.registry")
 NOT_FOUND_RECHECK_S = 30.0  # an id the registry did not know is asked again after this long
@@ -88,3 +88,34 @@ class RegistrySchemas:
 
 def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def prediction_schema_id(
+    client: Any, subjects: list[str], schema_type: str, schema_str: str, auto_register: bool
+) -> int:
+    """The id predictions are written with: registered under each subject (``<topic>-value``),
+    or, without ``auto_register``, looked up there (it must be registered already)."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    schema = Schema(schema_str, schema_type)
+    ids = set()
+    for subject in subjects:
+        try:
+            if auto_register:
+                ids.add(client.register_schema(subject, schema))
+            else:
+                ids.add(client.lookup_schema(subject, schema).schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise ConfigError(
+                    f"the prediction schema is not registered under {subject}: register it "
+                    "(`streamserve schemas write` prints it) or set "
+                    "STREAMSERVE_SCHEMA_REGISTRY_AUTO_REGISTER=true"
+                ) from None
+            raise RegistryUnavailable(f"Schema Registry: {_describe(exc)}") from None
+        except Exception as exc:
+            raise RegistryUnavailable(f"Schema Registry unreachable: {_describe(exc)}") from None
+    if len(ids) != 1:
+        raise ConfigError(f"the prediction schema has different ids under {subjects}: {ids}")
+    return ids.pop()

@@ -24,6 +24,7 @@ from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, FeatureStore
 from streamserve.core.formats import WriterSchemas
 from streamserve.core.model import ModelBundle, load_bundle
+from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError, FeatureStoreError, ModelBundleError
 from streamserve.io import store as store_io
 from streamserve.telemetry.prometheus import Telemetry
@@ -63,11 +64,14 @@ class Models:
         settings: Settings,
         client: store_io.RedisClient,
         schemas: WriterSchemas | None = None,
+        encode_prediction: EncodePrediction | None = None,
     ) -> None:
-        """``schemas``: the Schema Registry, for the registry input formats."""
+        """``schemas``: the Schema Registry, for the registry input formats;
+        ``encode_prediction``: how predictions are written (default JSON)."""
         self.settings = settings
         self.client = client
         self.schemas = schemas
+        self.encode_prediction = encode_prediction
         self._guard: store_io.ResilientStore | None = None  # the first reader's; shared
         self.serving: Serving  # set by ``start``
 
@@ -112,7 +116,9 @@ class Models:
             raise ModelBundleError(f"model in {bundle_dir} fails to predict: {exc}") from None
         if not np.isfinite(scores).all():
             raise ModelBundleError(f"model in {bundle_dir} predicts non-finite scores")
-        scorer = BatchScorer(bundle, self.settings.input_format, self.schemas)
+        scorer = BatchScorer(
+            bundle, self.settings.input_format, self.schemas, self.encode_prediction
+        )
         return Model(bundle, scorer, self._reader(bundle), fingerprint)
 
     def _reader(self, bundle: ModelBundle) -> store_io.ResilientStore:

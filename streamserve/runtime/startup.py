@@ -8,6 +8,7 @@ from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
 from streamserve.core.formats import WriterSchemas
+from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
@@ -31,7 +32,7 @@ def load_models(settings: Settings) -> Models:
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
     store_io.ping(redis_client)
-    models = Models(settings, redis_client, writer_schemas(settings))
+    models = Models(settings, redis_client, writer_schemas(settings), prediction_encoder(settings))
     models.start()
     return models
 
@@ -47,6 +48,32 @@ def writer_schemas(settings: Settings) -> WriterSchemas | None:
     )
     schemas.check()
     return schemas
+
+
+def prediction_encoder(settings: Settings) -> EncodePrediction | None:
+    """How predictions are written when STREAMSERVE_OUTPUT_FORMAT names a registry format (its
+    schema registered, or looked up, under the prediction and shadow topics' subjects)."""
+    if settings.output_format == "json":
+        return None
+    import json
+
+    from streamserve.core import outputs
+    from streamserve.io.registry import prediction_schema_id, registry_client
+    from streamserve.tools.event_schemas import avro_prediction_schema
+    from streamserve.tools.schemas import prediction_schema
+
+    topics = [settings.predictions_topic]
+    if settings.shadow_model_dir is not None:
+        topics.append(settings.shadow_topic)
+    subjects = [f"{topic}-value" for topic in topics]
+    client = registry_client(settings.schema_registry_config())
+    auto = settings.schema_registry_auto_register
+    if settings.output_format == "avro":
+        schema = avro_prediction_schema()
+        schema_id = prediction_schema_id(client, subjects, "AVRO", json.dumps(schema), auto)
+        return outputs.framed_avro(schema_id, schema)
+    as_json = json.dumps(prediction_schema())
+    return outputs.framed_json(prediction_schema_id(client, subjects, "JSON", as_json, auto))
 
 
 def prepare_topics(settings: Settings) -> None:

@@ -126,3 +126,34 @@ def render_proto(proto: Any) -> str:
 
 def _namespace(manifest: Manifest) -> str:
     return "streamserve." + re.sub(r"[^0-9A-Za-z_]", "_", manifest.name)
+
+
+def avro_prediction_schema() -> dict[str, Any]:
+    """A prediction (``records.Prediction``) as an Avro record; a test keeps the two in step."""
+    ids = ["string", "long"]
+    return {
+        "type": "record",
+        "name": "Prediction",
+        "namespace": "streamserve",
+        "doc": "One scored event, keyed by entity id; names the input record it scored.",
+        "fields": [
+            {"name": "event_id", "type": ids},
+            {"name": "entity_id", "type": ids},
+            {"name": "score", "type": "double"},
+            {"name": "model_name", "type": "string"},
+            {"name": "model_version", "type": "string"},
+            {"name": "scored_at_ms", "type": "long"},
+            {"name": "latency_ms", "type": ["null", "double"], "default": None},
+            {"name": "missing_features", "type": "int"},
+            {"name": "source_topic", "type": "string"},
+            {"name": "source_partition", "type": "int"},
+            {"name": "source_offset", "type": "long"},
+            {"name": "batch_id", "type": "string"},
+            {
+                "name": "scores",
+                "type": ["null", {"type": "array", "items": "double"}],
+                "default": None,
+            },
+            {"name": "degraded", "type": "boolean", "default": False},
+        ],
+    }

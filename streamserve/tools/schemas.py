@@ -40,18 +40,23 @@ def event_schema(manifest: Manifest) -> dict[str, Any]:
     )
 
 
+def prediction_schema() -> dict[str, Any]:
+    """A prediction's value (the JSON Schema registered for JSON Schema output, too)."""
+    return _schema(
+        "Prediction",
+        "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
+        "names its source record (provenance) and carries no headers.",
+        records.Prediction,
+    )
+
+
 def all_schemas(manifest: Manifest | None = None) -> dict[str, dict[str, Any]]:
     """File name -> schema, for every record type on every topic; the event's only with the
     ``manifest`` of the bundle that reads it."""
     events = {"event.schema.json": event_schema(manifest)} if manifest else {}
     return {
         **events,
-        "prediction.schema.json": _schema(
-            "Prediction",
-            "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
-            "names its source record (provenance) and carries no headers.",
-            records.Prediction,
-        ),
+        "prediction.schema.json": prediction_schema(),
         "dead-letter-headers.schema.json": _schema(
             "Dead-letter headers",
             "Kafka headers streamserve adds to a dead letter (UTF-8 strings); the record's key, "

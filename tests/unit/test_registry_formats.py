@@ -13,15 +13,19 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
 from streamserve.core.formats import InputFormat
 from streamserve.core.model import ModelBundle
-from streamserve.errors import RegistryUnavailable
-from streamserve.io.registry import RegistrySchemas, registry_client
+from streamserve.core.outputs import framed_avro, framed_json
+from streamserve.errors import ConfigError, RegistryUnavailable
+from streamserve.io.registry import RegistrySchemas, prediction_schema_id, registry_client
+from streamserve.tools.event_schemas import avro_prediction_schema
+from streamserve.tools.schemas import prediction_schema
 from streamserve_loadgen import synthetic
 from tests.conftest import is_scorable, offline_scores
 from tests.schema_registry import avro_schema, serializers
@@ -157,3 +161,51 @@ def test_an_unreachable_registry_fails_the_check_and_the_batch_rejects_nothing(
     scorer = BatchScorer(bundle, "avro", schemas)
     with pytest.raises(RegistryUnavailable):
         scorer.prepare([Record(framed, 0)])
+
+
+@pytest.mark.parametrize("output_format", ["avro", "json-schema"])
+def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers(
+    bundle: ModelBundle, client: Any, events: list, world: Any, output_format: str
+) -> None:
+    store, _ = world
+    values = [json.dumps(e).encode() for e in events]
+    producer = FakeProducer(auto_ack=False)
+    records = [Record(v, offset) for offset, v in enumerate(values)]
+    pipeline(bundle, store, producer).run(records)
+    as_json = [msgspec.json.decode(p.value or b"") for p in producer.pending]
+    if output_format == "avro":
+        schema = avro_prediction_schema()
+        schema_id = prediction_schema_id(
+            client, ["predictions-value"], "AVRO", json.dumps(schema), True
+        )
+        encode = framed_avro(schema_id, schema)
+        deserialize: Any = AvroDeserializer(client)
+    else:
+        schema_str = json.dumps(prediction_schema())
+        schema_id = prediction_schema_id(client, ["predictions-value"], "JSON", schema_str, True)
+        encode = framed_json(schema_id)
+        deserialize = JSONDeserializer(None, schema_registry_client=client)
+    framed = FakeProducer(auto_ack=False)
+    pipeline(bundle, store, framed, scorer=BatchScorer(bundle, encode_prediction=encode)).run(
+        records
+    )
+    context = SerializationContext("predictions", MessageField.VALUE)
+    read_back = [deserialize(p.value, context) for p in framed.pending]
+    header = b"\x00" + schema_id.to_bytes(4, "big")
+    assert all((p.value or b"").startswith(header) for p in framed.pending)
+    # plain JSON leaves out the fields at their default; an Avro record has every field
+    defaults = {"scores": None, "degraded": False} if output_format == "avro" else {}
+    assert read_back == [{**defaults, **p} for p in as_json]
+
+
+def test_the_avro_prediction_schema_has_the_prediction_record_fields() -> None:
+    names = [f["name"] for f in avro_prediction_schema()["fields"]]
+    assert names == list(rec.Prediction.__struct_fields__)
+
+
+def test_predictions_must_be_registered_already_when_auto_register_is_off(client: Any) -> None:
+    schema = json.dumps(avro_prediction_schema())
+    with pytest.raises(ConfigError, match="not registered under predictions-value"):
+        prediction_schema_id(client, ["predictions-value"], "AVRO", schema, False)
+    registered = prediction_schema_id(client, ["predictions-value"], "AVRO", schema, True)
+    assert prediction_schema_id(client, ["predictions-value"], "AVRO", schema, False) == registered
