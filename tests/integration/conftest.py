@@ -75,6 +75,7 @@ class Scenario:
             "metrics_interval_s": s.metrics_interval_s,
             "exit_when_idle_s": s.exit_when_idle_s,
             "input_format": s.input_format,
+            "output_format": s.output_format,
             "schema_registry_url": s.schema_registry_url,
         }
 

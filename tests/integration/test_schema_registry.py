@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
 from streamserve.io.kafka import Cluster
 from streamserve.io.registry import registry_client
@@ -125,3 +125,25 @@ def test_a_registry_unreachable_at_start_up_stops_the_worker_with_exit_7(
     result = run("worker", env=env, timeout=60)
     assert result.returncode == 7, result.stderr
     assert "Schema Registry unreachable" in result.stderr
+
+
+def test_predictions_written_in_avro_read_back_with_confluent_kafkas_deserializer(
+    scenario: Scenario,
+) -> None:
+    url = f"mock://{uuid.uuid4().hex}"
+    scenario = scenario.with_settings(output_format="avro", schema_registry_url=url)
+    client = registry_client({"url": url})
+    scenario.load_features(N_ENTITIES, skip_every=0)
+    values = scenario.preload(500, N_ENTITIES)
+
+    summary = build_worker(scenario.settings).run()
+
+    assert summary.predictions == 500
+    predictions, _ = scenario.outputs(expected=500)
+    deserialize = AvroDeserializer(client)
+    topic = scenario.settings.predictions_topic
+    read = [deserialize(m.value(), context(topic)) for m in predictions]
+    assert {p["event_id"] for p in read} == {json.loads(v)["event_id"] for v in values}
+    assert all(p["model_name"] == "fraud-demo" and 0 <= p["score"] <= 1 for p in read)
+    subjects = client.get_subjects()
+    assert f"{topic}-value" in subjects
