@@ -190,8 +190,10 @@ class FramedDecoder:
             compiled = None
             if schema.avro is not None:
                 compiled = compile_reader(schema.avro, self._wanted, HEADER_BYTES)
-            found = self._readers[schema.schema_id] = compiled or schema.read  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+            reader = compiled or schema.read
+            assert reader is not None, "JSON payloads are not read by a schema reader"
+            found = self._readers[schema.schema_id] = reader
+        return found
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch; RegistryUnavailable (from the port) when a new schema id cannot be
