@@ -83,3 +83,41 @@ def test_readme_table_lists_exactly_the_settings() -> None:
     table = re.findall(r"^\| `(STREAMSERVE_[A-Z0-9_]+)[^`]*` \|", README.read_text(), re.M)
     documented = {v for v in table if not v.startswith("STREAMSERVE_RDKAFKA_")}
     assert documented == set(settings_env_names())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"input_format": "avro"},
+            "STREAMSERVE_INPUT_FORMAT=avro needs STREAMSERVE_SCHEMA_REGISTRY_URL",
+        ),
+        (
+            {"output_format": "json-schema"},
+            "STREAMSERVE_OUTPUT_FORMAT=json-schema needs STREAMSERVE_SCHEMA_REGISTRY_URL",
+        ),
+        (
+            {"input_format": "protobuf", "schema_registry_url": "http://r", "runtime": "faust"},
+            "STREAMSERVE_RUNTIME=faust reads and writes JSON only",
+        ),
+    ],
+)
+def test_registry_formats_need_a_registry_and_the_confluent_runtime(
+    changes: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**changes)
+
+
+def test_the_registry_client_gets_confluent_kafkas_option_names() -> None:
+    settings = load_settings(
+        schema_registry_url="https://registry:8081",
+        schema_registry_basic_auth_user_info="user:pw",
+        schema_registry_ssl_ca_location="/etc/ca.pem",
+    )
+    assert settings.schema_registry_config() == {
+        "url": "https://registry:8081",
+        "basic.auth.credentials.source": "USER_INFO",
+        "basic.auth.user.info": "user:pw",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
