@@ -110,42 +110,51 @@ class Bench:
                 self.model_dir,
                 plan.trees,
                 plan.entities,
-                [self.drain_topic, *(self.topic(f"drain-{f}") for f in REGISTRY_FORMATS)],
+                [
+                    self.drain_topic,
+                    *(self.topic(f"drain-{f}") for f in REGISTRY_FORMATS),
+                ],
                 PARTITIONS,
             )
-        events = list(
+        self._preload(self.drain_topic, self._events(), "json")
+
+    def _events(self) -> list[tuple[bytes, bytes]]:
+        plan = self.plan
+        return list(
             synthetic.generate_events(
                 plan.events, plan.entities, malformed_every=plan.malformed_every
             )
         )
-        manifest = read_manifest(self.model_dir)
-        topics = {
-            self.drain_topic: "json",
-            **{self.topic(f"drain-{f}"): f for f in REGISTRY_FORMATS},
-        }
-        for topic, input_format in topics.items():
-            pairs: Iterable[tuple[bytes, bytes]] = events
-            if input_format != "json":
-                serialize = serializer(input_format, self.registry_url, topic, manifest)
-                pairs = framed(events, serialize)
-            with self._progress() as progress:
-                task = progress.add_task(f"pre-loading {input_format} events", total=plan.events)
-                preload(
-                    self.stack.kafka_bootstrap,
-                    topic,
-                    pairs,
-                    on_progress=lambda n: progress.update(task, completed=n),  # noqa: B023
-                )
 
-    def drain_format(self, input_format: str, argv: list[str]) -> dict[str, Any]:
-        """The worker draining the same events in a Schema Registry format."""
-        return self.drain(
-            f"worker-{input_format}",
-            argv,
-            input_topic=self.topic(f"drain-{input_format}"),
-            input_format=input_format,
-            schema_registry_url=self.registry_url,
-        )
+    def _preload(self, topic: str, pairs: Iterable[tuple[bytes, bytes]], what: str) -> None:
+        with self._progress() as progress:
+            task = progress.add_task(f"pre-loading {what} events", total=self.plan.events)
+            preload(
+                self.stack.kafka_bootstrap,
+                topic,
+                pairs,
+                on_progress=lambda n: progress.update(task, completed=n),
+            )
+
+    def format_drains(self, argv: list[str]) -> dict[str, dict[str, Any]]:
+        """The same events in each Schema Registry format, drained by the worker beside a
+        fresh JSON drain (loaded last, so the other steps run as before)."""
+        manifest = read_manifest(self.model_dir)
+        events = self._events()
+        for input_format in REGISTRY_FORMATS:
+            topic = self.topic(f"drain-{input_format}")
+            serialize = serializer(input_format, self.registry_url, topic, manifest)
+            self._preload(topic, framed(events, serialize), input_format)
+        drains = {"json": self.drain("worker-json", argv)}
+        for input_format in REGISTRY_FORMATS:
+            drains[input_format] = self.drain(
+                f"worker-{input_format}",
+                argv,
+                input_topic=self.topic(f"drain-{input_format}"),
+                input_format=input_format,
+                schema_registry_url=self.registry_url,
+            )
+        return drains
 
     def _progress(self) -> Progress:
         return progress_bar(self.console)
@@ -328,7 +337,6 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         argv = procs.streamserve_argv("worker")
         drain = {
             "worker": bench.drain("worker", argv),
-            **{f"worker_{f}": bench.drain_format(f, argv) for f in REGISTRY_FORMATS},
             "bareloop": bench.drain("bareloop", bench.bareloop_argv("bareloop")),
             "passthrough": bench.drain(
                 "passthrough",
@@ -376,6 +384,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
             for label, settings in burst_settings.items()
         ]
+        formats = bench.format_drains(argv)
     results: dict[str, Any] = {
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
@@ -385,6 +394,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "sustained": sustained,
         "latency": latency,
         "bursts": bursts,
+        "formats": formats,
     }
     results["goals"] = goals(results)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
