@@ -171,9 +171,11 @@ class Worker:
     def _close_batch(self, trigger: Trigger) -> None:
         """Dispatch the full (or timed-out) batch, or pause if scoring is still behind or the
         Schema Registry is away."""
-        if self._registry_retry_at is not None and time.monotonic() < self._registry_retry_at:
+        waiting_s = (self._registry_retry_at or 0.0) - time.monotonic()
+        if waiting_s > 0:
             if self._scoring and self._scoring_done(0):
                 self._send_scored()  # the batch before this one needs no registry
+            self.stop_event.wait(min(waiting_s, PAUSE_AFTER_S))  # paused: no need to spin
             return
         if not self._scoring_done(PAUSE_AFTER_S):
             self._pause()  # scoring is behind: take no more records for now
