@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from threadpoolctl import threadpool_limits
@@ -22,7 +23,8 @@ def wall_ms() -> int:
 
 def load_models(settings: Settings) -> Models:
     """The served model and the challenger (each manifest checked against its booster), their
-    feature readers behind one set of retries and circuit breaker, after one Redis ping."""
+    feature readers behind one set of retries and circuit breaker, after one Redis ping; with a
+    Schema Registry format, the registry checked and the prediction schema registered."""
     if settings.model_dir is None and settings.model_pointer_key is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
     # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
@@ -55,8 +57,6 @@ def prediction_encoder(settings: Settings) -> EncodePrediction | None:
     schema registered, or looked up, under the prediction and shadow topics' subjects)."""
     if settings.output_format == "json":
         return None
-    import json
-
     from streamserve.core import outputs
     from streamserve.io.registry import prediction_schema_id, registry_client
     from streamserve.tools.event_schemas import avro_prediction_schema
