@@ -73,10 +73,10 @@ class Settings(BaseSettings):
         description="Event encoding: plain JSON, or Avro, Protobuf or JSON Schema in the "
         "Confluent wire format (needs STREAMSERVE_SCHEMA_REGISTRY_URL).",
     )
-    output_format: Literal["json", "avro", "json-schema"] = Field(
+    output_format: Literal["json", "avro", "protobuf", "json-schema"] = Field(
         "json",
-        description="Prediction encoding: plain JSON, or Avro or JSON Schema in the Confluent "
-        "wire format, its schema registered under <topic>-value.",
+        description="Prediction encoding: plain JSON, or Avro, Protobuf or JSON Schema in the "
+        "Confluent wire format, its schema registered under <topic>-value.",
     )
     schema_registry_auto_register: bool = Field(
         True,

@@ -38,3 +38,30 @@ def framed_avro(schema_id: int, schema: dict[str, Any]) -> EncodePrediction:
         return out.getvalue()
 
     return write
+
+
+def framed_protobuf(schema_id: int, message_class: Any) -> EncodePrediction:
+    """Protobuf output: the header, the message index (0: the file's first message), then the
+    prediction as ``message_class`` (ids as text)."""
+    header = HEADER.pack(0, schema_id) + b"\x00"
+
+    def write(p: rec.Prediction) -> bytes:
+        message = message_class(
+            event_id=str(p.event_id),
+            entity_id=str(p.entity_id),
+            score=p.score,
+            model_name=p.model_name,
+            model_version=p.model_version,
+            scored_at_ms=p.scored_at_ms,
+            latency_ms=p.latency_ms,
+            missing_features=p.missing_features,
+            source_topic=p.source_topic,
+            source_partition=p.source_partition,
+            source_offset=p.source_offset,
+            batch_id=p.batch_id,
+            scores=p.scores,
+            degraded=p.degraded,
+        )
+        return header + message.SerializeToString()
+
+    return write

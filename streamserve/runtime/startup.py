@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -59,7 +60,7 @@ def prediction_encoder(settings: Settings) -> EncodePrediction | None:
         return None
     from streamserve.core import outputs
     from streamserve.io.registry import prediction_schema_id, registry_client
-    from streamserve.tools.event_schemas import avro_prediction_schema
+    from streamserve.tools.event_schemas import avro_prediction_schema, proto_prediction_file
     from streamserve.tools.schemas import prediction_schema
 
     topics = [settings.predictions_topic]
@@ -72,6 +73,14 @@ def prediction_encoder(settings: Settings) -> EncodePrediction | None:
         schema = avro_prediction_schema()
         schema_id = prediction_schema_id(client, subjects, "AVRO", json.dumps(schema), auto)
         return outputs.framed_avro(schema_id, schema)
+    if settings.output_format == "protobuf":
+        from google.protobuf import descriptor_pool, message_factory
+
+        proto = proto_prediction_file()
+        message = descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
+        serialized = base64.b64encode(proto.SerializeToString()).decode()
+        schema_id = prediction_schema_id(client, subjects, "PROTOBUF", serialized, auto)
+        return outputs.framed_protobuf(schema_id, message_factory.GetMessageClass(message))
     as_json = json.dumps(prediction_schema())
     return outputs.framed_json(prediction_schema_id(client, subjects, "JSON", as_json, auto))
 

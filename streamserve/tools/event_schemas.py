@@ -157,3 +157,52 @@ def avro_prediction_schema() -> dict[str, Any]:
             {"name": "degraded", "type": "boolean", "default": False},
         ],
     }
+
+
+def proto_prediction_file() -> Any:
+    """A prediction as a proto3 ``FileDescriptorProto`` of one message, `Prediction`. Ids are
+    strings (a numeric id is written as its decimal text)."""
+    from google.protobuf import descriptor_pb2
+
+    field_type = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="streamserve/prediction.proto", package="streamserve", syntax="proto3"
+    )
+    message = proto.message_type.add(name="Prediction")
+    kinds = {
+        "string": field_type.TYPE_STRING,
+        "double": field_type.TYPE_DOUBLE,
+        "int64": field_type.TYPE_INT64,
+        "int32": field_type.TYPE_INT32,
+        "bool": field_type.TYPE_BOOL,
+    }
+    for name, kind in PREDICTION_PROTO_FIELDS:
+        label = (
+            field_type.LABEL_REPEATED if kind == "repeated double" else field_type.LABEL_OPTIONAL
+        )
+        field = message.field.add(
+            name=name, number=len(message.field) + 1, label=label, type=kinds[kind.split()[-1]]
+        )
+        if name == "latency_ms":  # unknown without a record timestamp: explicit presence
+            field.proto3_optional = True
+            field.oneof_index = len(message.oneof_decl)
+            message.oneof_decl.add(name="_latency_ms")
+    return proto
+
+
+PREDICTION_PROTO_FIELDS = (
+    ("event_id", "string"),
+    ("entity_id", "string"),
+    ("score", "double"),
+    ("model_name", "string"),
+    ("model_version", "string"),
+    ("scored_at_ms", "int64"),
+    ("latency_ms", "double"),
+    ("missing_features", "int32"),
+    ("source_topic", "string"),
+    ("source_partition", "int32"),
+    ("source_offset", "int64"),
+    ("batch_id", "string"),
+    ("scores", "repeated double"),
+    ("degraded", "bool"),
+)

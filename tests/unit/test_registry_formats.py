@@ -15,17 +15,20 @@ import numpy as np
 import pytest
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pool, message_factory
 
+from streamserve.config import load_settings
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
 from streamserve.core.formats import InputFormat
 from streamserve.core.model import ModelBundle
-from streamserve.core.outputs import framed_avro, framed_json
+from streamserve.core.wire import HEADER
 from streamserve.errors import ConfigError, RegistryUnavailable
 from streamserve.io.registry import RegistrySchemas, prediction_schema_id, registry_client
-from streamserve.tools.event_schemas import avro_prediction_schema
-from streamserve.tools.schemas import prediction_schema
+from streamserve.runtime.startup import prediction_encoder
+from streamserve.tools.event_schemas import avro_prediction_schema, proto_prediction_file
 from streamserve_loadgen import synthetic
 from tests.conftest import is_scorable, offline_scores
 from tests.schema_registry import avro_schema, serializers
@@ -163,44 +166,58 @@ def test_an_unreachable_registry_fails_the_check_and_the_batch_rejects_nothing(
         scorer.prepare([Record(framed, 0)])
 
 
-@pytest.mark.parametrize("output_format", ["avro", "json-schema"])
+@pytest.mark.parametrize("output_format", ["avro", "protobuf", "json-schema"])
 def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers(
-    bundle: ModelBundle, client: Any, events: list, world: Any, output_format: str
+    bundle: ModelBundle, events: list, world: Any, output_format: str
 ) -> None:
     store, _ = world
-    values = [json.dumps(e).encode() for e in events]
-    producer = FakeProducer(auto_ack=False)
-    records = [Record(v, offset) for offset, v in enumerate(values)]
-    pipeline(bundle, store, producer).run(records)
-    as_json = [msgspec.json.decode(p.value or b"") for p in producer.pending]
-    if output_format == "avro":
-        schema = avro_prediction_schema()
-        schema_id = prediction_schema_id(
-            client, ["predictions-value"], "AVRO", json.dumps(schema), True
-        )
-        encode = framed_avro(schema_id, schema)
-        deserialize: Any = AvroDeserializer(client)
-    else:
-        schema_str = json.dumps(prediction_schema())
-        schema_id = prediction_schema_id(client, ["predictions-value"], "JSON", schema_str, True)
-        encode = framed_json(schema_id)
-        deserialize = JSONDeserializer(None, schema_registry_client=client)
+    url = f"mock://{uuid.uuid4().hex}"
+    client = registry_client({"url": url})
+    records = [Record(json.dumps(e).encode(), offset) for offset, e in enumerate(events)]
+    as_json = FakeProducer(auto_ack=False)
+    pipeline(bundle, store, as_json).run(records)
+    expected = [msgspec.json.decode(p.value or b"") for p in as_json.pending]
+    settings = load_settings(output_format=output_format, schema_registry_url=url)
+    encode = prediction_encoder(settings)  # registers the schema under predictions-value
     framed = FakeProducer(auto_ack=False)
-    pipeline(bundle, store, framed, scorer=BatchScorer(bundle, encode_prediction=encode)).run(
-        records
-    )
+    scorer = BatchScorer(bundle, encode_prediction=encode)
+    pipeline(bundle, store, framed, scorer=scorer).run(records)
+
     context = SerializationContext("predictions", MessageField.VALUE)
+    schema_id = client.get_latest_version("predictions-value").schema_id
+    assert all((p.value or b"")[:5] == HEADER.pack(0, schema_id) for p in framed.pending)
+    if output_format == "protobuf":
+        proto = proto_prediction_file()
+        message = message_factory.GetMessageClass(
+            descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
+        )
+        from_protobuf = ProtobufDeserializer(message, {"use.deprecated.format": False})
+        read = [from_protobuf(p.value, context) for p in framed.pending]
+        for got, want in zip(read, expected, strict=True):
+            assert (got.event_id, got.entity_id) == (str(want["event_id"]), want["entity_id"])
+            assert (got.score, got.latency_ms, got.source_offset, got.batch_id) == (
+                want["score"],
+                want["latency_ms"],
+                want["source_offset"],
+                want["batch_id"],
+            )
+        return
+    deserialize: Any = (
+        AvroDeserializer(client)
+        if output_format == "avro"
+        else JSONDeserializer(None, schema_registry_client=client)
+    )
     read_back = [deserialize(p.value, context) for p in framed.pending]
-    header = b"\x00" + schema_id.to_bytes(4, "big")
-    assert all((p.value or b"").startswith(header) for p in framed.pending)
     # plain JSON leaves out the fields at their default; an Avro record has every field
     defaults = {"scores": None, "degraded": False} if output_format == "avro" else {}
-    assert read_back == [{**defaults, **p} for p in as_json]
+    assert read_back == [{**defaults, **p} for p in expected]
 
 
-def test_the_avro_prediction_schema_has_the_prediction_record_fields() -> None:
-    names = [f["name"] for f in avro_prediction_schema()["fields"]]
-    assert names == list(rec.Prediction.__struct_fields__)
+def test_the_avro_and_protobuf_prediction_schemas_have_the_prediction_record_fields() -> None:
+    fields = list(rec.Prediction.__struct_fields__)
+    assert [f["name"] for f in avro_prediction_schema()["fields"]] == fields
+    (message,) = proto_prediction_file().message_type
+    assert [f.name for f in message.field] == fields
 
 
 def test_predictions_must_be_registered_already_when_auto_register_is_off(client: Any) -> None:
