@@ -6,7 +6,8 @@ FROM python:3.11-slim AS worker
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streamserve ./streamserve
-RUN pip install --no-cache-dir . && useradd --create-home streamserve
+# the registry extra: Avro, Protobuf and JSON Schema through the compose file's Schema Registry
+RUN pip install --no-cache-dir ".[registry]" && useradd --create-home streamserve
 USER streamserve
 EXPOSE 9400
 CMD ["streamserve", "worker"]

@@ -4,6 +4,7 @@ changes). Only a schema id the worker has not seen yet costs a request."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -22,6 +23,18 @@ log = logging.getLogger("streamserve.registry")
 NOT_FOUND_RECHECK_S = 30.0  # an id the registry did not know is asked again after this long
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
 _clients_lock = threading.Lock()
+
+
+FORMAT_LIBRARIES = {"avro": "fastavro", "protobuf": "google.protobuf", "json-schema": "json"}
+
+
+def require_format(wire_format: str) -> None:
+    """MissingExtraError unless the library a registry format is read or written with is
+    installed: without it every record would fail to decode and become a dead letter."""
+    try:
+        importlib.import_module(FORMAT_LIBRARIES[wire_format])
+    except ImportError:
+        raise MissingExtraError(f"{wire_format} support", "registry") from None
 
 
 def registry_client(config: Mapping[str, str]) -> Any:

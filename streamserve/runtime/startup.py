@@ -14,6 +14,7 @@ from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
+from streamserve.io.registry import require_format
 from streamserve.runtime.models import Models
 
 
@@ -28,6 +29,8 @@ def load_models(settings: Settings) -> Models:
     Schema Registry format, the registry checked and the prediction schema registered."""
     if settings.model_dir is None and settings.model_pointer_key is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
+    for wire_format in {settings.input_format, settings.output_format} - {"json"}:
+        require_format(wire_format)  # before connecting to anything
     # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
     # thread per core spins between predict calls and doubles the worker's CPU per event.
     threadpool_limits(settings.predict_threads, user_api="openmp")

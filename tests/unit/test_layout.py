@@ -77,3 +77,25 @@ def test_the_faust_runtime_without_its_extra_names_the_pip_line(bundle_dir: Path
     )
     assert result.returncode == 2, result.stderr
     assert "pip install 'streamserve[faust]'" in result.stderr
+
+
+def test_a_registry_format_without_its_library_names_the_pip_line(bundle_dir: Path) -> None:
+    without_fastavro = (
+        "import sys; sys.modules['fastavro'] = None; from streamserve.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_fastavro, "worker"],
+        env={
+            "STREAMSERVE_INPUT_FORMAT": "avro",
+            "STREAMSERVE_SCHEMA_REGISTRY_URL": "mock://layout",
+            "STREAMSERVE_MODEL_DIR": str(bundle_dir),
+            "STREAMSERVE_REDIS_URL": "redis://127.0.0.1:1/0",
+            "STREAMSERVE_REDIS_TIMEOUT_S": "0.2",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "avro support is not installed: pip install 'streamserve[registry]'" in result.stderr
