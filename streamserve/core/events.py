@@ -28,8 +28,9 @@ class Rejection:
     reason: str
 
 
-def build_event_type(manifest: Manifest) -> type[msgspec.Struct]:
-    """A msgspec Struct type that decodes exactly the fields the manifest reads from an event."""
+def feature_path_tree(manifest: Manifest) -> dict[str, Any]:
+    """The event features' dotted paths as a tree: nested objects map to subtrees, features to
+    None (check_manifest refuses a path that is both)."""
     tree: dict[str, Any] = {}
     for feature in manifest.event_features:
         *parents, leaf = feature.event_path.split(".")
@@ -37,6 +38,12 @@ def build_event_type(manifest: Manifest) -> type[msgspec.Struct]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = None
+    return tree
+
+
+def build_event_type(manifest: Manifest) -> type[msgspec.Struct]:
+    """A msgspec Struct type that decodes exactly the fields the manifest reads from an event."""
+    tree = feature_path_tree(manifest)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
         (manifest.event.id_field, EventId),
         (manifest.event.entity_field, EntityId),
@@ -71,6 +78,7 @@ class EventDecoder:
 
     def __init__(self, manifest: Manifest) -> None:
         self._type = build_event_type(manifest)
+        self._feature_tree = feature_path_tree(manifest)
         self._decoder = msgspec.json.Decoder(self._type)
         self._id_field = manifest.event.id_field
         self._entity_field = manifest.event.entity_field
@@ -84,15 +92,8 @@ class EventDecoder:
         )
 
     def field_tree(self) -> dict[str, Any]:
-        """The fields an event is read for, as a tree of dotted paths (leaves map to None)."""
-        tree: dict[str, Any] = {self._id_field: None, self._entity_field: None}
-        for path in self._paths:
-            *parents, leaf = path.split(".")
-            node = tree
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = None
-        return tree
+        """The fields an event is read for: the ids and the features' path tree."""
+        return {self._id_field: None, self._entity_field: None, **self._feature_tree}
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch of raw JSON values; returns the good events and one Rejection per bad

@@ -11,22 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from streamserve.core.events import feature_path_tree
 from streamserve.core.model import Manifest
 
 Tree = dict[str, "Tree | None"]  # a field path tree: leaf features map to None
-
-
-def _path_tree(manifest: Manifest) -> Tree:
-    tree: Tree = {}
-    for feature in manifest.event_features:
-        *parents, leaf = feature.event_path.split(".")
-        node = tree
-        for part in parents:
-            child = node.setdefault(part, {})
-            assert child is not None, f"{part} is both a feature and a parent of one"
-            node = child
-        node[leaf] = None
-    return tree
 
 
 def _type_name(name: str) -> str:
@@ -42,7 +30,7 @@ def avro_event_schema(manifest: Manifest) -> dict[str, Any]:
             fields.append({"name": field, "type": ["null", inner], "default": None})
         return {"type": "record", "name": name, "fields": fields}
 
-    event = record("Event", _path_tree(manifest))
+    event = record("Event", feature_path_tree(manifest))
     ids = [
         {"name": manifest.event.id_field, "type": "string"},
         {"name": manifest.event.entity_field, "type": "string"},
@@ -96,7 +84,7 @@ def proto_event_file(manifest: Manifest) -> Any:
             type=field_type.TYPE_STRING,
             label=field_type.LABEL_OPTIONAL,
         )
-    fill(event, _path_tree(manifest), f".{proto.package}.Event")
+    fill(event, feature_path_tree(manifest), f".{proto.package}.Event")
     return proto
 
 
