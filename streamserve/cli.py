@@ -219,6 +219,7 @@ def model_check(bundle_dir: Path) -> None:
 def model_schema(bundle_dir: Path, schema_format: str) -> None:
     """Print the schema of the events a bundle reads, ready to register."""
     from streamserve.core.model import read_manifest
+    from streamserve.io.registry import require_format
     from streamserve.tools import event_schemas
     from streamserve.tools.schemas import event_schema, render
 
@@ -226,19 +227,10 @@ def model_schema(bundle_dir: Path, schema_format: str) -> None:
     if schema_format == "avro":
         click.echo(json.dumps(event_schemas.avro_event_schema(manifest), indent=2))
     elif schema_format == "protobuf":
-        proto = exit_on_error(
-            lambda: _needs_registry_extra(event_schemas.proto_event_file, manifest)
-        )
-        click.echo(event_schemas.render_proto(proto), nl=False)
+        exit_on_error(lambda: require_format("protobuf"))
+        click.echo(event_schemas.render_proto(event_schemas.proto_event_file(manifest)), nl=False)
     else:
         click.echo(render(event_schema(manifest)), nl=False)
-
-
-def _needs_registry_extra(build: Callable[[Any], Any], manifest: Any) -> Any:
-    try:
-        return build(manifest)
-    except ModuleNotFoundError:
-        raise MissingExtraError("protobuf, for --format protobuf,", "registry") from None
 
 
 @main.command()
