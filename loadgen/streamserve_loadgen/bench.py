@@ -21,6 +21,7 @@ from rich.progress import Progress
 from streamserve.config import load_settings
 from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
+from streamserve.io.registry import registry_client
 from streamserve_loadgen import procs, synthetic
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
 from streamserve_loadgen.chart import plot_bench, plot_series
@@ -143,7 +144,8 @@ class Bench:
         events = self._events()
         for input_format in REGISTRY_FORMATS:
             topic = self.topic(f"drain-{input_format}")
-            serialize = serializer(input_format, self.registry_url, topic, manifest)
+            client = registry_client({"url": self.registry_url})
+            serialize = serializer(input_format, client, topic, manifest)
             self._preload(topic, framed(events, serialize), input_format)
         drains = {"json": self.drain("worker-json", argv)}
         for input_format in REGISTRY_FORMATS:

@@ -193,6 +193,7 @@ def produce_command(
     events = generate_events(profile.total, entities, seed, malformed_every)
     if input_format != "json":
         from streamserve.core.model import read_manifest
+        from streamserve.io.registry import registry_client
         from streamserve_loadgen.formats import framed, serializer
 
         if not (schema_registry_url and model_dir):
@@ -201,7 +202,10 @@ def produce_command(
             )
         manifest = read_manifest(model_dir)
         events = framed(
-            events, serializer(input_format, schema_registry_url, input_topic, manifest)
+            events,
+            serializer(
+                input_format, registry_client({"url": schema_registry_url}), input_topic, manifest
+            ),
         )
     offered = produce_at_rate(bootstrap, input_topic, profile, events, linger_ms=linger_ms)
     click.echo(json.dumps(offered))

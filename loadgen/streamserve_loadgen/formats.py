@@ -14,12 +14,11 @@ from streamserve.tools.schemas import event_schema
 Serialize = Callable[[dict[str, Any]], bytes]
 
 
-def serializer(input_format: str, registry_url: str, topic: str, manifest: Manifest) -> Serialize:
-    """Event dict -> framed bytes; registers the manifest's event schema under `<topic>-value`."""
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+def serializer(input_format: str, client: Any, topic: str, manifest: Manifest) -> Serialize:
+    """Event dict -> framed bytes; registers the manifest's event schema under `<topic>-value`
+    with ``client`` (a confluent-kafka Schema Registry client)."""
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    client = SchemaRegistryClient({"url": registry_url})
     context = SerializationContext(topic, MessageField.VALUE)
     if input_format == "avro":
         from confluent_kafka.schema_registry.avro import AvroSerializer
