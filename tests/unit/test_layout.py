@@ -60,42 +60,37 @@ def test_the_worker_and_the_tools_load_nothing_from_the_extras() -> None:
     assert not loaded & set(NOT_IN_A_LEAN_INSTALL)
 
 
-def test_the_faust_runtime_without_its_extra_names_the_pip_line(bundle_dir: Path) -> None:
-    without_faust = (
-        "import sys; sys.modules['faust'] = None; from streamserve.cli import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", without_faust, "worker"],
-        env={
-            "STREAMSERVE_RUNTIME": "faust",
-            "STREAMSERVE_MODEL_DIR": str(bundle_dir),
-            "PATH": "/usr/bin:/bin",
-        },
+def worker_without(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`streamserve worker` in a child where ``module`` cannot be imported (as if its extra
+    were not installed), with only ``env`` as its settings."""
+    code = f"import sys; sys.modules[{module!r}] = None; from streamserve.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "worker"],
+        env={**env, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def test_the_faust_runtime_without_its_extra_names_the_pip_line(bundle_dir: Path) -> None:
+    result = worker_without(
+        "faust", {"STREAMSERVE_RUNTIME": "faust", "STREAMSERVE_MODEL_DIR": str(bundle_dir)}
     )
     assert result.returncode == 2, result.stderr
     assert "pip install 'streamserve[faust]'" in result.stderr
 
 
 def test_a_registry_format_without_its_library_names_the_pip_line(bundle_dir: Path) -> None:
-    without_fastavro = (
-        "import sys; sys.modules['fastavro'] = None; from streamserve.cli import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", without_fastavro, "worker"],
-        env={
+    result = worker_without(
+        "fastavro",
+        {
             "STREAMSERVE_INPUT_FORMAT": "avro",
             "STREAMSERVE_SCHEMA_REGISTRY_URL": "mock://layout",
             "STREAMSERVE_MODEL_DIR": str(bundle_dir),
             "STREAMSERVE_REDIS_URL": "redis://127.0.0.1:1/0",
             "STREAMSERVE_REDIS_TIMEOUT_S": "0.2",
-            "PATH": "/usr/bin:/bin",
         },
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert result.returncode == 2, result.stderr
     assert "avro support is not installed: pip install 'streamserve[registry]'" in result.stderr
