@@ -231,7 +231,6 @@ class FramedDecoder:
                     rejections.append(Rejection(index, "undecodable", reason))
                     continue
                 origin.append(index)
-        rejections.sort(key=lambda r: r.index)
         return self._events.decode_framed(readable, origin, rejections, objects=not as_json)
 
     def _unknown(self, index: int, schema_id: int, schema: WriterSchema | None) -> Rejection:
