@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamserve.config import RDKAFKA_PREFIX, Settings
@@ -182,11 +182,3 @@ def consumer_lag(consumer: Consumer) -> list[PartitionLag]:
             continue
         lags.append(PartitionLag(tp.topic, tp.partition, max(high - tp.offset, 0)))
     return lags
-
-
-def committed_offsets(
-    consumer: Consumer, topic: str, partitions: int, timeout_s: float = 10.0
-) -> dict[int, int]:
-    """The group's committed offset per partition (-1001 where none)."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=timeout_s)}
