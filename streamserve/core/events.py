@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from streamserve.core.column_reader import Wanted
 from streamserve.core.model import Manifest
 from streamserve.core.records import EntityId, ErrorClass, EventId
 
@@ -72,13 +73,35 @@ class DecodedEvents:
     entity_ids: list[Any]
     event_features: np.ndarray  # float32 (len(indices), event feature count); NaN = missing
 
+    def merged(self, other: DecodedEvents) -> DecodedEvents:
+        """The events of both, in batch order."""
+        if not other.indices:
+            return self
+        if not self.indices:
+            return other
+        return DecodedEvents(
+            self.indices + other.indices,
+            self.event_ids + other.event_ids,
+            self.entity_ids + other.entity_ids,
+            np.concatenate([self.event_features, other.event_features]),
+        ).in_order()
+
+    def in_order(self) -> DecodedEvents:
+        """The events sorted by batch index."""
+        order = sorted(range(len(self.indices)), key=self.indices.__getitem__)
+        return DecodedEvents(
+            [self.indices[i] for i in order],
+            [self.event_ids[i] for i in order],
+            [self.entity_ids[i] for i in order],
+            self.event_features[order],
+        )
+
 
 class EventDecoder:
     """Decodes raw values into ids and an event-feature matrix; bad records are rejected."""
 
     def __init__(self, manifest: Manifest) -> None:
         self._type = build_event_type(manifest)
-        self._feature_tree = feature_path_tree(manifest)
         self._decoder = msgspec.json.Decoder(self._type)
         self._id_field = manifest.event.id_field
         self._entity_field = manifest.event.entity_field
@@ -91,9 +114,9 @@ class EventDecoder:
             operator.attrgetter(*self._paths) if self._paths else None
         )
 
-    def field_tree(self) -> dict[str, Any]:
-        """The fields an event is read for: the ids and the features' path tree."""
-        return {self._id_field: None, self._entity_field: None, **self._feature_tree}
+    def wanted(self) -> Wanted:
+        """The fields an event is read for, as batch readers take them."""
+        return Wanted(self._id_field, self._entity_field, tuple(self._paths))
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch of raw JSON values; returns the good events and one Rejection per bad
@@ -123,10 +146,41 @@ class EventDecoder:
     def _convert(self, value: Any) -> Any:
         return msgspec.convert(value, self._type)
 
+    def from_columns(
+        self,
+        indices: list[int],
+        event_ids: list[Any],
+        entity_ids: list[Any],
+        features: list[Any],
+    ) -> tuple[DecodedEvents, list[Rejection]]:
+        """Events a batch reader read already: valid ids, and ``features`` flat, row after row
+        (numbers, or None for missing); events with a feature out of float32 range are
+        rejected, as in every other path."""
+        with np.errstate(over="ignore"):
+            flat = np.array(features, dtype=np.float64).astype(np.float32)
+        columns = flat.reshape(len(indices), len(self._paths))
+        return self._checked(indices, event_ids, entity_ids, columns, [])
+
     def _finish(
         self, events: list[Any], indices: list[int], rejections: list[Rejection]
     ) -> tuple[DecodedEvents, list[Rejection]]:
-        columns = self._feature_columns(events)
+        return self._checked(
+            indices,
+            list(map(self._event_id, events)),
+            list(map(self._entity_id, events)),
+            self._feature_columns(events),
+            rejections,
+        )
+
+    def _checked(
+        self,
+        indices: list[int],
+        event_ids: list[Any],
+        entity_ids: list[Any],
+        columns: np.ndarray,
+        rejections: list[Rejection],
+    ) -> tuple[DecodedEvents, list[Rejection]]:
+        """Reject the events with a feature out of float32 range (a number that turned inf)."""
         out_of_range = ~np.isfinite(columns) & ~np.isnan(columns)
         if out_of_range.any():
             keep = ~out_of_range.any(axis=1)
@@ -134,19 +188,12 @@ class EventDecoder:
                 reason = f"number out of float32 range - at `$.{self._paths[col]}`"
                 rejections.append(Rejection(indices[row], "invalid_feature", reason))
             kept = np.flatnonzero(keep).tolist()
-            events = [events[r] for r in kept]
             indices = [indices[r] for r in kept]
+            event_ids = [event_ids[r] for r in kept]
+            entity_ids = [entity_ids[r] for r in kept]
             columns = columns[keep]
             rejections = _first_per_index(rejections)
-        return (
-            DecodedEvents(
-                indices=indices,
-                event_ids=list(map(self._event_id, events)),
-                entity_ids=list(map(self._entity_id, events)),
-                event_features=columns,
-            ),
-            rejections,
-        )
+        return DecodedEvents(indices, event_ids, entity_ids, columns), rejections
 
     def _decode_all(
         self, values: Sequence[Any], decode: Callable[[Any], Any]

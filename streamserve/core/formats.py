@@ -11,13 +11,16 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from streamserve.core.avro_reader import compile_reader
+from streamserve.core.avro_reader import compile_avro_reader
+from streamserve.core.column_reader import BatchReader, Wanted
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
+from streamserve.core.protobuf_reader import compile_protobuf_reader
 from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE, split_message_indexes
 
 InputFormat = Literal["json", "avro", "protobuf", "json-schema"]
@@ -35,7 +38,9 @@ class WriterSchema:
     schema_id: int
     schema_type: str  # AVRO, PROTOBUF or JSON, as the registry names them
     read: Callable[[bytes], Any] | None  # a framed value -> an object; None: the payload is JSON
-    avro: Any = None  # the parsed Avro schema, for a reader specialised to a model's fields
+    # (a model's fields, a sample record) -> a batch reader specialised to them (None: the
+    # schema needs ``read``); ValueError or LookupError when the sample cannot be read
+    columns: Callable[[Wanted, bytes], BatchReader | None] | None = None
 
 
 class WriterSchemas(Protocol):
@@ -49,9 +54,13 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
     try:
         if schema_type == "AVRO":
             avro = json.loads(schema_str)
-            return WriterSchema(schema_id, schema_type, _avro_reader(avro), avro)
+
+            def avro_columns(wanted: Wanted, sample: bytes) -> BatchReader | None:
+                return compile_avro_reader(avro, wanted, HEADER_BYTES)
+
+            return WriterSchema(schema_id, schema_type, _avro_reader(avro), avro_columns)
         if schema_type == "PROTOBUF":
-            return WriterSchema(schema_id, schema_type, _protobuf_reader(schema_str))
+            return WriterSchema(schema_id, schema_type, *_protobuf_reader(schema_str))
         if schema_type == "JSON":
             return WriterSchema(schema_id, schema_type, None)
     except SchemaParseError:
@@ -62,8 +71,11 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
 
 
 def _avro_reader(schema: Any) -> Callable[[bytes], Any]:
+    """fastavro's reader of a framed value, logical types read as their underlying type, as
+    the batch readers read them (a timestamp-millis is its long: a model reads numbers)."""
     from fastavro import parse_schema
 
+    schema = _without_logical_types(schema)
     try:  # fastavro's reader without the schema parse schemaless_reader repeats per call
         from fastavro._read import _read_data  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - another fastavro layout: the public reader
@@ -96,9 +108,20 @@ def _avro_reader(schema: Any) -> Callable[[bytes], Any]:
     return read
 
 
-def _protobuf_reader(schema_str: str) -> Callable[[bytes], Any]:
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    return schema
+
+
+def _protobuf_reader(
+    schema_str: str,
+) -> tuple[Callable[[bytes], Any], Callable[[Wanted, bytes], BatchReader | None]]:
     """A schema registered as a serialized FileDescriptorProto (base64), as confluent-kafka's
-    ProtobufSerializer registers it and as the registry returns it with ``format=serialized``."""
+    ProtobufSerializer registers it and as the registry returns it with ``format=serialized``:
+    (the reader of a framed value, the factory of batch readers)."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     try:
@@ -117,12 +140,16 @@ def _protobuf_reader(schema_str: str) -> Callable[[bytes], Any]:
     file = pool.Add(proto)
     readers: dict[tuple[int, ...], tuple[Any, Callable[[Any], dict[str, Any]]]] = {}
 
+    def descriptor_at(indexes: tuple[int, ...]) -> Any:
+        descriptor = file.message_types_by_name[proto.message_type[indexes[0]].name]
+        for index in indexes[1:]:
+            descriptor = descriptor.nested_types[index]
+        return descriptor
+
     def message_type(indexes: tuple[int, ...]) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
         found = readers.get(indexes)
         if found is None:
-            descriptor = file.message_types_by_name[proto.message_type[indexes[0]].name]
-            for index in indexes[1:]:
-                descriptor = descriptor.nested_types[index]
+            descriptor = descriptor_at(indexes)
             cls = message_factory.GetMessageClass(descriptor)
             found = readers[indexes] = (cls.FromString, _field_reader(descriptor))
         return found
@@ -137,7 +164,13 @@ def _protobuf_reader(schema_str: str) -> Callable[[bytes], Any]:
         parse, fields = message_type(indexes)
         return fields(parse(body))
 
-    return read
+    def columns(wanted: Wanted, sample: bytes) -> BatchReader | None:
+        """A batch reader of the message type ``sample`` (a batch's first record) is of."""
+        indexes, body = split_message_indexes(memoryview(sample)[HEADER_BYTES:])
+        index_list = bytes(sample[HEADER_BYTES : len(sample) - len(body)])
+        return compile_protobuf_reader(descriptor_at(indexes), wanted, HEADER_BYTES, index_list)
+
+    return read, columns
 
 
 def _field_reader(descriptor: Any) -> Callable[[Any], dict[str, Any]]:
@@ -171,7 +204,13 @@ def _field_reader(descriptor: Any) -> Callable[[Any], dict[str, Any]]:
 
 
 class FramedDecoder:
-    """Unwraps the Confluent wire format, then decodes like the JSON path (``EventDecoder``)."""
+    """Unwraps the Confluent wire format, then decodes like the JSON path (``EventDecoder``).
+
+    Records are grouped by their framing header (magic byte and schema id: one group in the
+    usual batch); each group goes through the batch reader generated for its writer schema and
+    this model (``column_reader``). The records a reader hands back, and the groups without one,
+    take the general path: the format's library, then the event type's validation, which also
+    names the dead letters' classes."""
 
     def __init__(
         self, events: EventDecoder, input_format: InputFormat, schemas: WriterSchemas
@@ -179,29 +218,65 @@ class FramedDecoder:
         self._events = events
         self._schema_type = REGISTRY_SCHEMA_TYPE[input_format]
         self._schemas = schemas
-        self._wanted = events.field_tree()
-        self._readers: dict[int, Callable[[bytes], Any]] = {}  # per schema id, for this model
-
-    def _reader(self, schema: WriterSchema) -> Callable[[bytes], Any]:
-        """An Avro reader specialised to this model's fields when the schema allows; else the
-        schema's own reader (fastavro, protobuf)."""
-        found = self._readers.get(schema.schema_id)
-        if found is None:
-            compiled = None
-            if schema.avro is not None:
-                compiled = compile_reader(schema.avro, self._wanted, HEADER_BYTES)
-            reader = compiled or schema.read
-            assert reader is not None, "JSON payloads are not read by a schema reader"
-            found = self._readers[schema.schema_id] = reader
-        return found
+        self._wanted = events.wanted()
+        self._batch_readers: dict[int, BatchReader | None] = {}  # per schema id, for this model
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[DecodedEvents, list[Rejection]]:
         """Decode a batch; RegistryUnavailable (from the port) when a new schema id cannot be
         fetched: nothing is rejected then, and the batch can be decoded again later."""
+        heads = [value[:HEADER_BYTES] if value is not None else b"" for value in values]
+        groups = _group(heads)
+        ids = {
+            head: int.from_bytes(head[1:], "big")
+            for head in groups
+            if len(head) == HEADER_BYTES and head[0] == MAGIC_BYTE
+        }
+        schemas = self._schemas.resolve(set(ids.values()))
+        hits: list[int] = []
+        event_ids: list[Any] = []
+        entity_ids: list[Any] = []
+        features: list[Any] = []
+        slow: list[int] = []
+        for head, indices in groups.items():
+            schema_id = ids.get(head)
+            schema = schemas.get(schema_id) if schema_id is not None else None
+            read = self._batch_reader(schema, values[indices[0]])  # type: ignore[arg-type]
+            if read is None:
+                slow.extend(indices)
+            else:
+                slow.extend(read(values, indices, hits, event_ids, entity_ids, features))  # type: ignore[arg-type]
+        fast, rejections = self._events.from_columns(hits, event_ids, entity_ids, features)
+        if len(groups) > 1:  # each group's events are in order, not the groups'
+            fast = fast.in_order()
+        if not slow:
+            return fast, rejections
+        slow.sort()
+        decoded, more = self._decode_slowly([values[i] for i in slow], slow)
+        rejections.extend(more)
+        rejections.sort(key=lambda r: r.index)
+        return fast.merged(decoded), rejections
+
+    def _batch_reader(self, schema: WriterSchema | None, sample: bytes) -> BatchReader | None:
+        """The batch reader of a schema id, made once, for the message type of its first
+        sample record (a Protobuf schema's other message types take the general path)."""
+        if schema is None or schema.schema_type != self._schema_type or schema.columns is None:
+            return None
+        if schema.schema_id not in self._batch_readers:
+            try:
+                self._batch_readers[schema.schema_id] = schema.columns(self._wanted, sample)
+            except (ValueError, LookupError):  # a sample that does not read: try the next one
+                return None
+        return self._batch_readers[schema.schema_id]
+
+    def _decode_slowly(
+        self, values: Sequence[bytes | None], origin: Sequence[int]
+    ) -> tuple[DecodedEvents, list[Rejection]]:
+        """Each record through its format's library, then the event type: ``values[i]`` is the
+        batch's record ``origin[i]``."""
         ids: list[int] = []
         rejections: list[Rejection] = []
         unpack = HEADER.unpack_from
-        for index, value in enumerate(values):
+        for index, value in zip(origin, values, strict=True):
             try:
                 magic, schema_id = unpack(value)  # type: ignore[arg-type]
             except (struct.error, TypeError):
@@ -213,25 +288,27 @@ class FramedDecoder:
         schemas = self._schemas.resolve(set(ids) - {-1})
         as_json = self._schema_type == "JSON"
         readable: list[Any] = []
-        origin: list[int] = []
-        for index, (schema_id, value) in enumerate(zip(ids, values, strict=True)):
+        readable_origin: list[int] = []
+        for index, schema_id, value in zip(origin, ids, values, strict=True):
             if schema_id < 0:
                 continue
             schema = schemas.get(schema_id)
             if schema is None or schema.schema_type != self._schema_type:
                 rejections.append(self._unknown(index, schema_id, schema))
-            elif as_json:
+                continue
+            if as_json:
                 readable.append(memoryview(value)[HEADER_BYTES:])  # type: ignore[arg-type]
-                origin.append(index)
             else:
                 try:
-                    readable.append(self._reader(schema)(value))  # type: ignore[arg-type]
+                    readable.append(schema.read(value))  # type: ignore[arg-type,misc]
                 except Exception as exc:  # whatever a reader raises on bad bytes
-                    reason = f"does not decode with schema {schema_id}: {exc!r}"[:400]
+                    reason = f"does not decode with schema {schema_id}: {_describe(exc)}"
                     rejections.append(Rejection(index, "undecodable", reason))
                     continue
-                origin.append(index)
-        return self._events.decode_framed(readable, origin, rejections, objects=not as_json)
+            readable_origin.append(index)
+        return self._events.decode_framed(
+            readable, readable_origin, rejections, objects=not as_json
+        )
 
     def _unknown(self, index: int, schema_id: int, schema: WriterSchema | None) -> Rejection:
         if schema is None:
@@ -239,6 +316,24 @@ class FramedDecoder:
         else:
             reason = f"schema id {schema_id} is {schema.schema_type}, not {self._schema_type}"
         return Rejection(index, "unknown_schema", reason)
+
+
+def _group(heads: list[bytes]) -> Mapping[bytes, Sequence[int]]:
+    """Batch indices by framing header; the usual batch, one schema id throughout, is one
+    group with no loop in Python."""
+    if not heads or heads.count(heads[0]) == len(heads):
+        return {heads[0]: range(len(heads))} if heads else {}
+    groups: dict[bytes, list[int]] = {}
+    for index, head in enumerate(heads):
+        groups.setdefault(head, []).append(index)
+    return groups
+
+
+def _describe(exc: Exception) -> str:
+    """A reader's error for a dead letter's reason, without the object reprs fastavro puts in
+    (``cannot read boolean from <_io.BytesIO object at 0x...>``)."""
+    message = re.sub(r" from <[^>]*>", "", str(exc)) or "no message"
+    return f"{type(exc).__name__}: {message}"[:400]
 
 
 def _unframed(index: int, value: bytes | None) -> Rejection:
