@@ -61,6 +61,18 @@ def _settings(**overrides: Any) -> Settings:
     )
 
 
+def _prediction_schemas(settings: Settings) -> Any:
+    """Writer schemas from the registry, to read predictions written in a registry format
+    (STREAMSERVE_OUTPUT_FORMAT); None for JSON."""
+    if settings.output_format == "json":
+        return None
+    from streamserve.io.registry import RegistrySchemas, registry_client, require_format
+
+    require_format(settings.output_format)
+    client = registry_client(settings.schema_registry_config())
+    return RegistrySchemas(client, settings.output_format)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Streaming inference: Kafka events, Redis features, XGBoost micro-batches.
@@ -274,7 +286,12 @@ def audit(input_topic: str | None, timeout_s: float, as_json: bool) -> None:
     s = _settings(input_topic=input_topic)
     report = exit_on_error(
         lambda: run_audit(
-            Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, timeout_s
+            Cluster.of(s),
+            s.input_topic,
+            s.predictions_topic,
+            s.dead_letter_topic,
+            timeout_s,
+            schemas=_prediction_schemas(s),
         )
     )
     if as_json:

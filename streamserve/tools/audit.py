@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import msgspec
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from streamserve.core.formats import WriterSchemas
 from streamserve.core.records import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_REASON,
@@ -22,6 +23,7 @@ from streamserve.core.records import (
     HEADER_SOURCE_TOPIC,
     Provenance,
 )
+from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE
 from streamserve.errors import StreamserveError
 from streamserve.io.kafka import Cluster
 
@@ -159,11 +161,17 @@ class AuditReport:
 
 
 def audit(
-    cluster: Cluster, input_topic: str, predictions: str, dead_letters: str, timeout_s: float = 120
+    cluster: Cluster,
+    input_topic: str,
+    predictions: str,
+    dead_letters: str,
+    timeout_s: float = 120,
+    schemas: WriterSchemas | None = None,
 ) -> AuditReport:
     """Match every record of ``input_topic`` with its outcomes by their provenance.
 
-    Outputs that came from another topic (shared output topics) are not counted.
+    Outputs that came from another topic (shared output topics) are not counted. ``schemas``
+    reads predictions written in a Schema Registry format (STREAMSERVE_OUTPUT_FORMAT).
     """
     sources: set[tuple[int, int]] = set()
     if scan_to_end(cluster, [input_topic], lambda m: sources.add(_where(m)), timeout_s):
@@ -176,7 +184,7 @@ def audit(
 
     def count(message: Message) -> None:
         nonlocal without_reason
-        where = provenance(message)
+        where = provenance(message, schemas)
         if where is None or where[0] != input_topic:
             return
         topic = message.topic()
@@ -221,9 +229,12 @@ def header_map(message: Message) -> dict[str, str]:
 _decode_provenance = msgspec.json.Decoder(Provenance).decode
 
 
-def provenance(message: Message) -> tuple[str, int, int] | None:
+def provenance(
+    message: Message, schemas: WriterSchemas | None = None
+) -> tuple[str, int, int] | None:
     """(topic, partition, offset) of the input record an output came from: a dead letter's
-    provenance headers, or a prediction's provenance fields; None for anything else."""
+    provenance headers, or a prediction's provenance fields (JSON, or with ``schemas`` a
+    registry format); None for anything else."""
     headers = header_map(message)
     if HEADER_SOURCE_TOPIC in headers:
         return (
@@ -231,11 +242,30 @@ def provenance(message: Message) -> tuple[str, int, int] | None:
             int(headers[HEADER_SOURCE_PARTITION]),
             int(headers[HEADER_SOURCE_OFFSET]),
         )
+    value = message.value() or b""
+    if schemas is not None and value[:1] == bytes([MAGIC_BYTE]):
+        return _framed_provenance(value, schemas)
     try:
-        found = _decode_provenance(message.value() or b"")
+        found = _decode_provenance(value)
     except msgspec.MsgspecError:
         return None
     return found.source_topic, found.source_partition, found.source_offset
+
+
+def _framed_provenance(value: bytes, schemas: WriterSchemas) -> tuple[str, int, int] | None:
+    """A prediction in the Confluent wire format, read with its writer schema."""
+    _, schema_id = HEADER.unpack_from(value)
+    schema = schemas.resolve({schema_id}).get(schema_id)
+    if schema is None:
+        raise StreamserveError(f"a prediction names schema id {schema_id}, not in the registry")
+    try:
+        if schema.read is None:  # JSON Schema: the JSON prediction after the framing
+            found = _decode_provenance(value[HEADER_BYTES:])
+            return found.source_topic, found.source_partition, found.source_offset
+        fields = schema.read(value)
+        return fields["source_topic"], int(fields["source_partition"]), int(fields["source_offset"])
+    except (msgspec.MsgspecError, LookupError, ValueError, TypeError):
+        return None
 
 
 def source_of(message: Message) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
 from streamserve.io.kafka import Cluster
-from streamserve.io.registry import registry_client
+from streamserve.io.registry import RegistrySchemas, registry_client
 from streamserve.runtime.confluent import build_worker
 from streamserve.tools.audit import audit
 from streamserve_loadgen import synthetic
@@ -147,3 +147,7 @@ def test_predictions_written_in_avro_read_back_with_confluent_kafkas_deserialize
     assert all(p["model_name"] == "fraud-demo" and 0 <= p["score"] <= 1 for p in read)
     subjects = client.get_subjects()
     assert f"{topic}-value" in subjects
+    s = scenario.settings
+    schemas = RegistrySchemas(client, "avro")
+    report = audit(Cluster.of(s), s.input_topic, topic, s.dead_letter_topic, 30, schemas)
+    assert (report.events, report.predictions, report.lost, report.duplicated) == (500, 500, 0, 0)

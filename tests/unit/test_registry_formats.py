@@ -28,6 +28,7 @@ from streamserve.core.wire import HEADER
 from streamserve.errors import ConfigError, RegistryUnavailable
 from streamserve.io.registry import RegistrySchemas, prediction_schema_id, registry_client
 from streamserve.runtime.startup import prediction_encoder
+from streamserve.tools.audit import provenance
 from streamserve.tools.event_schemas import avro_prediction_schema, proto_prediction_file
 from streamserve_loadgen import synthetic
 from tests.conftest import is_scorable, offline_scores
@@ -168,7 +169,7 @@ def test_an_unreachable_registry_fails_the_check_and_the_batch_rejects_nothing(
 
 @pytest.mark.parametrize("output_format", ["avro", "protobuf", "json-schema"])
 def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers(
-    bundle: ModelBundle, events: list, world: Any, output_format: str
+    bundle: ModelBundle, events: list, world: Any, output_format: InputFormat
 ) -> None:
     store, _ = world
     url = f"mock://{uuid.uuid4().hex}"
@@ -186,6 +187,10 @@ def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers
     context = SerializationContext("predictions", MessageField.VALUE)
     schema_id = client.get_latest_version("predictions-value").schema_id
     assert all((p.value or b"")[:5] == HEADER.pack(0, schema_id) for p in framed.pending)
+    schemas = RegistrySchemas(client, output_format)  # as `streamserve audit` reads them
+    assert [provenance(Record(p.value, 0), schemas) for p in framed.pending] == [  # type: ignore[arg-type]
+        (p["source_topic"], p["source_partition"], p["source_offset"]) for p in expected
+    ]
     if output_format == "protobuf":
         proto = proto_prediction_file()
         message = message_factory.GetMessageClass(
