@@ -11,6 +11,7 @@ are left to fastavro: ``compile_avro_reader`` returns None for them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 from streamserve.core.column_reader import (
@@ -27,15 +28,17 @@ ID_TYPES = {"null", "int", "long", "string"}
 FEATURE_TYPES = {"null", "int", "long", "float", "double"}
 
 
-def compile_avro_reader(schema: Any, wanted: Wanted, header: int) -> BatchReader | None:
+def compile_avro_reader(
+    schema: Any, wanted: Wanted, header: int, named_types: Mapping[str, Any] | None = None
+) -> BatchReader | None:
     """A batch reader of records written with ``schema``, their payload at offset ``header``
     (the caller hands it only records framed with this schema's id); None when the schema needs
-    fastavro."""
+    fastavro. ``named_types``: types defined in referenced schemas, by name."""
     body: list[str] = []
     try:
         if not isinstance(schema, dict) or schema.get("type") != "record":
             raise Unsupported("the writer schema is not a record")
-        _emit_record(schema, wanted.targets(), body, "", {}, depth=0)
+        _emit_record(schema, wanted.targets(), body, "", dict(named_types or {}), depth=0)
     except Unsupported:
         return None
     body.append("if p > len(b): raise ValueError('truncated')")  # skipped values moved p only
@@ -58,9 +61,13 @@ def _resolve(schema: Any, named: dict[str, Any]) -> Any:
 
 
 def _emit_record(
-    schema: dict[str, Any], targets: Targets, lines: list[str], pad: str,
-    named: dict[str, Any], depth: int,
-) -> None:  # fmt: skip
+    schema: dict[str, Any],
+    targets: Targets,
+    lines: list[str],
+    pad: str,
+    named: dict[str, Any],
+    depth: int,
+) -> None:
     if depth > 8:
         raise Unsupported("records nested too deeply")
     for key in ("name", "fullname"):
@@ -71,9 +78,13 @@ def _emit_record(
 
 
 def _emit_value(
-    schema: Any, target: Targets | str | None, lines: list[str], pad: str,
-    named: dict[str, Any], depth: int,
-) -> None:  # fmt: skip
+    schema: Any,
+    target: Targets | str | None,
+    lines: list[str],
+    pad: str,
+    named: dict[str, Any],
+    depth: int,
+) -> None:
     """Code reading one value at ``p`` into ``target`` (a local, a nested record's locals, or
     None: skipped). A value the model cannot use (text where a number is read, a number where
     a record is) raises, which hands the record to the slow path for its dead letter."""
@@ -131,9 +142,13 @@ def _emit_value(
 
 
 def _emit_named(
-    schema: dict[str, Any], target: Targets | None, lines: list[str], pad: str,
-    named: dict[str, Any], depth: int,
-) -> None:  # fmt: skip
+    schema: dict[str, Any],
+    target: Targets | None,
+    lines: list[str],
+    pad: str,
+    named: dict[str, Any],
+    depth: int,
+) -> None:
     """Records, enums and fixed: a record is read into a nested target or skipped; an enum or
     a fixed is skipped (the model reads neither)."""
     kind = schema.get("type")

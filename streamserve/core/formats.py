@@ -49,18 +49,27 @@ class WriterSchemas(Protocol):
     def resolve(self, schema_ids: set[int]) -> Mapping[int, WriterSchema | None]: ...
 
 
-def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> WriterSchema:
-    """Parse a schema as the registry returns it; SchemaParseError when it cannot be used."""
+def parse_writer_schema(
+    schema_id: int,
+    schema_type: str,
+    schema_str: str,
+    references: Mapping[str, str] | None = None,
+) -> WriterSchema:
+    """Parse a schema as the registry returns it, with the schemas it references by reference
+    name (Avro named types, Protobuf imports), each after those it references in turn;
+    SchemaParseError when it cannot be used."""
+    references = references or {}
     try:
         if schema_type == "AVRO":
             avro = json.loads(schema_str)
+            named = _avro_named_types(references)
 
             def avro_columns(wanted: Wanted, sample: bytes) -> BatchReader | None:
-                return compile_avro_reader(avro, wanted, HEADER_BYTES)
+                return compile_avro_reader(avro, wanted, HEADER_BYTES, named)
 
-            return WriterSchema(schema_id, schema_type, _avro_reader(avro), avro_columns)
+            return WriterSchema(schema_id, schema_type, _avro_reader(avro, named), avro_columns)
         if schema_type == "PROTOBUF":
-            return WriterSchema(schema_id, schema_type, *_protobuf_reader(schema_str))
+            return WriterSchema(schema_id, schema_type, *_protobuf_reader(schema_str, references))
         if schema_type == "JSON":
             return WriterSchema(schema_id, schema_type, None)
     except SchemaParseError:
@@ -70,18 +79,34 @@ def parse_writer_schema(schema_id: int, schema_type: str, schema_str: str) -> Wr
     raise SchemaParseError(f"schema {schema_id} has an unknown type {schema_type}")
 
 
-def _avro_reader(schema: Any) -> Callable[[bytes], Any]:
+def _avro_named_types(references: Mapping[str, str]) -> dict[str, Any]:
+    """Named types from referenced schemas, by their reference name and their full name, in
+    the references' order (each after those it references)."""
+    named: dict[str, Any] = {}
+    for name, text in references.items():
+        schema = json.loads(text)
+        named[name] = schema
+        if isinstance(schema, dict) and "name" in schema:
+            namespace, short = schema.get("namespace"), schema["name"]
+            named[f"{namespace}.{short}" if namespace and "." not in short else short] = schema
+    return named
+
+
+def _avro_reader(schema: Any, named_types: Mapping[str, Any]) -> Callable[[bytes], Any]:
     """fastavro's reader of a framed value, logical types read as their underlying type, as
     the batch readers read them (a timestamp-millis is its long: a model reads numbers)."""
     from fastavro import parse_schema
 
     schema = _without_logical_types(schema)
+    writer_named: dict[str, Any] = {}  # fastavro's parsed named types, filled by parse_schema
+    for type_schema in {id(t): t for t in named_types.values()}.values():  # each type once
+        parse_schema(_without_logical_types(type_schema), writer_named)
     try:  # fastavro's reader without the schema parse schemaless_reader repeats per call
         from fastavro._read import _read_data  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - another fastavro layout: the public reader
         from fastavro import schemaless_reader
 
-        parsed = parse_schema(schema)
+        parsed = parse_schema(schema, writer_named)
 
         def read_public(value: bytes) -> Any:
             stream = io.BytesIO(value)
@@ -90,7 +115,7 @@ def _avro_reader(schema: Any) -> Callable[[bytes], Any]:
 
         return read_public
 
-    named: dict[str, dict[str, Any]] = {"writer": {}, "reader": {}}
+    named: dict[str, dict[str, Any]] = {"writer": writer_named, "reader": {}}
     parsed = parse_schema(schema, named["writer"])
     options = {
         "return_record_name": False,
@@ -117,27 +142,30 @@ def _without_logical_types(schema: Any) -> Any:
 
 
 def _protobuf_reader(
-    schema_str: str,
+    schema_str: str, references: Mapping[str, str]
 ) -> tuple[Callable[[bytes], Any], Callable[[Wanted, bytes], BatchReader | None]]:
     """A schema registered as a serialized FileDescriptorProto (base64), as confluent-kafka's
-    ProtobufSerializer registers it and as the registry returns it with ``format=serialized``:
-    (the reader of a framed value, the factory of batch readers)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    ProtobufSerializer registers it and as the registry returns it with ``format=serialized``,
+    its imports from ``references`` (by file name) or Google's well-known types: (the reader of
+    a framed value, the factory of batch readers)."""
+    from google.protobuf import descriptor_pool, message_factory
 
-    try:
-        proto = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(schema_str))
-    except Exception as exc:
-        raise SchemaParseError(
-            "Protobuf schema is not a serialized FileDescriptorProto (ask the registry for "
-            f"format=serialized): {exc}"
-        ) from exc
+    proto = _file_descriptor(schema_str)
     pool = descriptor_pool.DescriptorPool()
-    for dependency in proto.dependency:  # well-known types only: google/protobuf/*.proto
-        known = descriptor_pool.Default().FindFileByName(dependency)
-        dependency_proto = descriptor_pb2.FileDescriptorProto()
-        known.CopyToProto(dependency_proto)
-        pool.Add(dependency_proto)
-    file = pool.Add(proto)
+    added: set[str] = set()
+
+    def add(file_proto: Any) -> Any:
+        for dependency in file_proto.dependency:
+            if dependency in added:
+                continue
+            if dependency in references:
+                add(_file_descriptor(references[dependency], dependency))
+            else:
+                add(_well_known_file(dependency))
+        added.add(file_proto.name)
+        return pool.Add(file_proto)
+
+    file = add(proto)
     readers: dict[tuple[int, ...], tuple[Any, Callable[[Any], dict[str, Any]]]] = {}
 
     def descriptor_at(indexes: tuple[int, ...]) -> Any:
@@ -171,6 +199,36 @@ def _protobuf_reader(
         return compile_protobuf_reader(descriptor_at(indexes), wanted, HEADER_BYTES, index_list)
 
     return read, columns
+
+
+def _file_descriptor(schema_str: str, name: str = "") -> Any:
+    from google.protobuf import descriptor_pb2
+
+    try:
+        proto = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(schema_str))
+    except Exception as exc:
+        raise SchemaParseError(
+            f"Protobuf schema {name} is not a serialized FileDescriptorProto (ask the registry "
+            f"for format=serialized): {exc}"
+        ) from exc
+    if name:
+        proto.name = name  # imports name the file as the reference does
+    return proto
+
+
+def _well_known_file(name: str) -> Any:
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    try:
+        known = descriptor_pool.Default().FindFileByName(name)
+    except KeyError:
+        raise SchemaParseError(
+            f"the schema imports {name}, which is neither among its references nor one of "
+            "Google's well-known types"
+        ) from None
+    proto = descriptor_pb2.FileDescriptorProto()
+    known.CopyToProto(proto)
+    return proto
 
 
 def _field_reader(descriptor: Any) -> Callable[[Any], dict[str, Any]]:

@@ -85,18 +85,36 @@ class RegistrySchemas:
 
         try:
             schema = self._client.get_schema(schema_id, fmt=self._format)
+            references = self._references(schema, {})
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
-                log.warning("schema id %d is not in the Schema Registry", schema_id)
+                log.warning(
+                    "schema id %d (or a schema it references) is not in the registry", schema_id
+                )
                 return None
             raise RegistryUnavailable(f"Schema Registry: {_describe(exc)}") from None
         except Exception as exc:  # connection refused, timeouts, TLS: the registry is away
             raise RegistryUnavailable(f"Schema Registry unreachable: {_describe(exc)}") from None
         try:
-            return parse_writer_schema(schema_id, schema.schema_type or "AVRO", schema.schema_str)
+            return parse_writer_schema(
+                schema_id, schema.schema_type or "AVRO", schema.schema_str, references
+            )
         except SchemaParseError as exc:
             log.warning("%s; its records are dead letters", exc)
             return None
+
+    def _references(self, schema: Any, found: dict[str, str]) -> dict[str, str]:
+        """The schemas ``schema`` references (Avro named types, Protobuf imports), by reference
+        name, each after those it references in turn."""
+        for reference in schema.references or []:
+            if reference.name in found:
+                continue
+            registered = self._client.get_version(
+                reference.subject, reference.version, True, self._format
+            )
+            self._references(registered.schema, found)
+            found[reference.name] = registered.schema.schema_str
+        return found
 
 
 def _describe(exc: Exception) -> str:

@@ -13,11 +13,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from confluent_kafka.schema_registry import Schema, SchemaReference
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer
-from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 
 from streamserve.config import load_settings
 from streamserve.core import records as rec
@@ -35,6 +37,12 @@ from tests.conftest import is_scorable, offline_scores
 from tests.schema_registry import avro_schema, serializers
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
+TYPE_DOUBLE, TYPE_STRING, TYPE_MESSAGE = (
+    FieldDescriptor.TYPE_DOUBLE,
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_MESSAGE,
+)
+LABEL_OPTIONAL = FieldDescriptor.LABEL_OPTIONAL
 TOPIC = "events"
 CONTEXT = SerializationContext(TOPIC, MessageField.VALUE)
 
@@ -127,6 +135,76 @@ def test_avro_schema_versions_on_one_topic_decode_to_the_same_columns(
         bundle, store, [v1(e, CONTEXT) for e in events], registry_scorer(bundle, client, "avro")
     )
     assert not dead and got == one_version
+
+
+def test_schemas_that_reference_other_schemas_score_like_json(
+    bundle: ModelBundle, client: Any, events: list, world: Any
+) -> None:
+    """A Protobuf event importing its Merchant message from another file, and an Avro event
+    whose Merchant record is a named type registered under a subject of its own: both are
+    registered with references, as confluent-kafka's serializers do, and score like JSON."""
+    store, _ = world
+    from_json, _ = scored(bundle, store, [json.dumps(e).encode() for e in events])
+
+    merchant = descriptor_pb2.FileDescriptorProto(name="demo/merchant.proto", package="demo")
+    merchant.message_type.add(name="Merchant").field.add(
+        name="risk", number=1, type=TYPE_DOUBLE, label=LABEL_OPTIONAL
+    )
+    event = descriptor_pb2.FileDescriptorProto(
+        name="demo/event.proto", package="demo", dependency=["demo/merchant.proto"]
+    )
+    message = event.message_type.add(name="Event")
+    message.field.add(name="event_id", number=1, type=TYPE_STRING, label=LABEL_OPTIONAL)
+    message.field.add(name="entity_id", number=2, type=TYPE_STRING, label=LABEL_OPTIONAL)
+    message.field.add(
+        name="merchant",
+        number=3,
+        type=TYPE_MESSAGE,
+        type_name=".demo.Merchant",
+        label=LABEL_OPTIONAL,
+    )
+    for number, name in enumerate(["amount", "hour_of_day", "is_foreign"], start=4):
+        message.field.add(name=name, number=number, type=TYPE_DOUBLE, label=LABEL_OPTIONAL)
+    for number, name in enumerate(["device_age_days", "distance_km"], start=7):
+        message.field.add(name=name, number=number, type=TYPE_DOUBLE, label=LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(merchant)
+    event_class = message_factory.GetMessageClass(pool.Add(event).message_types_by_name["Event"])
+    protobuf = ProtobufSerializer(event_class, client, {"use.deprecated.format": False})
+    framed = [protobuf(fill(event_class(), e), CONTEXT) for e in events]
+    got, dead = scored(bundle, store, framed, registry_scorer(bundle, client, "protobuf"))
+    assert not dead and got == from_json
+    assert "demo/merchant.proto" in client.get_subjects()  # registered as a reference
+
+    avro_merchant = {
+        "type": "record",
+        "name": "Merchant",
+        "namespace": "demo",
+        "fields": [
+            {"name": "risk", "type": ["null", "double"], "default": None},
+        ],
+    }
+    client.register_schema("demo.Merchant", Schema(json.dumps(avro_merchant), "AVRO"))
+    evented = json.loads(avro_schema(mcc=False))
+    evented["fields"][4]["type"] = ["null", "demo.Merchant"]
+    reference = SchemaReference("demo.Merchant", "demo.Merchant", 1)
+    avro = AvroSerializer(client, Schema(json.dumps(evented), "AVRO", [reference]))
+    plain = [{**e, "merchant": e["merchant"] and {"risk": e["merchant"]["risk"]}} for e in events]
+    framed = [avro(e, CONTEXT) for e in plain]
+    got, dead = scored(bundle, store, framed, registry_scorer(bundle, client, "avro"))
+    assert not dead and got == from_json
+
+
+def fill(message: Any, event: dict[str, Any]) -> Any:
+    """A message with the event's fields set (nested dicts into nested messages)."""
+    for name, value in event.items():
+        if value is None or name not in message.DESCRIPTOR.fields_by_name:
+            continue
+        if isinstance(value, dict):
+            fill(getattr(message, name), value)
+        else:
+            setattr(message, name, value)
+    return message
 
 
 def test_every_bad_avro_input_is_a_dead_letter_with_its_class(
