@@ -145,7 +145,22 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, description="Seconds between metrics records."
     )
     commit_interval_ms: int = Field(
-        1000, ge=10, le=600_000, description="Offset auto-commit interval."
+        1000,
+        ge=10,
+        le=600_000,
+        description="Offset commit interval; exactly-once: how long a transaction stays open "
+        "(default 100 ms there: its outputs become visible when it commits).",
+    )
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: each transaction commits outputs and input offsets together "
+        "(confluent runtime; downstream consumers read with isolation.level=read_committed).",
+    )
+    transactional_id: str | None = Field(
+        None,
+        min_length=1,
+        description="exactly-once: the producer's transactional.id (default "
+        "`<group id>-<worker id>`); keep it stable across restarts of one worker.",
     )
     worker_id: str = Field(
         default_factory=_default_worker_id, min_length=1, description="Name in metrics records."
@@ -187,6 +202,31 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _RdkafkaSource(settings_cls), env_settings)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def commit_interval_s(self) -> float:
+        """STREAMSERVE_COMMIT_INTERVAL_MS, or its default: 1 s at least once; 100 ms exactly
+        once, where a transaction's outputs are visible only once it commits (Kafka Streams'
+        default under exactly-once too)."""
+        if self.exactly_once and "commit_interval_ms" not in self.model_fields_set:
+            return 0.1
+        return self.commit_interval_ms / 1000
+
+    @property
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{self.worker_id}"
+
+    @model_validator(mode="after")
+    def _exactly_once_needs_the_confluent_runtime(self) -> Settings:
+        if self.exactly_once and self.runtime == "faust":
+            raise ValueError(
+                "STREAMSERVE_PROCESSING_GUARANTEE=exactly-once needs STREAMSERVE_RUNTIME=confluent"
+            )
+        return self
 
     @model_validator(mode="after")
     def _registry_formats_need_a_registry(self) -> Settings:

@@ -25,6 +25,7 @@ from streamserve.io.registry import registry_client
 from streamserve_loadgen import procs, synthetic
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
 from streamserve_loadgen.chart import plot_bench, plot_series
+from streamserve_loadgen.decode_cost import decode_costs
 from streamserve_loadgen.demo import set_up_demo_world
 from streamserve_loadgen.embedded import (
     EMBEDDED_LINGER_MS,
@@ -138,8 +139,10 @@ class Bench:
             )
 
     def format_drains(self, argv: list[str]) -> dict[str, dict[str, Any]]:
-        """The same events in each Schema Registry format, drained by the worker beside a
-        fresh JSON drain (loaded last, so the other steps run as before)."""
+        """The same events in each Schema Registry format, each drained by the worker right
+        after a fresh JSON drain of them (``json_before_<format>``): drains drift as the broker
+        holds more data, so each pair is compared side by side. Loaded last, so the other steps
+        run as before."""
         manifest = read_manifest(self.model_dir)
         events = self._events()
         for input_format in REGISTRY_FORMATS:
@@ -147,8 +150,11 @@ class Bench:
             client = registry_client({"url": self.registry_url})
             serialize = serializer(input_format, client, topic, manifest)
             self._preload(topic, framed(events, serialize), input_format)
-        drains = {"json": self.drain("worker-json", argv)}
+        drains = {}
         for input_format in REGISTRY_FORMATS:
+            drains[f"json_before_{input_format}"] = self.drain(
+                f"worker-json-before-{input_format}", argv
+            )
             drains[input_format] = self.drain(
                 f"worker-{input_format}",
                 argv,
@@ -387,6 +393,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             for label, settings in burst_settings.items()
         ]
         formats = bench.format_drains(argv)
+        decode_cost = decode_costs(read_manifest(bench.model_dir))
     results: dict[str, Any] = {
         "machine": machine(),
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
@@ -397,6 +404,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "latency": latency,
         "bursts": bursts,
         "formats": formats,
+        "decode_us_per_event": decode_cost,
     }
     results["goals"] = goals(results)
     plan.out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,12 @@ def _merged(base: dict[str, Any], *layers: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+EXACTLY_ONCE_CONSUMER: dict[str, Any] = {
+    "enable.auto.commit": False,  # offsets are committed inside each transaction
+    "isolation.level": "read_committed",  # an input written transactionally: committed only
+}
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     return _merged(
         CONSUMER_DEFAULTS,
@@ -49,17 +55,22 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.group_id,
             "client.id": settings.worker_id,
-            "auto.commit.interval.ms": settings.commit_interval_ms,
+            "auto.commit.interval.ms": round(settings.commit_interval_s * 1000),
         },
+        EXACTLY_ONCE_CONSUMER if settings.exactly_once else {},
         settings.rdkafka_common,
         settings.rdkafka_consumer,
     )
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: Settings, transactional: bool = False) -> dict[str, Any]:
+    """The worker's producer; ``transactional``: the exactly-once one, with the worker's
+    transactional.id (a restart with the same id fences its predecessor and aborts its open
+    transaction)."""
     return _merged(
         PRODUCER_DEFAULTS,
         {"bootstrap.servers": settings.kafka_bootstrap, "client.id": settings.worker_id},
+        {"transactional.id": settings.effective_transactional_id} if transactional else {},
         settings.rdkafka_common,
         settings.rdkafka_producer,
     )
@@ -84,8 +95,9 @@ def make_consumer(settings: Settings, **callbacks: Any) -> Consumer:
     return _construct(Consumer, {**consumer_config(settings), **callbacks}, "consumer")
 
 
-def make_producer(settings: Settings, **callbacks: Any) -> Producer:
-    return _construct(Producer, {**producer_config(settings), **callbacks}, "producer")
+def make_producer(settings: Settings, transactional: bool = False, **callbacks: Any) -> Producer:
+    config = {**producer_config(settings, transactional), **callbacks}
+    return _construct(Producer, config, "producer")
 
 
 def make_admin(settings: Settings) -> AdminClient:

@@ -103,8 +103,9 @@ class Checkpoint:
             completed += 1
         return completed
 
-    def wait_for_room(self) -> None:
-        """Serve delivery reports until fewer than ``max_in_flight`` batches are in flight."""
+    def before_produce(self) -> None:
+        """Before a batch's outputs are produced: serve delivery reports until fewer than
+        ``max_in_flight`` batches are in flight."""
         self._wait(lambda: not self.full)
 
     def drain(self) -> None:
@@ -114,6 +115,9 @@ class Checkpoint:
     def commit(self) -> None:
         """Commit what was stored (on revoke and shutdown; a timer commits in between)."""
         self._offsets.commit()
+
+    def abandon(self) -> None:
+        """The worker failed: nothing to undo (what was not stored stays uncommitted)."""
 
     def _wait(self, enough: Callable[[], bool]) -> None:
         self._sink.poll(0)

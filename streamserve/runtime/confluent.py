@@ -23,7 +23,15 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from streamserve.config import Settings
 from streamserve.core.adaptive import AdaptiveBatching
@@ -39,6 +47,7 @@ from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch, 
 from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
+from streamserve.runtime.transactions import TransactionAborted, TransactionalCheckpoint
 from streamserve.telemetry.interval import MetricsWindow
 
 log = logging.getLogger("streamserve.worker")
@@ -68,7 +77,11 @@ class Worker:
         consumer: Consumer,
         producer: Producer,
         stop_event: threading.Event | None = None,
+        metrics_producer: Producer | None = None,
     ) -> None:
+        """``producer`` is transactional with STREAMSERVE_PROCESSING_GUARANTEE=exactly-once;
+        ``metrics_producer`` (default: ``producer``) writes the metrics records, outside any
+        transaction."""
         self.settings = settings
         self.models = models
         self.consumer = consumer
@@ -78,6 +91,7 @@ class Worker:
         model = models.serving.model
         self._metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.sink = KafkaSink(producer)
+        self._metrics_sink = KafkaSink(metrics_producer) if metrics_producer else self.sink
         topics = OutputTopics(
             settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
         )
@@ -91,9 +105,19 @@ class Worker:
             wall_ms,
         )
         ledger = BatchLedger(self.summary, self._metrics, self.telemetry)
-        self.checkpoint = Checkpoint(
-            self.sink, ConsumerOffsets(consumer), ledger, settings.max_batches_in_flight
-        )
+        self.checkpoint: Checkpoint | TransactionalCheckpoint
+        if settings.exactly_once:
+            self.checkpoint = TransactionalCheckpoint(
+                producer,
+                consumer,
+                ledger,
+                settings.commit_interval_s,
+                settings.max_batches_in_flight,
+            )
+        else:
+            self.checkpoint = Checkpoint(
+                self.sink, ConsumerOffsets(consumer), ledger, settings.max_batches_in_flight
+            )
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:
@@ -127,23 +151,30 @@ class Worker:
         self._watcher.start()
         try:
             while not self._should_stop():
-                now = self._fetch()
-                trigger = self._window.trigger(now)
-                if trigger:
-                    self._close_batch(trigger)
-                elif self._scoring and self._scoring_done(0 if self._pending else SCORING_POLL_S):
-                    self._send_scored()  # idle, or scored while the next batch fills
-                self.sink.poll(0)
-                self.checkpoint.advance()
-                if self._paused and self._scoring_done(0) and self._registry_retry_at is None:
-                    self._resume()  # caught up (or the batch in hand was abandoned)
-                self._maybe_publish_metrics()
-                self._turned(now)
+                try:
+                    self._turn()
+                except TransactionAborted as exc:
+                    self._rewind(exc)
         except BaseException:
             self._fail()
             raise
         self._shutdown()
         return self.summary
+
+    def _turn(self) -> None:
+        """One turn of the loop: fetch, close or send a batch, complete what is done."""
+        now = self._fetch()
+        trigger = self._window.trigger(now)
+        if trigger:
+            self._close_batch(trigger)
+        elif self._scoring and self._scoring_done(0 if self._pending else SCORING_POLL_S):
+            self._send_scored()  # idle, or scored while the next batch fills
+        self.sink.poll(0)
+        self.checkpoint.advance()
+        if self._paused and self._scoring_done(0) and self._registry_retry_at is None:
+            self._resume()  # caught up (or the batch in hand was abandoned)
+        self._maybe_publish_metrics()
+        self._turned(now)
 
     def _fetch(self) -> float:
         """Consume into the open batch: as soon as one record is there when none is open, else
@@ -210,6 +241,7 @@ class Worker:
         self._failed = True
         self._watcher.stop()
         self._scoring_thread.shutdown()
+        self.checkpoint.abandon()  # exactly-once: abort the open transaction
         self.consumer.close()  # commits only offsets stored after acknowledged delivery
 
     def _turned(self, now: float) -> None:
@@ -298,7 +330,7 @@ class Worker:
     def _send(self, scoring: Scoring) -> None:
         """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
         predicted = scoring.future.result()  # re-raises a feature store error here
-        self.checkpoint.wait_for_room()
+        self.checkpoint.before_produce()
         sent = self.pipeline.send(scoring.batch, predicted)
         self.checkpoint.add(sent)
         if self._adaptive is not None:
@@ -363,6 +395,17 @@ class Worker:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
         log.warning("%s: %d records left unscored, to be read again", why, len(records))
 
+    def _rewind(self, exc: TransactionAborted) -> None:
+        """The open transaction was aborted: drop the batches in hand and read every partition
+        still ours again from its committed offset."""
+        self._scoring, self._pending = None, []
+        self._window.reset()
+        assigned = self.consumer.assignment()
+        for tp in self.consumer.committed(assigned, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("%s; reading %s again from the committed offsets", exc, _names(assigned))
+
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()
         due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
@@ -372,7 +415,7 @@ class Worker:
             now, kafka_io.consumer_lag(self.consumer), self.models.store_available
         )
         if record.events_in or due:
-            self.sink.publish(
+            self._metrics_sink.publish(
                 self.settings.metrics_topic,
                 msgspec.json.encode(record),
                 self.settings.worker_id.encode(),
@@ -392,8 +435,11 @@ class Worker:
         """Finish the batch in hand and commit before the partitions move to another worker."""
         log.info("revoked %s", _names(partitions), extra={"partitions": _list(partitions)})
         if not self._failed:  # after a failure the batches in flight must stay uncommitted
-            self._complete_all()
-            self.checkpoint.commit()
+            try:
+                self._complete_all()
+                self.checkpoint.commit()
+            except TransactionAborted as exc:
+                self._rewind(exc)  # the revoked partitions' next owner reads them again
         self._unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -411,9 +457,13 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop: finish the batch in hand, publish metrics, flush, commit, leave the group."""
         try:
-            self._complete_all()
+            try:
+                self._complete_all()
+            except TransactionAborted as exc:
+                log.warning("%s: the next start reads its records again", exc)
             self._maybe_publish_metrics(force=True)
             self.sink.flush(30)
+            self._metrics_sink.flush(30)
             self.checkpoint.commit()
         finally:
             self._watcher.stop()
@@ -436,6 +486,8 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     """
     models = load_models(settings)
     prepare_topics(settings)
-    producer = kafka_io.make_producer(settings)
+    producer = kafka_io.make_producer(settings, transactional=settings.exactly_once)
+    # exactly-once: metrics records go outside the transactions (they are no input's outputs)
+    metrics_producer = kafka_io.make_producer(settings) if settings.exactly_once else None
     consumer = kafka_io.make_consumer(settings)
-    return Worker(settings, models, consumer, producer, stop_event)
+    return Worker(settings, models, consumer, producer, stop_event, metrics_producer)

@@ -45,7 +45,7 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=session_ms / 1000,
-        broker_commit_interval=settings.commit_interval_ms / 1000,
+        broker_commit_interval=settings.commit_interval_s,
         store="memory://",
     )
     topic = app.topic(

@@ -121,6 +121,6 @@ def test_a_full_checkpoint_waits_for_the_oldest_batch(bundle: ModelBundle) -> No
     first, _ = harness.send(2)
     assert harness.checkpoint.full
     harness.producer.auto_ack = True
-    harness.checkpoint.wait_for_room()
+    harness.checkpoint.before_produce()
     assert not harness.checkpoint.full
     assert harness.offsets.stored[0] == next_offsets(first.positions)
