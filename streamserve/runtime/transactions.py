@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -17,6 +18,7 @@ log = logging.getLogger("streamserve.transactions")
 
 TRANSACTION_CALL_TIMEOUT_S = 30.0  # init, send-offsets, commit and abort give up after this
 COMMIT_TRIES = 3  # a commit failing with a retriable error is tried this often in all
+PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # an abort's, not refusals
 
 
 class TransactionAborted(StreamserveError):
@@ -52,7 +54,7 @@ class TransactionalCheckpoint:
         interval_s: float,
         max_batches: int,
     ) -> None:
-        self._producer = producer
+        self.producer = producer
         self._consumer = consumer
         self._ledger = ledger
         self._interval_s = interval_s
@@ -64,6 +66,10 @@ class TransactionalCheckpoint:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+    def __iter__(self) -> Iterator[SentBatch]:
+        """The batches in the open transaction."""
+        return iter(self._batches)
 
     @property
     def full(self) -> bool:
@@ -79,7 +85,7 @@ class TransactionalCheckpoint:
         if self.full:
             self._commit()
         if self._opened_at is None:
-            self._producer.begin_transaction()
+            self.producer.begin_transaction()
             self._opened_at = time.monotonic()
 
     def add(self, batch: SentBatch) -> None:
@@ -108,8 +114,9 @@ class TransactionalCheckpoint:
             return
         batches, self._batches, self._opened_at = self._batches, [], None
         try:
-            self._producer.abort_transaction(TRANSACTION_CALL_TIMEOUT_S)
-            log.warning("aborted the open transaction (%d batches)", len(batches))
+            self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT_S)
+            ids = ", ".join(batch.batch_id for batch in batches)
+            log.warning("aborted the open transaction (batches %s)", ids or "none")
         except KafkaException as exc:
             log.warning("could not abort the open transaction: %s", exc.args[0].str())
 
@@ -121,7 +128,7 @@ class TransactionalCheckpoint:
             try:
                 if batches:
                     self._send_offsets(batches)
-                self._producer.commit_transaction(TRANSACTION_CALL_TIMEOUT_S)
+                self.producer.commit_transaction(TRANSACTION_CALL_TIMEOUT_S)
                 break
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -130,8 +137,8 @@ class TransactionalCheckpoint:
                 if error.retriable() and not error.txn_requires_abort() and attempt < COMMIT_TRIES:
                     log.warning("transaction commit failed (%s): trying again", error.str())
                     continue
+                refused = [e for b in batches for e in b.delivery.errors if e.code() not in PURGED]
                 self.abandon()
-                refused = [e for batch in batches for e in batch.delivery.errors]
                 if refused:
                     raise undelivered(refused) from None
                 raise TransactionAborted(f"transaction aborted: {error.str()}") from None
@@ -143,6 +150,6 @@ class TransactionalCheckpoint:
     def _send_offsets(self, batches: list[SentBatch]) -> None:
         positions = [position for batch in batches for position in batch.positions]
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(positions).items()]
-        self._producer.send_offsets_to_transaction(
+        self.producer.send_offsets_to_transaction(
             offsets, self._consumer.consumer_group_metadata(), TRANSACTION_CALL_TIMEOUT_S
         )

@@ -77,6 +77,7 @@ class Scenario:
             "input_format": s.input_format,
             "output_format": s.output_format,
             "schema_registry_url": s.schema_registry_url,
+            "processing_guarantee": s.processing_guarantee,
         }
 
     def with_settings(self, **changes: Any) -> Scenario:
