@@ -345,6 +345,10 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         argv = procs.streamserve_argv("worker")
         drain = {
             "worker": bench.drain("worker", argv),
+            # right after the at-least-once drain of the same events, for a side-by-side ratio
+            "worker_exactly_once": bench.drain(
+                "worker-exactly-once", argv, processing_guarantee="exactly-once"
+            ),
             "bareloop": bench.drain("bareloop", bench.bareloop_argv("bareloop")),
             "passthrough": bench.drain(
                 "passthrough",

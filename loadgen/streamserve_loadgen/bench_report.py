@@ -41,6 +41,9 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             worker["events_per_s"] / drain["baseline"]["events_per_s"], ">=", 40
         ),
         "worker_peak_rss_mb": _goal(rss, "<=", 300),
+        "exactly_once_drain_vs_at_least_once": _goal(
+            drain["worker_exactly_once"]["events_per_s"] / worker["events_per_s"], ">=", 0.8
+        ),
         **{
             f"{f}_drain_vs_json": _goal(
                 formats[f]["events_per_s"] / formats[f"json_before_{f}"]["events_per_s"], ">=", 0.8
@@ -115,6 +118,13 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     if "decode_us_per_event" in results:
         costs = ", ".join(f"{f} {us} µs" for f, us in results["decode_us_per_event"].items())
         console.print(f"decoding, per event in 1,000-event batches (in process): {costs}")
+    eos, plain = drain["worker_exactly_once"], drain["worker"]
+    console.print(
+        f"exactly-once (transactions at the default interval): {eos['events_per_s']:,.0f} "
+        f"events/s at {eos['cpu_us_per_event']:.1f} µs CPU/event, against "
+        f"{plain['events_per_s']:,.0f} at {plain['cpu_us_per_event']:.1f} at least once, "
+        "drained just before"
+    )
     cached, plain = drain["worker_cached"], drain["worker"]
     console.print(
         f"local feature cache (TTL 60 s, Zipf-skewed entities): "
