@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="Offset commit interval; exactly-once: how long a transaction stays open "
         "(default 100 ms there: its outputs become visible when it commits).",
     )
+    commit_every_events: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="At least once: also commit once this many events' offsets are stored, "
+        "so a worker catching up after an outage repeats at most that many when killed.",
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once",
         description="exactly-once: each transaction commits outputs and input offsets together "

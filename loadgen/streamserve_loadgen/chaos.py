@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -40,6 +40,9 @@ class ChaosPlan:
     kills: int = 5
     redis_outages: int = 2
     redis_down_s: float = 5.0
+    # stop Redis (connections refused), freeze it (SIGSTOP: connections hang), or alternate
+    redis_outage: Literal["stop", "freeze", "both"] = "both"
+    replace_after_s: float = 0.0  # a killed worker's replacement starts this long after
     join_at: float = 0.5
     partitions: int = 4
     max_batch_size: int = 500
@@ -51,24 +54,38 @@ class ChaosPlan:
     def seconds(self) -> float:
         return self.events / self.rate
 
-    def duplicate_bound(self, kills: int) -> int:
+    @property
+    def commit_every_events(self) -> int:
+        """One commit interval at the offered rate: catching up faster, the workers commit by
+        count as often as they do by time at that rate."""
+        return max(self.rate * self.commit_interval_ms // 1000, 1)
+
+    @property
+    def duplicate_bound_per_kill(self) -> int:
         """Most records one kill can leave to be scored twice: what the worker had in hand (a
         batch filling, one being scored, and the outputs awaiting acknowledgement: several small
         batches, but no more than a linger plus a round trip of its rate, about one batch here)
-        plus what was acknowledged but not committed yet (a commit interval of the group's
-        rate)."""
-        per_kill = 3 * self.max_batch_size + self.rate * self.commit_interval_ms // 1000
-        return kills * per_kill
+        plus what was acknowledged but not committed yet (a commit interval at the offered
+        rate; catching up faster after an outage, the count-based commits keep it there)."""
+        return 3 * self.max_batch_size + self.commit_every_events
+
+    def duplicate_bound(self, kills: int) -> int:
+        return kills * self.duplicate_bound_per_kill
 
     def schedule(self) -> list[tuple[float, str]]:
         """(seconds from the start of the load, action), in time order."""
         rng = random.Random(self.seed)
         span = self.seconds
-        actions = [(rng.uniform(0.05, 0.85) * span, "kill") for _ in range(self.kills)]
+        actions: list[tuple[float, str]] = []
         slot = 0.8 / max(self.redis_outages, 1)  # outages in separate slots: they never overlap
         for i in range(self.redis_outages):
             start = (0.1 + slot * i + rng.uniform(0, 0.2) * slot) * span
             actions += [(start, "redis-stop"), (start + self.redis_down_s, "redis-start")]
+        # the costliest kill for duplicates: a worker catching up on the outage's backlog
+        after_outages = [at + rng.uniform(0.5, 1.5) for at, a in actions if a == "redis-start"]
+        kills = after_outages[: self.kills]
+        kills += [rng.uniform(0.05, 0.85) * span for _ in range(self.kills - len(kills))]
+        actions += [(at, "kill") for at in kills]
         actions.append((self.join_at * span, "join"))
         return sorted(actions)
 
@@ -97,6 +114,10 @@ class ChaosResult:
         found = asdict(self)
         found["report"] = self.report.as_dict()
         found["duplicate_bound"] = self.plan.duplicate_bound(self.kills)
+        found["duplicate_bound_per_kill"] = self.plan.duplicate_bound_per_kill
+        found["extra_outputs_per_kill"] = (
+            round(self.report.extra_outputs / self.kills) if self.kills else None
+        )
         found["problems"] = self.problems
         found["ok"] = self.ok
         return found
@@ -115,6 +136,7 @@ class Chaos:
         self.workers: dict[str, procs.Child] = {}
         self.next_id = 0
         self.kills = self.restarts = self.outages = self.joined = 0
+        self.replacements_due: list[float] = []  # monotonic times to start a replacement
 
     def topic(self, name: str) -> str:
         return f"{self.run_id}-{name}"
@@ -131,6 +153,7 @@ class Chaos:
             "TOPIC_PARTITIONS": str(plan.partitions),
             "MAX_BATCH_SIZE": str(plan.max_batch_size),
             "COMMIT_INTERVAL_MS": str(plan.commit_interval_ms),
+            "COMMIT_EVERY_EVENTS": str(plan.commit_every_events),
             "WORKER_ID": worker_id,
             "RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "LOG_LEVEL": "INFO",
@@ -158,11 +181,23 @@ class Chaos:
         victim = self.rng.choice(alive)
         self.workers.pop(victim).kill()
         self.kills += 1
-        self.console.print(f"  SIGKILL {victim}; starting a replacement")
-        self.start_worker()
+        self.console.print(
+            f"  SIGKILL {victim}; a replacement starts in {self.plan.replace_after_s:g} s"
+        )
+        self.replacements_due.append(time.monotonic() + self.plan.replace_after_s)
+        self.start_due()
+
+    def start_due(self) -> None:
+        """Start the replacements whose time has come."""
+        now = time.monotonic()
+        for due in [d for d in self.replacements_due if d <= now]:
+            self.replacements_due.remove(due)
+            self.start_worker()
 
     def restart_exited(self) -> None:
-        """A worker that exited on its own (e.g. Redis down at its start) is started again."""
+        """A worker that exited on its own (e.g. Redis down at its start) is started again;
+        replacements of killed workers start when due."""
+        self.start_due()
         for worker_id, child in list(self.workers.items()):
             if child.proc.poll() is not None:
                 self.console.print(
@@ -178,16 +213,28 @@ class Chaos:
         if action == "kill":
             self.kill_one()
         elif action == "redis-stop":
-            self.console.print("  Redis stopped")
-            self.stack.stop_redis()
+            if self._freezes():
+                self.console.print("  Redis frozen")
+                self.stack.freeze_redis(True)
+            else:
+                self.console.print("  Redis stopped")
+                self.stack.stop_redis()
             self.outages += 1
         elif action == "redis-start":
-            self.stack.restart_redis()
+            if self.stack.redis_frozen:
+                self.stack.freeze_redis(False)
+            else:
+                self.stack.restart_redis()
             self.console.print("  Redis back")
         elif action == "join":
             self.console.print("  a worker joins the group (rebalance)")
             self.joined += 1
             self.start_worker()
+
+    def _freezes(self) -> bool:
+        """Whether the next outage freezes Redis (``both``: every second one)."""
+        kind = self.plan.redis_outage
+        return kind == "freeze" or (kind == "both" and self.outages % 2 == 1)
 
     def audit(self) -> AuditReport:
         return audit(
@@ -288,8 +335,8 @@ def problems(result: ChaosResult) -> list[str]:
         found.append(f"{report.dead_letters_without_reason:,} dead letters without a reason")
     if report.extra_outputs > plan.duplicate_bound(result.kills):
         found.append(
-            f"{report.extra_outputs:,} duplicate outputs, more than the bound "
-            f"{plan.duplicate_bound(result.kills):,}"
+            f"{_per_kill(report.extra_outputs, result.kills)} duplicate outputs per kill, more "
+            f"than the bound {plan.duplicate_bound_per_kill:,}"
         )
     return found
 
@@ -306,9 +353,14 @@ def render(result: ChaosResult) -> str:
         f"  predictions {report.predictions:,}, dead letters {report.dead_letters:,} "
         f"({classes}) for {result.malformed_sent:,} malformed sent",
         f"  lost {report.lost:,}",
-        f"  duplicated {report.duplicated:,} events ({report.extra_outputs:,} extra outputs; "
-        f"bound {result.plan.duplicate_bound(result.kills):,})",
+        f"  duplicated {report.duplicated:,} events ({report.extra_outputs:,} extra outputs, "
+        f"{_per_kill(report.extra_outputs, result.kills)} per kill; bound "
+        f"{result.plan.duplicate_bound_per_kill:,} per kill)",
     ]
     lines += [f"  PROBLEM: {p}" for p in result.problems]
     lines.append("OK" if result.ok else "FAILED")
     return "\n".join(lines)
+
+
+def _per_kill(extra_outputs: int, kills: int) -> str:
+    return f"{extra_outputs / kills:,.0f}" if kills else "-"

@@ -8,6 +8,7 @@ STREAMSERVE_KAFKA_BOOTSTRAP / STREAMSERVE_REDIS_URL to use external servers inst
 from __future__ import annotations
 
 import contextlib
+import signal
 import importlib.resources
 import os
 import random
@@ -109,6 +110,7 @@ class EmbeddedStack:
     redis_url: str
     workdir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis_frozen: bool = False
 
     @property
     def embedded_broker(self) -> bool:
@@ -139,6 +141,16 @@ class EmbeddedStack:
         proc.terminate()
         proc.wait(timeout=10)
 
+    def freeze_redis(self, frozen: bool) -> None:
+        """Freeze the embedded Redis (SIGSTOP: its connections hang instead of closing, as a
+        stalled server's do) or thaw it (SIGCONT)."""
+        if "redis" not in self.processes:
+            raise EmbeddedStackError(
+                "only an embedded Redis can be frozen: unset STREAMSERVE_REDIS_URL"
+            )
+        self.processes["redis"].send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+        self.redis_frozen = frozen
+
     def restart_redis(self) -> None:
         """Start the embedded Redis again on its port, with the data it had when stopped."""
         port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
@@ -146,6 +158,8 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop every server this stack started (SIGTERM, then SIGKILL after 10 s)."""
+        if self.redis_frozen:
+            self.freeze_redis(False)  # a stopped process would not see the SIGTERM
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.terminate()

@@ -107,10 +107,26 @@ def bench_command(
     type=click.IntRange(min=0),
     default=5,
     show_default=True,
-    help="Workers SIGKILLed (each replaced at once).",
+    help="Workers SIGKILLed (each replaced, after --replace-after-s).",
 )
 @click.option("--redis-outages", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--redis-down-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--redis-outage",
+    type=click.Choice(["stop", "freeze", "both"]),
+    default="both",
+    show_default=True,
+    help="Stop Redis (connections refused), freeze it (SIGSTOP: connections hang), or alternate.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--replace-after-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="A killed worker's replacement starts this long after the kill.",
+)
+@click.option("--commit-interval-ms", type=click.IntRange(min=10), default=200, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
     "--out",
@@ -125,6 +141,10 @@ def chaos_command(
     kills: int,
     redis_outages: int,
     redis_down_s: float,
+    redis_outage: str,
+    workers: int,
+    replace_after_s: float,
+    commit_interval_ms: int,
     seed: int,
     out_dir: Path,
 ) -> None:
@@ -145,6 +165,10 @@ def chaos_command(
         kills=kills,
         redis_outages=redis_outages,
         redis_down_s=redis_down_s,
+        redis_outage=redis_outage,  # type: ignore[arg-type]
+        workers=workers,
+        replace_after_s=replace_after_s,
+        commit_interval_ms=commit_interval_ms,
         seed=seed,
     )
     result = run_chaos(plan, Console(stderr=True))

@@ -115,9 +115,8 @@ class Worker:
                 settings.max_batches_in_flight,
             )
         else:
-            self.checkpoint = Checkpoint(
-                self.sink, ConsumerOffsets(consumer), ledger, settings.max_batches_in_flight
-            )
+            offsets = ConsumerOffsets(consumer, settings.commit_every_events)
+            self.checkpoint = Checkpoint(self.sink, offsets, ledger, settings.max_batches_in_flight)
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:

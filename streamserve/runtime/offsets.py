@@ -22,10 +22,16 @@ def next_offsets(positions: Sequence[Position]) -> dict[tuple[str, int], int]:
 
 
 class ConsumerOffsets:
-    """``OffsetStore`` on a confluent-kafka consumer."""
+    """``OffsetStore`` on a confluent-kafka consumer: stored offsets are committed on the
+    consumer's timer (STREAMSERVE_COMMIT_INTERVAL_MS), and also, without waiting, once
+    ``commit_every_events`` events were stored since the last commit. At the offered rate the
+    timer commits first; catching up after an outage, the worker runs many times faster, and
+    the count keeps what a kill can make it repeat to ``commit_every_events``."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer, commit_every_events: int) -> None:
         self.consumer = consumer
+        self._commit_every = commit_every_events
+        self._stored = 0  # events stored since this object last committed
 
     def store(self, batch: SentBatch) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch.positions).items()]
@@ -33,10 +39,21 @@ class ConsumerOffsets:
             self.consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # partition no longer ours: its new owner re-reads
             log.warning("could not store offsets %s: %s", offsets, exc.args[0].str())
+            return
+        self._stored += len(batch.positions)
+        if self._stored >= self._commit_every:
+            self._commit(asynchronous=True)
 
     def commit(self) -> None:
+        self._commit(asynchronous=False)
+
+    def _commit(self, asynchronous: bool) -> None:
+        self._stored = 0
         try:
-            self.consumer.commit(asynchronous=False)
+            if asynchronous:
+                self.consumer.commit(asynchronous=True)
+            else:
+                self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed: %s", exc.args[0].str())
