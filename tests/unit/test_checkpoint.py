@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamserve.core.model import ModelBundle
 from streamserve.errors import DeliveryError
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
-from streamserve.runtime.offsets import next_offsets
+from streamserve.runtime.offsets import ConsumerOffsets, next_offsets
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
@@ -124,3 +124,30 @@ def test_a_full_checkpoint_waits_for_the_oldest_batch(bundle: ModelBundle) -> No
     harness.checkpoint.before_produce()
     assert not harness.checkpoint.full
     assert harness.offsets.stored[0] == next_offsets(first.positions)
+
+
+class CommitRecordingConsumer:
+    """The two consumer calls ConsumerOffsets makes, recorded."""
+
+    def __init__(self) -> None:
+        self.stored: list[TopicPartition] = []
+        self.commits: list[bool] = []  # asynchronous, per commit
+
+    def store_offsets(self, offsets: list[TopicPartition]) -> None:
+        self.stored += offsets
+
+    def commit(self, asynchronous: bool) -> None:
+        self.commits.append(asynchronous)
+
+
+def test_offsets_are_also_committed_by_count_without_waiting(harness: Harness) -> None:
+    """A worker catching up runs faster than any commit interval expects: every
+    ``commit_every_events`` stored events are committed at once (asynchronously)."""
+    consumer = CommitRecordingConsumer()
+    offsets = ConsumerOffsets(consumer, commit_every_events=2 * BATCH)  # type: ignore[arg-type]
+    for batch in harness.send(5):
+        offsets.store(batch)
+    assert consumer.commits == [True, True]  # after the 2nd and the 4th batch
+    offsets.commit()  # revoke, shutdown: waits
+    assert consumer.commits == [True, True, False]
+    assert max(tp.offset for tp in consumer.stored if tp.partition == 0) == 5 * BATCH // 2

@@ -121,3 +121,28 @@ def test_the_registry_client_gets_confluent_kafkas_option_names() -> None:
         "basic.auth.user.info": "user:pw",
         "ssl.ca.location": "/etc/ca.pem",
     }
+
+
+def test_exactly_once_commits_every_100_ms_unless_told_and_needs_the_confluent_runtime() -> None:
+    assert load_settings().commit_interval_s == 1.0
+    assert load_settings(processing_guarantee="exactly-once").commit_interval_s == 0.1
+    explicit = load_settings(processing_guarantee="exactly-once", commit_interval_ms=500)
+    assert explicit.commit_interval_s == 0.5
+    named = load_settings(processing_guarantee="exactly-once", group_id="g", worker_id="w-0")
+    assert named.effective_transactional_id == "g-w-0"
+    with pytest.raises(ConfigError, match="exactly-once needs STREAMSERVE_RUNTIME=confluent"):
+        load_settings(processing_guarantee="exactly-once", runtime="faust")
+
+
+def test_exactly_once_clients_commit_in_transactions_only() -> None:
+    from streamserve.io.kafka import consumer_config, producer_config
+
+    settings = load_settings(processing_guarantee="exactly-once", group_id="g", worker_id="w")
+    consumer = consumer_config(settings)
+    assert (consumer["enable.auto.commit"], consumer["isolation.level"]) == (
+        False,
+        "read_committed",
+    )
+    assert producer_config(settings, transactional=True)["transactional.id"] == "g-w"
+    assert "transactional.id" not in producer_config(settings)  # the metrics producer's
+    assert consumer_config(load_settings())["enable.auto.commit"] is True
