@@ -8,11 +8,11 @@ STREAMSERVE_KAFKA_BOOTSTRAP / STREAMSERVE_REDIS_URL to use external servers inst
 from __future__ import annotations
 
 import contextlib
-import signal
 import importlib.resources
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
