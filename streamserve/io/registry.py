@@ -11,12 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamserve.core.formats import (
-    InputFormat,
-    SchemaParseError,
-    WriterSchema,
-    parse_writer_schema,
-)
+from streamserve.core.formats import InputFormat
+from streamserve.core.writer_schema import SchemaParseError, WriterSchema, parse_writer_schema
 from streamserve.errors import ConfigError, MissingExtraError, RegistryUnavailable
 
 log = logging.getLogger("streamserve.registry")
