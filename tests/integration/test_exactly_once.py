@@ -26,6 +26,7 @@ from streamserve.runtime.scoring import Predicted
 from streamserve.runtime.transactions import TransactionalCheckpoint
 from streamserve.tools.audit import AuditReport, audit, header_map, scan_to_end, source_of
 from streamserve_loadgen import synthetic
+from streamserve_loadgen.produce import preload
 from tests.integration.conftest import Scenario, value_json, wait_for
 from tests.integration.helpers import Worker as WorkerProcess
 from tests.integration.helpers import produce_steadily
@@ -104,6 +105,31 @@ def test_an_exception_mid_transaction_leaves_its_offsets_unmoved_and_a_restart_s
     restarted = build_worker(scenario.settings.model_copy(update={"worker_id": "again"})).run()
 
     assert restarted.events == 1_000  # the offsets had not moved: every event read again
+    outcomes = outputs_per_input(scenario, aborted)
+    assert len(outcomes) == 1_000 and set(outcomes.values()) == {1}
+
+
+def test_a_refused_output_aborts_and_stops_and_a_restart_scores_once(scenario: Scenario) -> None:
+    """The producer refuses an output (a dead letter over its message size limit): the worker
+    aborts the open transaction and stops; with the limit raised, a restart scores every event
+    once."""
+    scenario = exactly_once(scenario, commit_interval_ms=60_000, max_batch_size=100)
+    pairs = list(synthetic.generate_events(1_000, N_ENTITIES, malformed_every=0))
+    pairs[450] = (b"big", b"{" + b"x" * 20_000)  # malformed: its dead letter keeps the bytes
+    preload(scenario.stack.kafka_bootstrap, scenario.settings.input_topic, pairs)
+    limited = scenario.settings.model_copy(
+        update={"rdkafka_producer": {"message.max.bytes": "10000"}}
+    )
+    worker = build_worker(limited)
+    aborted = aborted_batches(worker)
+    with pytest.raises(KafkaException, match="MSG_SIZE_TOO_LARGE"):
+        worker.run()
+    assert aborted  # the open transaction, with the batches before the refused one
+    assert outputs_per_input(scenario, aborted) == Counter()
+
+    restarted = build_worker(scenario.settings.model_copy(update={"worker_id": "again"})).run()
+
+    assert (restarted.events, restarted.dead_letters) == (1_000, 1)
     outcomes = outputs_per_input(scenario, aborted)
     assert len(outcomes) == 1_000 and set(outcomes.values()) == {1}
 
