@@ -16,7 +16,7 @@ import numpy as np
 
 from streamserve.core import records as rec
 from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
-from streamserve.core.features import FeatureLayout, StoreKeys, StoreLookup, StoreRows
+from streamserve.core.features import FeatureLayout, StoreKey, StoreKeys, StoreLookup, StoreRows
 from streamserve.core.formats import FramedDecoder, InputFormat, WriterSchemas
 from streamserve.core.model import ModelBundle
 
@@ -40,7 +40,7 @@ class SourceRecord(Protocol):
 class FeatureStore(Protocol):
     """The one thing scoring needs of a feature store."""
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         """Store-feature rows for ``keys`` (float32, manifest order), NaN where absent."""
         ...
 

@@ -12,16 +12,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from streamserve.core.feast import FeastLayout
 from streamserve.core.model import ENTITY_PLACEHOLDER, Manifest
 
 VECTOR_DTYPE = np.dtype("<f4")
+StoreKey = str | bytes | None  # None: the entity cannot have a key (its features are missing)
 
 
 @dataclass(frozen=True)
 class StoreKeys:
     """The de-duplicated store keys of a batch and, per event, the index of its key."""
 
-    keys: list[str]
+    keys: list[StoreKey]
     key_index: np.ndarray  # int64, one entry per event
 
 
@@ -29,7 +31,9 @@ class StoreRows(NamedTuple):
     """What a feature store returns for a list of keys."""
 
     values: np.ndarray  # float32 (keys, store features), manifest order; NaN where absent
-    written_at: np.ndarray | None = None  # float64 epoch s per key, NaN: unknown; None: no clock
+    # float64 epoch s per key, or per key and store feature (feast: each view has its own);
+    # NaN: unknown; None: the layout keeps no clock
+    written_at: np.ndarray | None = None
     cache_hits: int = 0  # keys answered by the local cache
 
 
@@ -50,6 +54,8 @@ def check_freshness(found: StoreRows, now_s: float, max_age_s: float | None) -> 
     rows, written_at = found.values, found.written_at
     if written_at is None:
         return StoreLookup(rows, cache_hits=found.cache_hits)
+    if written_at.ndim == 2:
+        return _check_cell_freshness(found, now_s - written_at, max_age_s)
     ages = now_s - written_at
     known = ~np.isnan(ages)
     stale = 0
@@ -61,6 +67,23 @@ def check_freshness(found: StoreRows, now_s: float, max_age_s: float | None) -> 
             rows = rows.copy()
             rows[too_old] = np.nan
     return StoreLookup(rows, stale, ages[known], found.cache_hits)
+
+
+def _check_cell_freshness(
+    found: StoreRows, ages: np.ndarray, max_age_s: float | None
+) -> StoreLookup:
+    """``check_freshness`` with a write time per key and feature: each value is dropped on its
+    own; a key counts as stale if any of its values was; its age is its oldest value's."""
+    rows, stale = found.values, 0
+    if max_age_s is not None and rows.size:
+        too_old = ~np.isnan(rows) & ~(ages <= max_age_s)
+        stale = int(too_old.any(axis=1).sum())
+        if stale:
+            rows = rows.copy()
+            rows[too_old] = np.nan
+    known = ~np.isnan(ages).all(axis=1) if ages.shape[1] else np.zeros(len(ages), bool)
+    oldest = np.nanmax(ages[known], axis=1) if known.any() else np.empty(0)
+    return StoreLookup(rows, stale, oldest, found.cache_hits)
 
 
 class FeatureLayout:
@@ -77,8 +100,11 @@ class FeatureLayout:
             [names.index(f.name) for f in manifest.store_features], dtype=np.intp
         )
         self._key_prefix, self._key_suffix = manifest.store.key_template.split(ENTITY_PLACEHOLDER)
+        self._feast = FeastLayout.of(manifest) if manifest.store.layout == "feast" else None
 
-    def store_key(self, entity_id: Any) -> str:
+    def store_key(self, entity_id: Any) -> StoreKey:
+        if self._feast is not None:
+            return self._feast.key(entity_id)
         return f"{self._key_prefix}{entity_id}{self._key_suffix}"
 
     def store_keys(self, entity_ids: Sequence[Any]) -> StoreKeys:

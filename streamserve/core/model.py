@@ -24,18 +24,28 @@ class FeatureDef(msgspec.Struct, forbid_unknown_fields=True):
 
     name: Name
     source: Literal["store", "event"]
-    path: str | None = None  # event features only; defaults to the feature name
+    path: str | None = None  # event: dotted field path (default: the name); feast: view:feature
 
     @property
     def event_path(self) -> str:
         return self.path or self.name
 
 
+class FeastDef(msgspec.Struct, forbid_unknown_fields=True):
+    """The `feast` layout: what Feast's Redis online store keys an entity's hash by. Each store
+    feature's ``path`` names its ``<feature view>:<feature>``."""
+
+    project: Name
+    join_key: Name  # the entity's join key; the event's entity id is its value
+    join_key_type: Literal["string", "int32", "int64"] = "string"
+
+
 class StoreDef(msgspec.Struct, forbid_unknown_fields=True):
     """Where store features live in Redis and how they are laid out."""
 
     key_template: str = "feat:" + ENTITY_PLACEHOLDER
-    layout: Literal["vector", "hash"] = "vector"
+    layout: Literal["vector", "hash", "feast"] = "vector"
+    feast: FeastDef | None = None
     # older values become missing; `hash` layout: by its `_ts` field (epoch seconds); both
     # layouts: caps the local cache's TTL (a `vector` writer sets Redis key expiry instead)
     max_age_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
@@ -91,6 +101,7 @@ def check_manifest(manifest: Manifest) -> None:
             f"store.key_template {template!r} must contain {ENTITY_PLACEHOLDER} exactly once "
             "and no other placeholder"
         )
+    _check_feast(manifest)
     id_fields = {manifest.event.id_field, manifest.event.entity_field}
     paths = [f.event_path for f in manifest.event_features]
     clashes = sorted({p for p in paths if paths.count(p) > 1 or p.split(".")[0] in id_fields})
@@ -103,6 +114,21 @@ def check_manifest(manifest: Manifest) -> None:
         if nested:
             raise ModelBundleError(
                 f"event feature path {path!r} is a number and also holds {nested[0]!r}"
+            )
+
+
+def _check_feast(manifest: Manifest) -> None:
+    store = manifest.store
+    if (store.layout == "feast") != (store.feast is not None):
+        raise ModelBundleError("store.layout `feast` and a store.feast section go together")
+    if store.layout != "feast":
+        return
+    for feature in manifest.store_features:
+        view, _, name = (feature.path or "").partition(":")
+        if not view or not name:
+            raise ModelBundleError(
+                f"store feature {feature.name!r}: the feast layout needs its path as "
+                f"<feature view>:<feature>, not {feature.path!r}"
             )
 
 

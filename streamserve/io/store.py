@@ -8,6 +8,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import redis
@@ -16,7 +17,14 @@ from redis.retry import Retry
 
 from streamserve.core.batch import FeatureStore
 from streamserve.core.breaker import CircuitBreaker, backoff_delays
-from streamserve.core.features import StoreRows, hash_fields_to_rows, vector_bytes, vectors_to_rows
+from streamserve.core.feast import FeastLayout
+from streamserve.core.features import (
+    StoreKey,
+    StoreRows,
+    hash_fields_to_rows,
+    vector_bytes,
+    vectors_to_rows,
+)
 from streamserve.core.model import Manifest
 from streamserve.errors import FeatureStoreError, StoreUnavailable
 
@@ -67,24 +75,39 @@ class RedisFeatureStore:
         self._layout = manifest.store.layout
         self._fields = [f.name for f in manifest.store_features]
         self._hash_fields = [*self._fields, TIMESTAMP_FIELD]
+        self._feast = FeastLayout.of(manifest) if self._layout == "feast" else None
 
     @property
     def width(self) -> int:
         return len(self._fields)
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         if not keys or not self._fields:
             return StoreRows(np.full((len(keys), self.width), np.nan, dtype=np.float32))
         try:
-            if self._layout == "vector":
-                values: list[bytes | None] = self._mget(keys)  # type: ignore[assignment]
+            if self._layout == "vector":  # keys of the vector and hash layouts are str
+                values: list[Any] = self._mget(keys)  # type: ignore[arg-type]
                 return StoreRows(vectors_to_rows(values, self.width))
+            if self._feast is not None:
+                return self._fetch_feast(self._feast, keys)
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(key, self._hash_fields)
+                pipe.hmget(key, self._hash_fields)  # type: ignore[arg-type]
             return hash_fields_to_rows(pipe.execute(), self.width)
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature lookup of {len(keys)} keys failed: {exc}") from exc
+
+    def _fetch_feast(self, feast: FeastLayout, keys: list[StoreKey]) -> StoreRows:
+        """One pipelined HMGET per entity of every view's fields and `_ts`s (per node on a
+        cluster); an entity without a key reads as absent."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            if key is not None:
+                pipe.hmget(key, feast.fields)
+        replies = iter(pipe.execute())
+        absent = [None] * len(feast.fields)
+        values, written_at = feast.rows([next(replies) if k is not None else absent for k in keys])
+        return StoreRows(values, written_at[:, feast.view_of_column])
 
 
 class CachedFeatureStore:
@@ -108,13 +131,13 @@ class CachedFeatureStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._entries: dict[str, tuple[float, np.ndarray, float]] = {}  # expires at, row, written
+        self._entries: dict[StoreKey, tuple[float, np.ndarray, Any]] = {}  # expires, row, written
         self._max_keys = max_keys
         self._timed = timed
         self._clock = clock
         self.ttl_s = ttl_s
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         if not keys:
             return self._store.fetch(keys)
         now = self._clock()
@@ -177,7 +200,7 @@ class ResilientStore:
         """Seconds until the next lookup may go to Redis."""
         return self._breaker.probe_in(self._clock())
 
-    def fetch_first_try(self, keys: list[str]) -> StoreRows | None:
+    def fetch_first_try(self, keys: list[StoreKey]) -> StoreRows | None:
         """One try, without pauses or retries, and only while the circuit is closed; None when
         the circuit is open or the try fails (``fetch`` then retries, and opens the circuit)."""
         if self._breaker.is_open:
@@ -187,7 +210,7 @@ class ResilientStore:
         except FeatureStoreError:
             return None
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         breaker = self._breaker
         if not breaker.allows(self._clock()):
             raise StoreUnavailable(f"feature store down; next probe in {self.probe_in():.1f} s")

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from streamserve.core.batch import Inference, PreparedBatch, ScoredBatch
-from streamserve.core.features import StoreLookup, StoreRows, check_freshness
+from streamserve.core.features import StoreKey, StoreLookup, StoreRows, check_freshness
 from streamserve.core.shadow import shadow_batch
 from streamserve.errors import StoreUnavailable
 from streamserve.runtime.models import Model, Serving
@@ -129,7 +129,7 @@ class ScoringThread:
                 return StoreLookup(rows, degraded=True)
         return check_freshness(found, time.time(), model.bundle.manifest.store.max_age_s)
 
-    def _fetch(self, model: Model, keys: list[str]) -> StoreRows | None:
+    def _fetch(self, model: Model, keys: list[StoreKey]) -> StoreRows | None:
         """Store rows, or None when the store is down and the policy is `degrade`.
 
         Policy `wait` retries until Redis answers (the loop pauses meanwhile) or the loop gives

@@ -10,7 +10,7 @@ import numpy as np
 from confluent_kafka import KafkaError
 
 from streamserve.core.batch import BatchScorer
-from streamserve.core.features import StoreRows
+from streamserve.core.features import StoreKey, StoreRows
 from streamserve.core.model import ModelBundle
 from streamserve.io.sink import KafkaSink
 from streamserve.io.store import ResilientStore
@@ -56,9 +56,9 @@ class Record:
 class MemoryStore:
     def __init__(self, rows: dict[str, np.ndarray], width: int) -> None:
         self.rows, self.width = rows, width
-        self.calls: list[list[str]] = []
+        self.calls: list[list[StoreKey]] = []
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         self.calls.append(keys)
         rows = np.full((len(keys), self.width), np.nan, dtype=np.float32)
         for i, key in enumerate(keys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamserve.core.breaker import CircuitBreaker, backoff_delays
-from streamserve.core.features import StoreRows
+from streamserve.core.features import StoreKey, StoreRows
 from streamserve.errors import FeatureStoreError, StoreUnavailable
 from streamserve.io.store import ResilientStore
 
@@ -18,7 +18,7 @@ class FlakyStore:
         self.down = False
         self.calls = 0
 
-    def fetch(self, keys: list[str]) -> StoreRows:
+    def fetch(self, keys: list[StoreKey]) -> StoreRows:
         self.calls += 1
         if self.down:
             raise FeatureStoreError("connection refused")
@@ -59,7 +59,7 @@ def test_a_lookup_that_fails_then_recovers_within_its_retries_succeeds(
     inner.down = True
     original_fetch = inner.fetch
 
-    def recover_on_third(keys: list[str]) -> StoreRows:
+    def recover_on_third(keys: list[StoreKey]) -> StoreRows:
         if inner.calls == 2:
             inner.down = False
         return original_fetch(keys)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamserve.core.batch import BatchScorer, Inference
-from streamserve.core.features import StoreLookup, StoreRows, check_freshness
+from streamserve.core.features import StoreKey, StoreLookup, StoreRows, check_freshness
 from streamserve.core.model import ModelBundle
 from streamserve.core.shadow import decisions, shadow_batch
 from streamserve.io.store import CachedFeatureStore
@@ -71,7 +71,7 @@ def test_a_full_cache_drops_its_oldest_entries_first() -> None:
 
 def test_the_cache_keeps_write_times_so_a_cached_value_still_ages() -> None:
     class Timed(MemoryStore):
-        def fetch(self, keys: list[str]) -> StoreRows:
+        def fetch(self, keys: list[StoreKey]) -> StoreRows:
             return StoreRows(super().fetch(keys).values, np.full(len(keys), NOW - 50))
 
     cache = CachedFeatureStore(Timed({"a": np.array([1.0])}, 1), 600, 100, timed=True)

@@ -1,0 +1,106 @@
+"""Feast's Redis online-store format, read without Feast (pure): the expected bytes below are
+what feast 0.67 itself produced (`_redis_key`, `Value.SerializeToString`, `mmh3.hash`); the
+integration test `test_feast.py` reads what Feast wrote to a real Redis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streamserve.core.feast import (
+    FeastLayout,
+    decode_timestamp,
+    decode_values,
+    feature_field,
+    murmur3_32,
+)
+from streamserve.core.features import StoreRows, check_freshness
+from streamserve.core.model import FeastDef, FeatureDef, Manifest, StoreDef, check_manifest
+from streamserve.errors import ModelBundleError
+
+
+def manifest(join_key_type: str = "string", path: str = "user_stats:spend") -> Manifest:
+    feast = FeastDef(project="proj", join_key="user_id", join_key_type=join_key_type)  # type: ignore[arg-type]
+    return Manifest(
+        name="t",
+        version="1",
+        features=[
+            FeatureDef("amount", "event"),
+            FeatureDef("spend", "store", path),
+            FeatureDef("risk", "store", "merchant_stats:risk"),
+            FeatureDef("count", "store", "user_stats:count"),
+        ],
+        store=StoreDef(layout="feast", feast=feast),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),  # mmh3.hash(text, signed=False)
+    [("", 0), ("hello", 613153351), ("abcde", 3902511862), ("views_é:x", 2077810797)],
+)
+def test_murmur3_matches_the_mmh3_package(text: str, expected: int) -> None:
+    assert murmur3_32(text.encode()) == expected
+
+
+def test_fields_and_keys_are_the_bytes_feast_writes() -> None:
+    assert feature_field("user_stats", "spend") == bytes.fromhex("8e6270bb")
+    by_text = FeastLayout.of(manifest())
+    assert by_text.key("u1") == bytes.fromhex(
+        "010000000200000007000000757365725f69640200000002000000753170726f6a"
+    )
+    by_number = FeastLayout.of(manifest("int64"))
+    assert by_number.key(42) == bytes.fromhex(
+        "010000000200000007000000757365725f696404000000080000002a0000000000000070726f6a"
+    )
+    assert by_number.key("42") == by_number.key(42)  # an id given as text
+    assert by_number.key("u42") is None  # cannot be an int64: its features are missing
+
+
+def test_values_decode_to_float32_and_everything_else_is_nan() -> None:
+    values = [
+        bytes.fromhex("29000000000000f83f"),  # double 1.5
+        bytes.fromhex("350000c03f"),  # float 1.5
+        bytes.fromhex("20fdffffffffffffffff01"),  # int64 -3
+        bytes.fromhex("1807"),  # int32 7
+        bytes.fromhex("3801"),  # bool true
+        bytes.fromhex("980100"),  # null
+        b"",  # absent
+        bytes.fromhex("12027531"),  # string "u1": not a number
+        bytes.fromhex("29000000"),  # a double cut short
+    ]
+    got = decode_values(values)
+    np.testing.assert_array_equal(got[:5], [1.5, 1.5, -3.0, 7.0, 1.0])
+    assert np.isnan(got[5:]).all()
+
+
+def test_timestamps_decode_to_epoch_seconds() -> None:
+    """google.protobuf.Timestamp bytes as Feast writes `_ts:<view>`."""
+    assert decode_timestamp(bytes.fromhex("0880f7c4d506")) == 1790000000.0  # seconds only
+    assert decode_timestamp(bytes.fromhex("0880f7c4d5061080ade204")) == 1790000000.01
+    assert math.isnan(decode_timestamp(None)) and math.isnan(decode_timestamp(b"\x08\x80"))
+
+
+def test_each_view_ages_on_its_own() -> None:
+    """Two views on one entity, one of them old: only its features go missing (stale)."""
+    layout = FeastLayout.of(manifest())
+    assert layout.views == ["user_stats", "merchant_stats"]
+    values = np.array([[1.0, 2.0, 3.0], [4.0, np.nan, 6.0]], dtype=np.float32)
+    per_view = np.array([[1_000.0, 100.0], [1_000.0, np.nan]])
+    found = StoreRows(values, per_view[:, layout.view_of_column])
+    lookup = check_freshness(found, now_s=1_010.0, max_age_s=60.0)
+    np.testing.assert_array_equal(lookup.rows[0], [1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(lookup.rows[1], [4.0, np.nan, 6.0])
+    assert lookup.stale == 1
+    np.testing.assert_array_equal(lookup.ages_s, [910.0, 10.0])  # each key's oldest view
+
+
+def test_a_feast_manifest_names_each_store_feature_by_view_and_feature() -> None:
+    with pytest.raises(ModelBundleError, match="<feature view>:<feature>, not 'spend'"):
+        check_manifest(manifest(path="spend"))
+    layout_only = Manifest(
+        name="t", version="1", features=[FeatureDef("x", "event")], store=StoreDef(layout="feast")
+    )
+    with pytest.raises(ModelBundleError, match="store.feast section"):
+        check_manifest(layout_only)
