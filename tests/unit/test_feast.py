@@ -102,5 +102,5 @@ def test_a_feast_manifest_names_each_store_feature_by_view_and_feature() -> None
     layout_only = Manifest(
         name="t", version="1", features=[FeatureDef("x", "event")], store=StoreDef(layout="feast")
     )
-    with pytest.raises(ModelBundleError, match="store.feast section"):
+    with pytest.raises(ModelBundleError, match=r"store\.feast section"):
         check_manifest(layout_only)
