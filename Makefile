@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml loadgen/pyproject.toml | cksum | cut -d' ' -f1)
+FEAST_VENV := .venv-feast
+FEAST_VERSION := 0.67.0
+FEAST_STAMP := $(FEAST_VENV)/.installed-$(FEAST_VERSION)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test unit integration demo bench chaos soak lint format clean
@@ -16,7 +19,14 @@ $(STAMP): pyproject.toml loadgen/pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[faust,registry,dev]" -e "./loadgen[bench]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv: streamserve[faust,registry,dev] and the harness, editable
+# Feast itself, in a venv of its own: only the tests that compare the `feast` layout with Feast's
+# own writer and reader run it (tests/feast_writer.py); it is never a dependency of the product
+$(FEAST_STAMP):
+	$(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install -q "feast[redis]==$(FEAST_VERSION)"
+	touch $(FEAST_STAMP)
+
+install: $(STAMP) $(FEAST_STAMP) ## Create .venv (streamserve[faust,registry,dev], the harness) and .venv-feast
 
 test: unit integration ## Run the whole test suite: unit, then integration on the embedded stack
 
@@ -50,4 +60,4 @@ format: install ## Apply ruff formatting and autofixes
 	$(BIN)/ruff check --fix .
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(FEAST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
