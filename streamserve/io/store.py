@@ -54,6 +54,37 @@ def connect(url: str, timeout_s: float = 5.0, cluster: bool = False) -> RedisCli
         raise FeatureStoreError(f"feature store unreachable: {exc}") from exc
 
 
+def hmget_many(
+    client: RedisClient, keys: Sequence[str | bytes], fields: Sequence[str | bytes]
+) -> list[list[bytes | None]]:
+    """``HMGET key fields...`` for every key in one round trip. On one Redis the commands are
+    written as one buffer (the field list encoded once): redis-py's pipeline packs each command
+    argument by argument, about 15 µs a command with 26 fields, most of a 1,000-key batch's
+    lookup. A cluster client pipelines per node as redis-py does."""
+    if isinstance(client, redis.RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, fields)
+        return pipe.execute()
+    encoded = [f.encode() if isinstance(f, str) else f for f in fields]
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(encoded) + 2)
+    tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in encoded)
+    payload = b"".join(
+        b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail)
+        for k in (key.encode() if isinstance(key, str) else key for key in keys)
+    )
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([payload])
+        return [connection.read_response() for _ in keys]
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: never reuse this connection
+        raise
+    finally:
+        pool.release(connection)
+
+
 def ping(client: RedisClient) -> None:
     """Raise FeatureStoreError unless Redis answers."""
     try:
@@ -90,21 +121,15 @@ class RedisFeatureStore:
                 return StoreRows(vectors_to_rows(values, self.width))
             if self._feast is not None:
                 return self._fetch_feast(self._feast, keys)
-            pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hmget(key, self._hash_fields)  # type: ignore[arg-type]
-            return hash_fields_to_rows(pipe.execute(), self.width)
+            replies = hmget_many(self._client, keys, self._hash_fields)  # type: ignore[arg-type]
+            return hash_fields_to_rows(replies, self.width)
         except redis.RedisError as exc:
             raise FeatureStoreError(f"feature lookup of {len(keys)} keys failed: {exc}") from exc
 
     def _fetch_feast(self, feast: FeastLayout, keys: list[StoreKey]) -> StoreRows:
-        """One pipelined HMGET per entity of every view's fields and `_ts`s (per node on a
-        cluster); an entity without a key reads as absent."""
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            if key is not None:
-                pipe.hmget(key, feast.fields)
-        replies = iter(pipe.execute())
+        """One HMGET per entity of every view's fields and `_ts`s, all in one round trip (per
+        node on a cluster); an entity without a key reads as absent."""
+        replies = iter(hmget_many(self._client, [k for k in keys if k is not None], feast.fields))
         absent = [None] * len(feast.fields)
         values, written_at = feast.rows([next(replies) if k is not None else absent for k in keys])
         return StoreRows(values, written_at[:, feast.view_of_column])

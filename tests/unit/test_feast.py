@@ -104,3 +104,19 @@ def test_a_feast_manifest_names_each_store_feature_by_view_and_feature() -> None
     )
     with pytest.raises(ModelBundleError, match=r"store\.feast section"):
         check_manifest(layout_only)
+
+
+def test_integers_decode_across_their_whole_range() -> None:
+    """Varints of one to ten bytes, as Feast's Value writes int64, int32 and bool (a random
+    2,000 of each type matched too, while this was written)."""
+    values = [
+        bytes.fromhex("20ffffffffffffffff7f"),  # int64 max
+        bytes.fromhex("2080808080808080808001"),  # int64 min
+        bytes.fromhex("20ffffffffffffffffff01"),  # int64 -1
+        bytes.fromhex("1880808080f8ffffffff01"),  # int32 min
+        bytes.fromhex("1800"),  # int32 0
+        bytes.fromhex("3800"),  # bool false
+        bytes.fromhex("20ffff"),  # a varint cut short
+    ]
+    expected = [2**63 - 1, -(2**63), -1, -(2**31), 0, 0, np.nan]
+    np.testing.assert_array_equal(decode_values(values), np.array(expected, dtype=np.float32))

@@ -1,8 +1,8 @@
-"""Feast itself, for the tests: run with the Feast test environment's Python (`.venv-feast`,
-`make install`), never imported by the product or its own tests. Reads one JSON request on
-stdin: define the project's entity and feature views, write rows to the Redis online store with
-`write_to_online_store`, then read entities back with `get_online_features`; prints Feast's
-answer as JSON.
+"""Feast itself, for the tests and the bench: a script run with the Python of the Feast
+environment (`.venv-feast`, `make install`), never imported. Reads one JSON request on stdin:
+define the project's entity and feature views, write rows to the Redis online store with
+`write_to_online_store`, then read entities back with `get_online_features` (``"repeat"``
+more times, timed: ``"read_seconds"``); prints Feast's answer as JSON.
 
 Request: {"redis": "host:port", "project": ..., "join_key": ..., "join_key_type": "string" |
 "int64", "views": [{"name", "features": [[name, "float64" | "float32" | "int64" | "int32" |
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,10 +78,14 @@ def main() -> None:
                 frame[field.name] = frame[field.name].astype("Int64")
         store.write_to_online_store(view.name, frame)
     read = request["read"]
-    found = store.get_online_features(
-        features=read["features"], entity_rows=[{join_key: e} for e in read["entities"]]
-    ).to_dict()
-    json.dump(found, sys.stdout, default=str)
+    entity_rows = [{join_key: e} for e in read["entities"]]
+    found = store.get_online_features(features=read["features"], entity_rows=entity_rows).to_dict()
+    timings = []
+    for _ in range(read.get("repeat", 0)):
+        started = time.perf_counter()
+        store.get_online_features(features=read["features"], entity_rows=entity_rows).to_dict()
+        timings.append(time.perf_counter() - started)
+    json.dump({**found, "read_seconds": timings}, sys.stdout, default=str)
 
 
 if __name__ == "__main__":

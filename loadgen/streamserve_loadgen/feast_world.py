@@ -1,0 +1,117 @@
+"""The demo world in Feast's Redis online store, written and read by Feast itself (the
+`feast_writer.py` script, run by the Python of `.venv-feast`): for the tests and the bench of the
+`feast` store layout. The demo model's 24 store features are split over two feature views of
+one entity, `user_id`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamserve_loadgen import synthetic
+
+FEAST_PYTHON = Path(
+    os.environ.get("FEAST_PYTHON", Path(__file__).resolve().parents[2] / ".venv-feast/bin/python")
+)
+WRITER = Path(__file__).with_name("feast_writer.py")
+VIEWS = {
+    "user_activity": synthetic.STORE_FEATURES[:12],
+    "user_profile": synthetic.STORE_FEATURES[12:],
+}
+INTEGER_FEATURES = {"txn_count_1h", "txn_count_24h", "txn_count_7d", "chargebacks_90d"}
+FEATURE_REFS = [f"{view}:{name}" for view, names in VIEWS.items() for name in names]
+
+
+def run_feast(request: dict[str, Any]) -> dict[str, list[Any]]:
+    """Feast's writer and reader in the Feast environment; its answer."""
+    if not FEAST_PYTHON.exists():
+        raise RuntimeError(f"{FEAST_PYTHON} is missing: `make install` creates it")
+    done = subprocess.run(
+        [str(FEAST_PYTHON), str(WRITER)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Feast failed:\n{done.stderr[-3000:]}")
+    found: dict[str, list[Any]] = json.loads(done.stdout)
+    return found
+
+
+def use_feast_layout(bundle_dir: Path, project: str, join_key_type: str = "string") -> None:
+    """Point a demo bundle's store features at Feast's layout: `<view>:<feature>`."""
+    path = bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    view_of = {name: view for view, names in VIEWS.items() for name in names}
+    for feature in manifest["features"]:
+        if feature["source"] == "store":
+            feature["path"] = f"{view_of[feature['name']]}:{feature['name']}"
+    manifest["store"] = {
+        "layout": "feast",
+        "feast": {"project": project, "join_key": "user_id", "join_key_type": join_key_type},
+    }
+    path.write_text(json.dumps(manifest))
+
+
+def entity_value(index: int, join_key_type: str) -> Any:
+    return synthetic.entity_id(index) if join_key_type == "string" else index
+
+
+def write_and_read(
+    redis_url: str,
+    project: str,
+    n_entities: int,
+    join_key_type: str = "string",
+    repeat: int = 0,
+) -> tuple[dict[Any, np.ndarray], list[float]]:
+    """Feast writes the entities' features (user_activity missing for every 5th entity, entity
+    3's velocity_score null), then reads every entity and one unknown back; returns entity ->
+    the row Feast returned (manifest order, NaN where Feast gave None) and the seconds each of
+    ``repeat`` more reads took."""
+    table = synthetic.entity_features(n_entities)
+    column = {name: i for i, name in enumerate(synthetic.STORE_FEATURES)}
+    now = time.time()
+    rows: dict[str, list[dict[str, Any]]] = {view: [] for view in VIEWS}
+    for i in range(n_entities):
+        for view, names in VIEWS.items():
+            if view == "user_activity" and i % 5 == 0:
+                continue
+            row: dict[str, Any] = {"user_id": entity_value(i, join_key_type)}
+            for name in names:
+                value = float(table[i, column[name]])
+                row[name] = int(value) if name in INTEGER_FEATURES else value
+            if view == "user_profile" and i == 3:
+                row["velocity_score"] = None
+            rows[view].append({**row, "event_timestamp": now - 60})
+    features = [
+        {"name": view, "features": [[n, _dtype(n)] for n in names]} for view, names in VIEWS.items()
+    ]
+    entities = [entity_value(i, join_key_type) for i in range(n_entities + 1)]
+    found = run_feast(
+        {
+            "redis": redis_url.split("//", 1)[1].split("/")[0],
+            "project": project,
+            "join_key": "user_id",
+            "join_key_type": join_key_type,
+            "views": features,
+            "rows": rows,
+            "read": {"entities": entities, "features": FEATURE_REFS, "repeat": repeat},
+        }
+    )
+    matrix = np.array(
+        [[np.nan if v is None else v for v in found[name]] for name in synthetic.STORE_FEATURES],
+        dtype=np.float32,
+    ).T
+    return dict(zip(found["user_id"], matrix, strict=True)), list(found["read_seconds"])
+
+
+def _dtype(name: str) -> str:
+    return "int64" if name in INTEGER_FEATURES else "float64"
