@@ -8,6 +8,7 @@ process. Results go to a table on the terminal and to bench.json + bench.png.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -19,9 +20,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamserve.config import load_settings
+from streamserve.core.features import FeatureLayout
 from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
 from streamserve.io.registry import registry_client
+from streamserve.io.store import RedisFeatureStore, connect
 from streamserve_loadgen import procs, synthetic
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
 from streamserve_loadgen.chart import plot_bench, plot_series
@@ -34,6 +37,7 @@ from streamserve_loadgen.embedded import (
     running_stack,
     start_broker,
 )
+from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
 from streamserve_loadgen.formats import framed, serializer
 from streamserve_loadgen.live import progress_bar
 from streamserve_loadgen.produce import preload
@@ -163,6 +167,42 @@ class Bench:
                 schema_registry_url=self.registry_url,
             )
         return drains
+
+    def feast_steps(self, argv: list[str]) -> dict[str, Any]:
+        """The `feast` layout: Feast itself writes the bench's entities to Redis (two feature
+        views, the model's 24 store features); then the lookup of 1,000 entities by Feast's
+        `get_online_features` against the worker's store, and a drain of the worker with the
+        feast layout right after one with the vector layout, on the same events."""
+        bundle = Path(tempfile.mkdtemp(prefix="streamserve-bench-feast-")) / "model"
+        shutil.copytree(self.model_dir, bundle)
+        project = f"bench{self.run_id}"
+        use_feast_layout(bundle, project)
+        with self.console.status(f"Feast writing {self.plan.entities:,} entities"):
+            rows, feast_s = write_and_read(
+                self.stack.redis_url, project, self.plan.entities, repeat=10, read_entities=1_000
+            )
+        manifest = read_manifest(bundle)
+        store = RedisFeatureStore(connect(self.stack.redis_url), manifest)
+        keys = FeatureLayout(manifest).store_keys(list(rows)).keys
+        ours_s = []
+        for _ in range(10):
+            started = time.perf_counter()
+            store.fetch(keys)
+            ours_s.append(time.perf_counter() - started)
+        lookup = {
+            "entities": len(keys),
+            "feast_ms": round(min(feast_s) * 1000, 2),
+            "streamserve_ms": round(min(ours_s) * 1000, 2),
+        }
+        self.console.print(
+            f"lookup of {len(keys):,} entities (best of 10): Feast get_online_features "
+            f"{lookup['feast_ms']} ms, the worker's store {lookup['streamserve_ms']} ms"
+        )
+        return {
+            "lookup": lookup,
+            "vector": self.drain("worker-vector-before-feast", argv),
+            "feast": self.drain("worker-feast", argv, model_dir=bundle),
+        }
 
     def _progress(self) -> Progress:
         return progress_bar(self.console)
@@ -397,6 +437,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             for label, settings in burst_settings.items()
         ]
         formats = bench.format_drains(argv)
+        feast = bench.feast_steps(argv)
         decode_cost = decode_costs(read_manifest(bench.model_dir))
     results: dict[str, Any] = {
         "machine": machine(),
@@ -409,6 +450,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "bursts": bursts,
         "formats": formats,
         "decode_us_per_event": decode_cost,
+        "feast": feast,
     }
     results["goals"] = goals(results)
     plan.out_dir.mkdir(parents=True, exist_ok=True)

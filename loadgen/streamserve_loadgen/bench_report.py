@@ -51,6 +51,24 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for f in ("avro", "protobuf")
             if f in formats
         },
+        **(
+            {
+                "feast_lookup_vs_get_online_features": _goal(
+                    results["feast"]["lookup"]["feast_ms"]
+                    / results["feast"]["lookup"]["streamserve_ms"],
+                    ">=",
+                    10,
+                ),
+                "feast_drain_vs_vector": _goal(
+                    results["feast"]["feast"]["events_per_s"]
+                    / results["feast"]["vector"]["events_per_s"],
+                    ">=",
+                    0.8,
+                ),
+            }
+            if "feast" in results
+            else {}
+        ),
         "faust_vs_bare_faust": _goal(
             drain["faust"]["events_per_s"] / drain["faust_bare"]["events_per_s"], ">=", 0.70
         ),
