@@ -106,7 +106,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef(
         "feature_age_seconds",
         "histogram",
-        "Age of the store features read (`hash` layout `_ts`), per key.",
+        "Age of the store features read (`hash` layout `_ts`; `feast`: the oldest view `_ts`), "
+        "per key.",
         buckets=FEATURE_AGE_BUCKETS_S,
         per_value=True,
     ),
