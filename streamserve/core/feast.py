@@ -27,8 +27,8 @@ import numpy as np
 
 from streamserve.core.model import Manifest
 
-VALUE_TYPES = {"string": 2, "int32": 3, "int64": 4}  # feast.types.ValueType of a join key
-STRING_TYPE = 2
+STRING_TYPE, INT32_TYPE, INT64_TYPE = 2, 3, 4  # feast.types.ValueType of a join key
+VALUE_TYPES = {"string": STRING_TYPE, "int32": INT32_TYPE, "int64": INT64_TYPE}
 U32 = struct.Struct("<I")
 DOUBLE_TAG, FLOAT_TAG, INT64_TAG, INT32_TAG, BOOL_TAG = 0x29, 0x35, 0x20, 0x18, 0x38
 
@@ -110,7 +110,7 @@ class FeastLayout:
             if self.value_type == STRING_TYPE:
                 value = str(entity_id).encode()
             else:
-                size = 4 if self.value_type == 3 else 8
+                size = 4 if self.value_type == INT32_TYPE else 8
                 value = int(entity_id).to_bytes(size, "little", signed=True)
         except (ValueError, OverflowError):
             return None
