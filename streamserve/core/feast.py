@@ -103,6 +103,14 @@ class FeastLayout:
             project=spec.project.encode(),
         )
 
+    def max_ages(self, manifest: Manifest) -> np.ndarray:
+        """Per store feature, its view's max age in seconds (``view_max_age_s``, else the
+        store's ``max_age_s``); inf where neither is set."""
+        spec, default = manifest.store.feast, manifest.store.max_age_s
+        per_view = spec.view_max_age_s if spec is not None else {}
+        ages = [per_view.get(view, default or np.inf) for view in self.views]
+        return np.array(ages, dtype=np.float64)[self.view_of_column]
+
     def key(self, entity_id: Any) -> bytes | None:
         """The Redis key of an entity; None when the id cannot be a value of the join key's
         type (text for an int64 key, a number out of range)."""

@@ -48,9 +48,12 @@ class StoreLookup:
     degraded: bool = False  # the store was down (policy degrade): every row is NaN
 
 
-def check_freshness(found: StoreRows, now_s: float, max_age_s: float | None) -> StoreLookup:
+def check_freshness(
+    found: StoreRows, now_s: float, max_age_s: float | np.ndarray | None
+) -> StoreLookup:
     """Drop the values of keys older than ``max_age_s`` (NaN: missing to XGBoost), and of keys
-    that have values but no timestamp when a max age is set: their age cannot be shown."""
+    that have values but no timestamp when a max age is set: their age cannot be shown.
+    ``max_age_s`` may be one per store feature (inf: none) where write times are too."""
     rows, written_at = found.values, found.written_at
     if written_at is None:
         return StoreLookup(rows, cache_hits=found.cache_hits)
@@ -70,13 +73,14 @@ def check_freshness(found: StoreRows, now_s: float, max_age_s: float | None) -> 
 
 
 def _check_cell_freshness(
-    found: StoreRows, ages: np.ndarray, max_age_s: float | None
+    found: StoreRows, ages: np.ndarray, max_age_s: float | np.ndarray | None
 ) -> StoreLookup:
     """``check_freshness`` with a write time per key and feature: each value is dropped on its
     own; a key counts as stale if any of its values was; its age is its oldest value's."""
     rows, stale = found.values, 0
     if max_age_s is not None and rows.size:
-        too_old = ~np.isnan(rows) & ~(ages <= max_age_s)
+        limited = np.isfinite(max_age_s)  # a feature without a max age is never too old
+        too_old = ~np.isnan(rows) & limited & ~(ages <= max_age_s)
         stale = int(too_old.any(axis=1).sum())
         if stale:
             rows = rows.copy()
@@ -101,6 +105,10 @@ class FeatureLayout:
         )
         self._key_prefix, self._key_suffix = manifest.store.key_template.split(ENTITY_PLACEHOLDER)
         self._feast = FeastLayout.of(manifest) if manifest.store.layout == "feast" else None
+        # how old a store value may be: one figure, or one per store feature (feast views)
+        self.max_age_s: float | np.ndarray | None = manifest.store.max_age_s
+        if self._feast is not None and manifest.store.feast and manifest.store.feast.view_max_age_s:
+            self.max_age_s = self._feast.max_ages(manifest)
 
     def store_key(self, entity_id: Any) -> StoreKey:
         if self._feast is not None:

@@ -38,6 +38,10 @@ class FeastDef(msgspec.Struct, forbid_unknown_fields=True):
     project: Name
     join_key: Name  # the entity's join key; the event's entity id is its value
     join_key_type: Literal["string", "int32", "int64"] = "string"
+    # per view: its max age (a feature view's TTL), instead of store.max_age_s for its features
+    view_max_age_s: dict[str, Annotated[float, msgspec.Meta(gt=0)]] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class StoreDef(msgspec.Struct, forbid_unknown_fields=True):

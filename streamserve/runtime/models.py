@@ -124,9 +124,13 @@ class Models:
     def _reader(self, bundle: ModelBundle) -> store_io.ResilientStore:
         manifest = bundle.manifest
         reader: FeatureStore = store_io.RedisFeatureStore(self.client, manifest)
-        ttl_s = min(self.settings.feature_cache_ttl_s, manifest.store.max_age_s or math.inf)
+        store = manifest.store
+        max_ages = [store.max_age_s or math.inf]
+        if store.feast is not None:
+            max_ages += store.feast.view_max_age_s.values()
+        ttl_s = min(self.settings.feature_cache_ttl_s, *max_ages)
         if ttl_s > 0:
-            timed = manifest.store.layout == "hash"
+            timed = store.layout in ("hash", "feast")  # rows carry write times: they age
             reader = store_io.CachedFeatureStore(
                 reader, ttl_s, self.settings.feature_cache_size, timed
             )

@@ -127,7 +127,7 @@ class ScoringThread:
                 width = len(model.bundle.manifest.store_features)
                 rows = np.full((len(keys), width), np.nan, np.float32)
                 return StoreLookup(rows, degraded=True)
-        return check_freshness(found, time.time(), model.bundle.manifest.store.max_age_s)
+        return check_freshness(found, time.time(), model.scorer.layout.max_age_s)
 
     def _fetch(self, model: Model, keys: list[StoreKey]) -> StoreRows | None:
         """Store rows, or None when the store is down and the policy is `degrade`.

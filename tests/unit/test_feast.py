@@ -16,9 +16,10 @@ from streamserve.core.feast import (
     feature_field,
     murmur3_32,
 )
-from streamserve.core.features import StoreRows, check_freshness
+from streamserve.core.features import FeatureLayout, StoreKey, StoreRows, check_freshness
 from streamserve.core.model import FeastDef, FeatureDef, Manifest, StoreDef, check_manifest
 from streamserve.errors import ModelBundleError
+from streamserve.io.store import CachedFeatureStore
 
 
 def manifest(join_key_type: str = "string", path: str = "user_stats:spend") -> Manifest:
@@ -120,3 +121,32 @@ def test_integers_decode_across_their_whole_range() -> None:
     ]
     expected = [2**63 - 1, -(2**63), -1, -(2**31), 0, 0, np.nan]
     np.testing.assert_array_equal(decode_values(values), np.array(expected, dtype=np.float32))
+
+
+def test_a_views_own_max_age_overrides_the_stores() -> None:
+    """user_stats may be 60 s old (its TTL), merchant_stats has no max age at all."""
+    with_ttl = manifest()
+    assert with_ttl.store.feast is not None
+    with_ttl.store.feast.view_max_age_s["user_stats"] = 60.0
+    layout = FeatureLayout(with_ttl)
+    assert isinstance(layout.max_age_s, np.ndarray)
+    np.testing.assert_array_equal(layout.max_age_s, [60.0, np.inf, 60.0])
+    values = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    written = np.array([[900.0, np.nan, 900.0]])  # merchant_stats without a timestamp
+    lookup = check_freshness(StoreRows(values, written), 1_000.0, layout.max_age_s)
+    np.testing.assert_array_equal(lookup.rows, [[np.nan, 2.0, np.nan]])
+    assert lookup.stale == 1
+
+
+def test_the_local_cache_keeps_each_views_write_time() -> None:
+    class Store:
+        def fetch(self, keys: list[StoreKey]) -> StoreRows:
+            rows = np.ones((len(keys), 3), dtype=np.float32)
+            return StoreRows(rows, np.tile([10.0, 20.0, 10.0], (len(keys), 1)))
+
+    cached = CachedFeatureStore(Store(), ttl_s=60, max_keys=10, timed=True, clock=lambda: 0.0)
+    cached.fetch([b"a"])
+    again = cached.fetch([b"a", b"b"])
+    assert again.cache_hits == 1
+    assert again.written_at is not None
+    np.testing.assert_array_equal(again.written_at, [[10.0, 20.0, 10.0]] * 2)
