@@ -72,6 +72,7 @@ def write_and_read(
     join_key_type: str = "string",
     repeat: int = 0,
     read_entities: int | None = None,
+    cluster: bool = False,
 ) -> tuple[dict[Any, np.ndarray], list[float]]:
     """Feast writes the entities' features (user_activity missing for every 5th entity, entity
     3's velocity_score null), then reads the first ``read_entities`` (default: all) and one
@@ -100,6 +101,7 @@ def write_and_read(
     found = run_feast(
         {
             "redis": redis_url.split("//", 1)[1].split("/")[0],
+            "cluster": cluster,
             "project": project,
             "join_key": "user_id",
             "join_key_type": join_key_type,

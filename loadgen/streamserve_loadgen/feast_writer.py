@@ -4,7 +4,8 @@ define the project's entity and feature views, write rows to the Redis online st
 `write_to_online_store`, then read entities back with `get_online_features` (``"repeat"``
 more times, timed: ``"read_seconds"``); prints Feast's answer as JSON.
 
-Request: {"redis": "host:port", "project": ..., "join_key": ..., "join_key_type": "string" |
+Request: {"redis": "host:port", "cluster": false, "project": ..., "join_key": ..., "join_key_type":
+"string" |
 "int64", "views": [{"name", "features": [[name, "float64" | "float32" | "int64" | "int32" |
 "bool"]], "ttl_s"}], "rows": {view: [{join_key: id, feature: value, "event_timestamp": epoch
 s}]}, "read": {"entities": [id, ...], "features": ["view:feature", ...]}}
@@ -40,7 +41,11 @@ def main() -> None:
         project=request["project"],
         registry=str(workdir / "registry.db"),
         provider="local",
-        online_store={"type": "redis", "connection_string": request["redis"]},
+        online_store={
+            "type": "redis",
+            "redis_type": "redis_cluster" if request.get("cluster") else "redis",
+            "connection_string": request["redis"],
+        },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
         repo_path=str(workdir),
