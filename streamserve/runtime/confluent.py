@@ -401,7 +401,8 @@ class Worker:
         self._window.reset()
         assigned = self.consumer.assignment()
         for tp in self.consumer.committed(assigned, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
+            # nothing committed yet: from the start (never past a record not yet scored)
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         log.warning("%s; reading %s again from the committed offsets", exc, _names(assigned))
 
