@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from streamserve.core.model import Manifest
+from streamserve.core.column_reader import varint
+from streamserve.core.model import Manifest, feast_path
 
 STRING_TYPE, INT32_TYPE, INT64_TYPE = 2, 3, 4  # feast.types.ValueType of a join key
 VALUE_TYPES = {"string": STRING_TYPE, "int32": INT32_TYPE, "int64": INT64_TYPE}
@@ -135,14 +136,6 @@ class FeastLayout:
         return values, decode_timestamps(stamps).reshape(len(replies), n_views)
 
 
-def feast_path(path: str | None) -> tuple[str, str]:
-    """A store feature's ``path`` in the feast layout: ``"<feature view>:<feature>"``."""
-    view, _, name = (path or "").partition(":")
-    if not view or not name:
-        raise ValueError(f"store feature path {path!r} is not <feature view>:<feature>")
-    return view, name
-
-
 def decode_values(values: list[bytes]) -> np.ndarray:
     """Serialized ``feast.types.Value`` messages -> float32, NaN for empty, null and anything
     that is not a number. Doubles and floats (the usual features) are read with numpy in one
@@ -209,27 +202,13 @@ def decode_timestamp(value: bytes | None) -> float:
     """A serialized ``google.protobuf.Timestamp`` -> epoch seconds; NaN when absent or cut."""
     if not value:
         return float("nan")
+    fields, at = {}, 0
     try:
-        return _timestamp(value)
-    except IndexError:
+        while at < len(value):
+            tag = value[at]
+            fields[tag], at = varint(value, at + 1)
+    except (IndexError, ValueError):  # cut short, or a varint past ten bytes
         return float("nan")
-
-
-def _timestamp(value: bytes) -> float:
-    fields = {}
-    at = 0
-    while at < len(value):
-        tag = value[at]
-        at += 1
-        number, shift = 0, 0
-        while True:
-            byte = value[at]
-            at += 1
-            number |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        fields[tag] = number
     seconds = fields.get(0x08, 0)
     if seconds >= 1 << 63:
         seconds -= 1 << 64

@@ -121,6 +121,15 @@ def check_manifest(manifest: Manifest) -> None:
             )
 
 
+def feast_path(path: str | None) -> tuple[str, str]:
+    """A store feature's ``path`` in the feast layout, ``"<feature view>:<feature>"``: (view,
+    feature); ValueError when it is not one."""
+    view, _, name = (path or "").partition(":")
+    if not view or not name:
+        raise ValueError(f"store feature path {path!r} is not <feature view>:<feature>")
+    return view, name
+
+
 def _check_feast(manifest: Manifest) -> None:
     store = manifest.store
     if (store.layout == "feast") != (store.feast is not None):
@@ -128,12 +137,13 @@ def _check_feast(manifest: Manifest) -> None:
     if store.layout != "feast":
         return
     for feature in manifest.store_features:
-        view, _, name = (feature.path or "").partition(":")
-        if not view or not name:
+        try:
+            feast_path(feature.path)
+        except ValueError:
             raise ModelBundleError(
                 f"store feature {feature.name!r}: the feast layout needs its path as "
                 f"<feature view>:<feature>, not {feature.path!r}"
-            )
+            ) from None
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
