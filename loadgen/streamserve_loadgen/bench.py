@@ -8,7 +8,6 @@ process. Results go to a table on the terminal and to bench.json + bench.png.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -20,12 +19,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamserve.config import load_settings
-from streamserve.core.features import FeatureLayout
 from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
-from streamserve.io.registry import registry_client
-from streamserve.io.store import RedisFeatureStore, connect
 from streamserve_loadgen import procs, synthetic
+from streamserve_loadgen.bench_pairs import REGISTRY_FORMATS, feast_steps, format_drains
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
 from streamserve_loadgen.chart import plot_bench, plot_series
 from streamserve_loadgen.decode_cost import decode_costs
@@ -37,15 +34,12 @@ from streamserve_loadgen.embedded import (
     running_stack,
     start_broker,
 )
-from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
-from streamserve_loadgen.formats import framed, serializer
 from streamserve_loadgen.live import progress_bar
 from streamserve_loadgen.produce import preload
 from streamserve_loadgen.profile import RateProfile
 from streamserve_loadgen.registry import running_registry
 
 PARTITIONS = 4
-REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
 
 
 @dataclass(frozen=True)
@@ -122,9 +116,9 @@ class Bench:
                 ],
                 PARTITIONS,
             )
-        self._preload(self.drain_topic, self._events(), "json")
+        self.load_topic(self.drain_topic, self.events(), "json")
 
-    def _events(self) -> list[tuple[bytes, bytes]]:
+    def events(self) -> list[tuple[bytes, bytes]]:
         plan = self.plan
         return list(
             synthetic.generate_events(
@@ -132,7 +126,7 @@ class Bench:
             )
         )
 
-    def _preload(self, topic: str, pairs: Iterable[tuple[bytes, bytes]], what: str) -> None:
+    def load_topic(self, topic: str, pairs: Iterable[tuple[bytes, bytes]], what: str) -> None:
         with self._progress() as progress:
             task = progress.add_task(f"pre-loading {what} events", total=self.plan.events)
             preload(
@@ -141,68 +135,6 @@ class Bench:
                 pairs,
                 on_progress=lambda n: progress.update(task, completed=n),
             )
-
-    def format_drains(self, argv: list[str]) -> dict[str, dict[str, Any]]:
-        """The same events in each Schema Registry format, each drained by the worker right
-        after a fresh JSON drain of them (``json_before_<format>``): drains drift as the broker
-        holds more data, so each pair is compared side by side. Loaded last, so the other steps
-        run as before."""
-        manifest = read_manifest(self.model_dir)
-        events = self._events()
-        for input_format in REGISTRY_FORMATS:
-            topic = self.topic(f"drain-{input_format}")
-            client = registry_client({"url": self.registry_url})
-            serialize = serializer(input_format, client, topic, manifest)
-            self._preload(topic, framed(events, serialize), input_format)
-        drains = {}
-        for input_format in REGISTRY_FORMATS:
-            drains[f"json_before_{input_format}"] = self.drain(
-                f"worker-json-before-{input_format}", argv
-            )
-            drains[input_format] = self.drain(
-                f"worker-{input_format}",
-                argv,
-                input_topic=self.topic(f"drain-{input_format}"),
-                input_format=input_format,
-                schema_registry_url=self.registry_url,
-            )
-        return drains
-
-    def feast_steps(self, argv: list[str]) -> dict[str, Any]:
-        """The `feast` layout: Feast itself writes the bench's entities to Redis (two feature
-        views, the model's 24 store features); then the lookup of 1,000 entities by Feast's
-        `get_online_features` against the worker's store, and a drain of the worker with the
-        feast layout right after one with the vector layout, on the same events."""
-        bundle = Path(tempfile.mkdtemp(prefix="streamserve-bench-feast-")) / "model"
-        shutil.copytree(self.model_dir, bundle)
-        project = f"bench{self.run_id}"
-        use_feast_layout(bundle, project)
-        with self.console.status(f"Feast writing {self.plan.entities:,} entities"):
-            rows, feast_s = write_and_read(
-                self.stack.redis_url, project, self.plan.entities, repeat=10, read_entities=1_000
-            )
-        manifest = read_manifest(bundle)
-        store = RedisFeatureStore(connect(self.stack.redis_url), manifest)
-        keys = FeatureLayout(manifest).store_keys(list(rows)).keys
-        ours_s = []
-        for _ in range(10):
-            started = time.perf_counter()
-            store.fetch(keys)
-            ours_s.append(time.perf_counter() - started)
-        lookup = {
-            "entities": len(keys),
-            "feast_ms": round(min(feast_s) * 1000, 2),
-            "streamserve_ms": round(min(ours_s) * 1000, 2),
-        }
-        self.console.print(
-            f"lookup of {len(keys):,} entities (best of 10): Feast get_online_features "
-            f"{lookup['feast_ms']} ms, the worker's store {lookup['streamserve_ms']} ms"
-        )
-        return {
-            "lookup": lookup,
-            "vector": self.drain("worker-vector-before-feast", argv),
-            "feast": self.drain("worker-feast", argv, model_dir=bundle),
-        }
 
     def _progress(self) -> Progress:
         return progress_bar(self.console)
@@ -436,8 +368,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
             for label, settings in burst_settings.items()
         ]
-        formats = bench.format_drains(argv)
-        feast = bench.feast_steps(argv)
+        formats = format_drains(bench, argv)
+        feast = feast_steps(bench, argv)
         decode_cost = decode_costs(read_manifest(bench.model_dir))
     results: dict[str, Any] = {
         "machine": machine(),

@@ -1,0 +1,88 @@
+"""Bench steps that compare two setups side by side: each drain runs right after its reference
+on the same events (drains drift as the broker holds more data, so only neighbours compare).
+Registry formats against JSON; the `feast` store layout against `vector`, and its lookup
+against Feast's own `get_online_features`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamserve.core.features import FeatureLayout
+from streamserve.core.model import read_manifest
+from streamserve.io.registry import registry_client
+from streamserve.io.store import RedisFeatureStore, connect
+from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
+from streamserve_loadgen.formats import framed, serializer
+
+if TYPE_CHECKING:
+    from streamserve_loadgen.bench import Bench
+
+REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
+
+
+def format_drains(bench: Bench, argv: list[str]) -> dict[str, dict[str, Any]]:
+    """The same events in each Schema Registry format, each drained by the worker right
+    after a fresh JSON drain of them (``json_before_<format>``): drains drift as the broker
+    holds more data, so each pair is compared side by side. Loaded last, so the other steps
+    run as before."""
+    manifest = read_manifest(bench.model_dir)
+    events = bench.events()
+    for input_format in REGISTRY_FORMATS:
+        topic = bench.topic(f"drain-{input_format}")
+        client = registry_client({"url": bench.registry_url})
+        serialize = serializer(input_format, client, topic, manifest)
+        bench.load_topic(topic, framed(events, serialize), input_format)
+    drains = {}
+    for input_format in REGISTRY_FORMATS:
+        drains[f"json_before_{input_format}"] = bench.drain(
+            f"worker-json-before-{input_format}", argv
+        )
+        drains[input_format] = bench.drain(
+            f"worker-{input_format}",
+            argv,
+            input_topic=bench.topic(f"drain-{input_format}"),
+            input_format=input_format,
+            schema_registry_url=bench.registry_url,
+        )
+    return drains
+
+
+def feast_steps(bench: Bench, argv: list[str]) -> dict[str, Any]:
+    """The `feast` layout: Feast itself writes the bench's entities to Redis (two feature
+    views, the model's 24 store features); then the lookup of 1,000 entities by Feast's
+    `get_online_features` against the worker's store, and a drain of the worker with the
+    feast layout right after one with the vector layout, on the same events."""
+    bundle = Path(tempfile.mkdtemp(prefix="streamserve-bench-feast-")) / "model"
+    shutil.copytree(bench.model_dir, bundle)
+    project = f"bench{bench.run_id}"
+    use_feast_layout(bundle, project)
+    with bench.console.status(f"Feast writing {bench.plan.entities:,} entities"):
+        rows, feast_s = write_and_read(
+            bench.stack.redis_url, project, bench.plan.entities, repeat=10, read_entities=1_000
+        )
+    manifest = read_manifest(bundle)
+    store = RedisFeatureStore(connect(bench.stack.redis_url), manifest)
+    keys = FeatureLayout(manifest).store_keys(list(rows)).keys
+    ours_s = []
+    for _ in range(10):
+        started = time.perf_counter()
+        store.fetch(keys)
+        ours_s.append(time.perf_counter() - started)
+    lookup = {
+        "entities": len(keys),
+        "feast_ms": round(min(feast_s) * 1000, 2),
+        "streamserve_ms": round(min(ours_s) * 1000, 2),
+    }
+    bench.console.print(
+        f"lookup of {len(keys):,} entities (best of 10): Feast get_online_features "
+        f"{lookup['feast_ms']} ms, the worker's store {lookup['streamserve_ms']} ms"
+    )
+    return {
+        "lookup": lookup,
+        "vector": bench.drain("worker-vector-before-feast", argv),
+        "feast": bench.drain("worker-feast", argv, model_dir=bundle),
+    }
