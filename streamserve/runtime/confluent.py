@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import msgspec
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -43,6 +42,7 @@ from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets
+from streamserve.runtime.partitions import listed, names, seek_to_committed, seek_to_first
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch, OutputTopics
 from streamserve.runtime.scoring import Predicted, ScoringThread
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
@@ -290,13 +290,13 @@ class Worker:
             return
         self._paused = self.consumer.assignment()
         self.consumer.pause(self._paused)
-        log.info("scoring is behind (feature store slow or down): paused %s", _names(self._paused))
+        log.info("scoring is behind (feature store slow or down): paused %s", names(self._paused))
 
     def _resume(self) -> None:
         if not self._paused:
             return
         self.consumer.resume(self.consumer.assignment())
-        log.info("resumed %s", _names(self._paused))
+        log.info("resumed %s", names(self._paused))
         self._paused = []
 
     def _dispatch(self, trigger: Trigger) -> None:
@@ -379,32 +379,24 @@ class Worker:
         self.checkpoint.drain()
 
     def _abandon_unscored(self, why: str) -> None:
-        """Drop the batches not produced yet; rewind the partitions still ours to their first
-        record, so this worker reads them again (a revoked partition's next owner starts from
-        the committed offset, which is behind them)."""
-        records = [*(self._scoring.batch.records if self._scoring else []), *self._pending]
-        first: dict[tuple[str, int], int] = {}
-        for m in records:
-            first.setdefault((m.topic(), m.partition()), m.offset())  # type: ignore[arg-type]
-        self._scoring, self._pending = None, []
-        self._window.reset()
-        ours = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        for (topic, partition), offset in first.items():
-            if (topic, partition) in ours:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+        """Drop the batches not produced yet; this worker reads them again."""
+        records = self._drop_in_hand()
+        seek_to_first(self.consumer, records)
         log.warning("%s: %d records left unscored, to be read again", why, len(records))
 
     def _rewind(self, exc: TransactionAborted) -> None:
         """The open transaction was aborted: drop the batches in hand and read every partition
         still ours again from its committed offset."""
+        self._drop_in_hand()
+        assigned = seek_to_committed(self.consumer)
+        log.warning("%s; reading %s again from the committed offsets", exc, names(assigned))
+
+    def _drop_in_hand(self) -> list[Message]:
+        """Forget the batch being scored and the one filling; returns their records."""
+        records = [*(self._scoring.batch.records if self._scoring else []), *self._pending]
         self._scoring, self._pending = None, []
         self._window.reset()
-        assigned = self.consumer.assignment()
-        for tp in self.consumer.committed(assigned, timeout=30):
-            # nothing committed yet: from the start (never past a record not yet scored)
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        log.warning("%s; reading %s again from the committed offsets", exc, _names(assigned))
+        return records  # type: ignore[return-value]
 
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()
@@ -422,7 +414,7 @@ class Worker:
             )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", _names(partitions), extra={"partitions": _list(partitions)})
+        log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         self.telemetry.health.assigned = len(self._assigned)
         if self._paused and partitions:  # still waiting for scoring: the new ones wait too
@@ -433,7 +425,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish the batch in hand and commit before the partitions move to another worker."""
-        log.info("revoked %s", _names(partitions), extra={"partitions": _list(partitions)})
+        log.info("revoked %s", names(partitions), extra={"partitions": listed(partitions)})
         if not self._failed:  # after a failure the batches in flight must stay uncommitted
             try:
                 self._complete_all()
@@ -445,8 +437,8 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning(
             "lost %s (their uncommitted records will be re-read by the new owner)",
-            _names(partitions),
-            extra={"partitions": _list(partitions)},
+            names(partitions),
+            extra={"partitions": listed(partitions)},
         )
         self._unassigned(partitions)
 
@@ -469,14 +461,6 @@ class Worker:
             self._watcher.stop()
             self._scoring_thread.shutdown()
             self.consumer.close()
-
-
-def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(_list(partitions)) or "nothing"
-
-
-def _list(partitions: list[TopicPartition]) -> list[str]:
-    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
 
 
 def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
