@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -129,73 +130,74 @@ class FeastLayout:
     def rows(self, replies: Sequence[Sequence[bytes | None]]) -> tuple[np.ndarray, np.ndarray]:
         """HMGET replies -> (float32 rows in manifest order, NaN where absent, null or not a
         number; float64 write times, epoch seconds per key and view, NaN where absent)."""
-        width, n_views = len(self.view_of_column), len(self.views)
-        flat = [value or b"" for reply in replies for value in reply[:width]]
-        values = decode_values(flat).reshape(len(replies), width)
-        stamps = [value or b"" for reply in replies for value in reply[width:]]
-        return values, decode_timestamps(stamps).reshape(len(replies), n_views)
+        width = len(self.view_of_column)
+        cells = slots(replies, len(self.fields))
+        values = decode_values(cells[:, :width].reshape(-1, SLOT)).reshape(len(replies), width)
+        stamps = decode_timestamps(cells[:, width:].reshape(-1, SLOT))
+        for flat in np.flatnonzero(np.isnan(stamps) & (cells[:, width:, 0] != 0).ravel()).tolist():
+            key, view = divmod(flat, len(self.views))  # not the usual shape: one at a time
+            stamps[flat] = decode_timestamp(replies[key][width + view])
+        return values, stamps.reshape(len(replies), len(self.views))
 
 
-def decode_values(values: list[bytes]) -> np.ndarray:
-    """Serialized ``feast.types.Value`` messages -> float32, NaN for empty, null and anything
-    that is not a number. Doubles and floats (the usual features) are read with numpy in one
-    pass over the joined bytes; integers and bools one at a time."""
-    out = np.full(len(values), np.nan, dtype=np.float32)
-    if not values:
-        return out
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    present = lengths > 0
-    tags = np.zeros(len(values), dtype=np.uint8)
-    tags[present] = joined[starts[present]]
+SLOT = 12  # bytes: the longest number a Value or Timestamp holds (tag + 10-byte varint; 2 x
+# (tag + 5-byte varint)); longer values are strings or lists, never numbers
+
+
+def slots(replies: Sequence[Sequence[bytes | None]], width: int) -> np.ndarray:
+    """HMGET replies -> uint8 (keys, width, SLOT): each value's first SLOT bytes, zero-padded.
+    One numpy conversion, no Python code per value. An absent value (None) is converted to
+    ``b"None"``, whose first byte is no tag of a number, so it reads as absent."""
+    flat = np.fromiter(chain.from_iterable(replies), dtype=f"S{SLOT}", count=len(replies) * width)
+    return flat.view(np.uint8).reshape(len(replies), width, SLOT)
+
+
+def decode_values(cells: np.ndarray) -> np.ndarray:
+    """Serialized ``feast.types.Value`` messages, as SLOT-byte rows -> float32, NaN for empty,
+    null and anything that is not a number. Read by the tag of the Value's one field: double,
+    float, int64, int32 or bool; the bytes past the number are not checked (Redis returns
+    what Feast wrote whole)."""
+    out = np.full(len(cells), np.nan, dtype=np.float32)
+    tags = cells[:, 0]
     for tag, size, dtype in ((DOUBLE_TAG, 8, "<f8"), (FLOAT_TAG, 4, "<f4")):
-        rows = np.flatnonzero((tags == tag) & (lengths == size + 1))
+        rows = np.flatnonzero(tags == tag)
         if len(rows):
-            index = starts[rows, None] + 1 + np.arange(size)
-            out[rows] = joined[index].view(dtype).ravel()
-    integers = np.flatnonzero(np.isin(tags, (INT64_TAG, INT32_TAG, BOOL_TAG)))
-    if len(integers):  # tag, then a varint (a negative int64 or int32: ten bytes)
-        chosen = [values[i][:11].ljust(11, b"\0") for i in integers.tolist()]
-        grid = np.frombuffer(b"".join(chosen), dtype=np.uint8).reshape(len(chosen), 11)
-        numbers, varint_bytes = _varints(grid, 1, 10)
-        whole = lengths[integers] == 1 + varint_bytes
+            out[rows] = np.ascontiguousarray(cells[rows, 1 : 1 + size]).view(dtype).ravel()
+    integers = np.flatnonzero((tags == INT64_TAG) | (tags == INT32_TAG) | (tags == BOOL_TAG))
+    if len(integers):  # a varint; a negative int64 or int32 takes ten bytes
+        numbers, varint_bytes = _varints(cells[integers], 1, 10)
+        whole = varint_bytes <= 10
         out[integers[whole]] = numbers.view(np.int64)[whole]
     return out
 
 
 def _varints(grid: np.ndarray, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The base-128 varint starting at column ``start`` of each row (at most ``count`` bytes):
-    (its value as uint64, its length in bytes; more than ``count`` if it does not end)."""
-    going = np.cumprod(grid[:, start : start + count] >= 0x80, axis=1)
-    size = 1 + going.sum(axis=1)
-    used = np.concatenate([np.ones((len(grid), 1), np.uint64), going[:, :-1].astype(np.uint64)], 1)
-    value = np.zeros(len(grid), dtype=np.uint64)
-    for i in range(count):
-        byte = (grid[:, start + i] & 0x7F).astype(np.uint64)
-        value |= (byte << np.uint64(7 * i)) * used[:, i]
-    return value, size
+    (its value as uint64, its length in bytes). The length is ``count + 1`` where it does not
+    end, or ends in a zero byte after its first: no writer makes one, so that is the zero
+    padding of a value cut short."""
+    window = grid[:, start : start + count]
+    going = np.cumprod(window >= 0x80, axis=1, dtype=np.uint8)  # 1 while continuation bits
+    used = np.ones(window.shape, dtype=np.uint64)
+    used[:, 1:] = going[:, :-1]
+    shifts = np.arange(0, 7 * count, 7, dtype=np.uint64)
+    parts = ((window & 0x7F).astype(np.uint64) << shifts) * used
+    size = 1 + going.sum(axis=1, dtype=np.intp)
+    last = window[np.arange(len(window)), np.minimum(size, count) - 1]
+    size[(size > 1) & (last == 0)] = count + 1
+    return parts.sum(axis=1, dtype=np.uint64), size
 
 
-def decode_timestamps(values: list[bytes]) -> np.ndarray:
-    """Serialized ``google.protobuf.Timestamp`` messages -> epoch seconds, NaN where absent.
-    The usual shape, seconds as a 5-byte varint (1978 to 3058) then nanos, is read with numpy
-    in one pass; any other one at a time."""
-    out = np.full(len(values), np.nan)
-    if not values:
-        return out
-    padded = np.frombuffer(b"".join(v[:12].ljust(12, b"\0") for v in values), dtype=np.uint8)
-    grid = padded.reshape(len(values), 12)
-    seconds, seconds_bytes = _varints(grid, 1, 5)
-    nanos, nanos_bytes = _varints(grid, 7, 5)  # tag 0x10 at column 6, then a varint
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    no_nanos = lengths == 6
-    with_nanos = (grid[:, 6] == 0x10) & (lengths == 7 + nanos_bytes) & (nanos_bytes <= 5)
-    fast = (grid[:, 0] == 0x08) & (seconds_bytes == 5) & (no_nanos | with_nanos)
-    out[fast] = seconds[fast] + np.where(with_nanos[fast], nanos[fast], 0) / 1e9
-    for row in np.flatnonzero(~fast & (lengths > 0)).tolist():
-        out[row] = decode_timestamp(values[row])
-    return out
+def decode_timestamps(cells: np.ndarray) -> np.ndarray:
+    """Serialized ``google.protobuf.Timestamp`` messages, as SLOT-byte rows -> epoch seconds.
+    Only the usual shape is read: seconds as a 5-byte varint (1978 to 3058), then nanos or
+    nothing; NaN for anything else (absent, or for ``decode_timestamp`` to read)."""
+    seconds, seconds_bytes = _varints(cells, 1, 5)
+    nanos, nanos_bytes = _varints(cells, 7, 5)  # tag 0x10 at column 6, then a varint
+    ends = cells[:, 6] == 0
+    with_nanos = (cells[:, 6] == 0x10) & (nanos_bytes <= 5)
+    fast = (cells[:, 0] == 0x08) & (seconds_bytes == 5) & (ends | with_nanos)
+    return np.where(fast, seconds + np.where(with_nanos, nanos, 0) / 1e9, np.nan)
 
 
 def decode_timestamp(value: bytes | None) -> float:

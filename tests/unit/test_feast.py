@@ -5,6 +5,7 @@ integration test `test_feast.py` reads what Feast wrote to a real Redis."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from streamserve.core.feast import (
     decode_values,
     feature_field,
     murmur3_32,
+    slots,
 )
 from streamserve.core.features import FeatureLayout, StoreKey, StoreRows, check_freshness
 from streamserve.core.model import FeastDef, FeatureDef, Manifest, StoreDef, check_manifest
@@ -68,12 +70,17 @@ def test_values_decode_to_float32_and_everything_else_is_nan() -> None:
         bytes.fromhex("3801"),  # bool true
         bytes.fromhex("980100"),  # null
         b"",  # absent
+        None,  # absent
         bytes.fromhex("12027531"),  # string "u1": not a number
-        bytes.fromhex("29000000"),  # a double cut short
+        bytes.fromhex("0a0a") + bytes(10),  # a string longer than a slot
     ]
-    got = decode_values(values)
+    got = read_values(values)
     np.testing.assert_array_equal(got[:5], [1.5, 1.5, -3.0, 7.0, 1.0])
     assert np.isnan(got[5:]).all()
+
+
+def read_values(values: Sequence[bytes | None]) -> np.ndarray:
+    return decode_values(slots([values], len(values))[0])
 
 
 def test_timestamps_decode_to_epoch_seconds() -> None:
@@ -81,6 +88,27 @@ def test_timestamps_decode_to_epoch_seconds() -> None:
     assert decode_timestamp(bytes.fromhex("0880f7c4d506")) == 1790000000.0  # seconds only
     assert decode_timestamp(bytes.fromhex("0880f7c4d5061080ade204")) == 1790000000.01
     assert math.isnan(decode_timestamp(None)) and math.isnan(decode_timestamp(b"\x08\x80"))
+
+
+def test_a_batch_reads_every_timestamp_shape() -> None:
+    """The usual shape (1978 to 3058) in one numpy pass, any other (1970, before 1970, cut
+    short, absent) one at a time: every one as the scalar reader reads it."""
+    stamps = [
+        bytes.fromhex("0880f7c4d506"),
+        bytes.fromhex("0880f7c4d5061080ade204"),
+        bytes.fromhex("080a"),  # 10 s after 1970
+        bytes.fromhex("08f6ffffffffffffffff011001"),  # -10 s, 1 ns: 13 bytes
+        bytes.fromhex("1005"),  # 0 s, 5 ns
+        bytes.fromhex("0880f7c4d5"),  # cut short
+        None,
+        b"",
+    ]
+    layout = FeastLayout.of(manifest())  # two views: two stamps per key
+    replies = [[b"", b"", b"", *stamps[i : i + 2]] for i in range(0, len(stamps), 2)]
+    _, written_at = layout.rows(replies)
+    expected = [decode_timestamp(value) for value in stamps]
+    np.testing.assert_array_equal(written_at.ravel(), expected)
+    assert expected[3] == -10 + 1e-9 and expected[4] == 5e-9
 
 
 def test_each_view_ages_on_its_own() -> None:
@@ -117,10 +145,11 @@ def test_integers_decode_across_their_whole_range() -> None:
         bytes.fromhex("1880808080f8ffffffff01"),  # int32 min
         bytes.fromhex("1800"),  # int32 0
         bytes.fromhex("3800"),  # bool false
+        bytes.fromhex("20" + "ff" * 11),  # a varint that does not end in ten bytes
         bytes.fromhex("20ffff"),  # a varint cut short
     ]
-    expected = [2**63 - 1, -(2**63), -1, -(2**31), 0, 0, np.nan]
-    np.testing.assert_array_equal(decode_values(values), np.array(expected, dtype=np.float32))
+    expected = [2**63 - 1, -(2**63), -1, -(2**31), 0, 0, np.nan, np.nan]
+    np.testing.assert_array_equal(read_values(values), np.array(expected, dtype=np.float32))
 
 
 def test_a_views_own_max_age_overrides_the_stores() -> None:
