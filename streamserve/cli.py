@@ -218,6 +218,39 @@ def model_check(bundle_dir: Path) -> None:
     )
 
 
+@model.command("feast")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--repo",
+    "repo_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The Feast repository: its feature_store.yaml and the registry `feast apply` wrote.",
+)
+@click.option("--write", is_flag=True, help="Rewrite the bundle's manifest.json (else print it).")
+def model_feast(bundle_dir: Path, repo_dir: Path, write: bool) -> None:
+    """Point a bundle's store features at a Feast repository's Redis online store: each
+    feature's view, the entity's join key and type, the views' TTLs as max ages. Exit 2 if the
+    repository cannot be read, 3 if the model's features do not fit it."""
+    from streamserve.core.model import manifest_text, read_manifest, write_manifest
+    from streamserve.tools.feast_repo import feast_manifest, read_repository
+
+    manifest = exit_on_error(
+        lambda: feast_manifest(read_manifest(bundle_dir), read_repository(repo_dir))
+    )
+    if not write:
+        click.echo(manifest_text(manifest), nl=False)
+        return
+    write_manifest(bundle_dir, manifest)
+    assert manifest.store.feast is not None
+    views = sorted({f.path.split(":")[0] for f in manifest.store_features if f.path})
+    click.echo(
+        f"wrote {bundle_dir / 'manifest.json'}: {len(manifest.store_features)} store features "
+        f"from {', '.join(views)}, project {manifest.store.feast.project}, join key "
+        f"{manifest.store.feast.join_key} ({manifest.store.feast.join_key_type})"
+    )
+
+
 @model.command("schema")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option(

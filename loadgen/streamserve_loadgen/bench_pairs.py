@@ -61,7 +61,7 @@ def feast_steps(bench: Bench, argv: list[str]) -> dict[str, Any]:
     project = f"bench{bench.run_id}"
     use_feast_layout(bundle, project)
     with bench.console.status(f"Feast writing {bench.plan.entities:,} entities"):
-        rows, feast_s = write_and_read(
+        rows, feast_s, _ = write_and_read(
             bench.stack.redis_url, project, bench.plan.entities, repeat=10, read_entities=1_000
         )
     manifest = read_manifest(bundle)

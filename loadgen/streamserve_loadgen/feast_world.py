@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,6 +65,12 @@ def entity_value(index: int, join_key_type: str) -> Any:
     return synthetic.entity_id(index) if join_key_type == "string" else index
 
 
+class FeastWorld(NamedTuple):
+    rows: dict[Any, np.ndarray]  # entity -> the row Feast returned (manifest order, NaN: None)
+    read_seconds: list[float]  # each timed read
+    repo: Path  # the Feast repository: feature_store.yaml and the registry Feast applied
+
+
 def write_and_read(
     redis_url: str,
     project: str,
@@ -73,11 +79,13 @@ def write_and_read(
     repeat: int = 0,
     read_entities: int | None = None,
     cluster: bool = False,
-) -> tuple[dict[Any, np.ndarray], list[float]]:
+    view_ttl_s: dict[str, float] | None = None,
+    old_every: int = 0,
+) -> FeastWorld:
     """Feast writes the entities' features (user_activity missing for every 5th entity, entity
-    3's velocity_score null), then reads the first ``read_entities`` (default: all) and one
-    unknown entity back; returns entity -> the row Feast returned (manifest order, NaN where
-    Feast gave None) and the seconds each of ``repeat`` more reads took."""
+    3's velocity_score null; with ``old_every``, every such entity's user_profile two hours
+    old, the rest a minute), then reads the first ``read_entities`` (default: all) and one
+    unknown entity back, and ``repeat`` more times, timed. Views have ``view_ttl_s``."""
     table = synthetic.entity_features(n_entities)
     column = {name: i for i, name in enumerate(synthetic.STORE_FEATURES)}
     now = time.time()
@@ -92,9 +100,12 @@ def write_and_read(
                 row[name] = int(value) if name in INTEGER_FEATURES else value
             if view == "user_profile" and i == 3:
                 row["velocity_score"] = None
-            rows[view].append({**row, "event_timestamp": now - 60})
+            old = view == "user_profile" and old_every and i % old_every == 1
+            rows[view].append({**row, "event_timestamp": now - (7200 if old else 60)})
+    ttl = view_ttl_s or {}
     features = [
-        {"name": view, "features": [[n, _dtype(n)] for n in names]} for view, names in VIEWS.items()
+        {"name": view, "features": [[n, _dtype(n)] for n in names], "ttl_s": ttl.get(view)}
+        for view, names in VIEWS.items()
     ]
     read = n_entities if read_entities is None else read_entities
     entities = [entity_value(i, join_key_type) for i in [*range(read), n_entities]]
@@ -114,7 +125,8 @@ def write_and_read(
         [[np.nan if v is None else v for v in found[name]] for name in synthetic.STORE_FEATURES],
         dtype=np.float32,
     ).T
-    return dict(zip(found["user_id"], matrix, strict=True)), list(found["read_seconds"])
+    by_entity = dict(zip(found["user_id"], matrix, strict=True))
+    return FeastWorld(by_entity, list(found["read_seconds"]), Path(str(found["repo"])))
 
 
 def _dtype(name: str) -> str:

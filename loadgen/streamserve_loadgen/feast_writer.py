@@ -1,8 +1,9 @@
 """Feast itself, for the tests and the bench: a script run with the Python of the Feast
 environment (`.venv-feast`, `make install`), never imported. Reads one JSON request on stdin:
-define the project's entity and feature views, write rows to the Redis online store with
-`write_to_online_store`, then read entities back with `get_online_features` (``"repeat"``
-more times, timed: ``"read_seconds"``); prints Feast's answer as JSON.
+write a Feast repository (`feature_store.yaml`, a file registry), apply the project's entity and
+feature views, write rows to the Redis online store with `write_to_online_store`, then read
+entities back with `get_online_features` (``"repeat"`` more times, timed: ``"read_seconds"``);
+prints Feast's answer as JSON, with the repository's directory (``"repo"``).
 
 Request: {"redis": "host:port", "cluster": false, "project": ..., "join_key": ..., "join_key_type":
 "string" |
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast import types as feast_types
 
 DTYPES = {
@@ -37,20 +38,20 @@ JOIN_KEY_TYPES = {"string": ValueType.STRING, "int64": ValueType.INT64, "int32":
 def main() -> None:
     request = json.load(sys.stdin)
     workdir = Path(tempfile.mkdtemp(prefix="feast-repo-"))
-    config = RepoConfig(
-        project=request["project"],
-        registry=str(workdir / "registry.db"),
-        provider="local",
-        online_store={
+    config = {
+        "project": request["project"],
+        "registry": "registry.db",
+        "provider": "local",
+        "online_store": {
             "type": "redis",
             "redis_type": "redis_cluster" if request.get("cluster") else "redis",
             "connection_string": request["redis"],
         },
-        offline_store={"type": "file"},
-        entity_key_serialization_version=3,
-        repo_path=str(workdir),
-    )
-    store = FeatureStore(config=config)
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    (workdir / "feature_store.yaml").write_text(json.dumps(config))  # JSON is YAML
+    store = FeatureStore(repo_path=str(workdir))
     join_key = request["join_key"]
     entity = Entity(
         name="entity", join_keys=[join_key], value_type=JOIN_KEY_TYPES[request["join_key_type"]]
@@ -90,7 +91,7 @@ def main() -> None:
         started = time.perf_counter()
         store.get_online_features(features=read["features"], entity_rows=entity_rows).to_dict()
         timings.append(time.perf_counter() - started)
-    json.dump({**found, "read_seconds": timings}, sys.stdout, default=str)
+    json.dump({**found, "read_seconds": timings, "repo": str(workdir)}, sys.stdout, default=str)
 
 
 if __name__ == "__main__":

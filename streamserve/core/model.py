@@ -42,6 +42,12 @@ class FeastDef(msgspec.Struct, forbid_unknown_fields=True):
     view_max_age_s: dict[str, Annotated[float, msgspec.Meta(gt=0)]] = msgspec.field(
         default_factory=dict
     )
+    # per store feature path: its Feast value type (`streamserve model feast` writes them); a
+    # type that is not a number is refused
+    feature_types: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+FEAST_NUMBER_TYPES = ("DOUBLE", "FLOAT", "INT64", "INT32", "BOOL")  # what the layout reads
 
 
 class StoreDef(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,6 +142,7 @@ def _check_feast(manifest: Manifest) -> None:
         raise ModelBundleError("store.layout `feast` and a store.feast section go together")
     if store.layout != "feast":
         return
+    types = store.feast.feature_types if store.feast is not None else {}
     for feature in manifest.store_features:
         try:
             feast_path(feature.path)
@@ -144,6 +151,12 @@ def _check_feast(manifest: Manifest) -> None:
                 f"store feature {feature.name!r}: the feast layout needs its path as "
                 f"<feature view>:<feature>, not {feature.path!r}"
             ) from None
+        value_type = types.get(feature.path or "", "DOUBLE")
+        if value_type not in FEAST_NUMBER_TYPES:
+            raise ModelBundleError(
+                f"store feature {feature.name!r} ({feature.path}) is a Feast {value_type}: "
+                f"the feast layout reads numbers only ({', '.join(FEAST_NUMBER_TYPES)})"
+            )
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
@@ -159,10 +172,14 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     return manifest
 
 
+def manifest_text(manifest: Manifest) -> str:
+    """manifest.json's text: indented JSON."""
+    return json.dumps(json.loads(msgspec.json.encode(manifest)), indent=2) + "\n"
+
+
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> None:
     check_manifest(manifest)
-    data = json.loads(msgspec.json.encode(manifest))
-    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    (bundle_dir / MANIFEST_FILE).write_text(manifest_text(manifest))
 
 
 @dataclass(frozen=True)

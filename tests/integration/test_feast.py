@@ -14,17 +14,23 @@ import numpy as np
 import pytest
 import redis
 
-from streamserve.core.features import FeatureLayout
-from streamserve.core.model import read_manifest
+from streamserve.core.features import FeatureLayout, check_freshness
+from streamserve.core.model import FeastDef, read_manifest
 from streamserve.io.store import RedisFeatureStore, connect
 from streamserve.runtime.confluent import build_worker
 from streamserve_loadgen.embedded import EmbeddedStack, start_redis_cluster
-from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
+from streamserve_loadgen.feast_world import (
+    INTEGER_FEATURES,
+    VIEWS,
+    use_feast_layout,
+    write_and_read,
+)
 from tests.integration.conftest import (
     Scenario,
     assert_scores_equal_offline_predict,
     make_scenario,
 )
+from tests.integration.helpers import run
 
 N_ENTITIES = 60
 
@@ -79,6 +85,62 @@ def test_scores_from_feast_features_equal_offline_predict(scenario: Scenario) ->
     assert_scores_equal_offline_predict(scenario, predictions, values, feast_rows)
 
 
+def test_model_feast_points_a_bundle_at_the_repository_feast_applied(scenario: Scenario) -> None:
+    """`streamserve model feast --write` reads the views, the entity and the TTLs from the
+    repository (feature_store.yaml and the registry Feast applied), not from Feast. The worker
+    then reads what Feast's own reader returns, except where a view's row is older than its
+    TTL: those features are missing and the entity counts as stale."""
+    project = f"p{scenario.uid}"
+    world = write_and_read(
+        scenario.settings.redis_url.get_secret_value(),
+        project,
+        N_ENTITIES,
+        view_ttl_s={"user_profile": 3600},
+        old_every=7,  # entities 1, 8, 15...: user_profile written two hours ago
+    )
+    bundle = str(scenario.bundle_dir)
+
+    done = run("model", "feast", bundle, "--repo", str(world.repo), "--write", env={})
+
+    assert done.returncode == 0, done.stderr
+    assert "24 store features from user_activity, user_profile" in done.stdout
+    manifest = read_manifest(scenario.bundle_dir)
+    paths = {name: f"{view}:{name}" for view, names in VIEWS.items() for name in names}
+    assert {f.name: f.path for f in manifest.store_features} == paths
+    types = {p: "INT64" if n in INTEGER_FEATURES else "DOUBLE" for n, p in paths.items()}
+    assert manifest.store.feast == FeastDef(
+        project, "user_id", "string", {"user_profile": 3600.0}, types
+    )
+    layout = FeatureLayout(manifest)
+    store = RedisFeatureStore(connect(scenario.settings.redis_url.get_secret_value()), manifest)
+    entities = list(world.rows)
+    found = store.fetch(layout.store_keys(entities).keys)
+    lookup = check_freshness(found, time.time(), layout.max_age_s)
+    expected = np.stack([world.rows[e] for e in entities])
+    old = [i for i in range(N_ENTITIES) if i % 7 == 1]
+    expected[old, 12:] = np.nan  # user_profile's features (manifest order)
+    np.testing.assert_array_equal(lookup.rows, expected)
+    assert lookup.stale == len(old)
+
+
+def test_model_feast_refuses_a_bundle_that_does_not_fit_the_repository(
+    scenario: Scenario,
+) -> None:
+    project = f"p{scenario.uid}"
+    world = write_and_read(scenario.settings.redis_url.get_secret_value(), project, 5)
+    manifest_path = scenario.bundle_dir / "manifest.json"
+    before = manifest_path.read_text()
+    manifest_path.write_text(before.replace('"txn_count_1h"', '"txn_count_2h"'))
+
+    done = run("model", "feast", str(scenario.bundle_dir), "--repo", str(world.repo), env={})
+
+    assert done.returncode == 3
+    assert f"no feature view of project {project} has a feature 'txn_count_2h'" in done.stderr
+    missing_repo = run("model", "feast", str(scenario.bundle_dir), "--repo", "/nonexistent", env={})
+    assert missing_repo.returncode == 2
+    assert "/nonexistent/feature_store.yaml" in missing_repo.stderr
+
+
 def feast_world(scenario: Scenario, join_key_type: str) -> dict[Any, np.ndarray]:
     """The scenario's bundle on Feast's layout, its entities written by Feast; entity -> the
     row Feast's own reader returns."""
@@ -86,5 +148,4 @@ def feast_world(scenario: Scenario, join_key_type: str) -> dict[Any, np.ndarray]
     use_feast_layout(scenario.bundle_dir, project, join_key_type)
     redis_url = scenario.settings.redis_url.get_secret_value()
     cluster = scenario.settings.redis_cluster
-    rows, _ = write_and_read(redis_url, project, N_ENTITIES, join_key_type, cluster=cluster)
-    return rows
+    return write_and_read(redis_url, project, N_ENTITIES, join_key_type, cluster=cluster).rows

@@ -135,6 +135,20 @@ def test_a_feast_manifest_names_each_store_feature_by_view_and_feature() -> None
         check_manifest(layout_only)
 
 
+def test_a_feast_manifest_refuses_a_feature_typed_as_something_other_than_a_number() -> None:
+    """`streamserve model check` (and the worker's start-up) read the types the manifest
+    records; a string or list would read as missing on every event."""
+    typed = manifest()
+    assert typed.store.feast is not None
+    typed.store.feast.feature_types = {"user_stats:spend": "DOUBLE", "user_stats:count": "INT64"}
+    check_manifest(typed)
+    typed.store.feast.feature_types["merchant_stats:risk"] = "STRING_LIST"
+    with pytest.raises(
+        ModelBundleError, match=r"'risk' \(merchant_stats:risk\) is a Feast STRING_LIST"
+    ):
+        check_manifest(typed)
+
+
 def test_integers_decode_across_their_whole_range() -> None:
     """Varints of one to ten bytes, as Feast's Value writes int64, int32 and bool (a random
     2,000 of each type matched too, while this was written)."""
