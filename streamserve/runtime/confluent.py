@@ -2,16 +2,16 @@
 
 Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
 ``consume`` there, so a revoke can finish every batch in hand before its partitions go. The
-pipeline (pipeline.py) decodes a batch here and scores it on the scoring thread, overlapped with
-the loop filling the next batch; its outputs are produced, and the checkpoint (checkpoint.py)
+pipeline (pipeline.py) decodes a batch here and scores it on the scoring threads (lookup, then
+predict), overlapped with the loop filling the next batch; its outputs are produced, and the checkpoint (checkpoint.py)
 stores its offsets once the broker acknowledged them, with up to
 STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
 
-Backpressure: when the scoring thread falls behind (Redis slow, or down under the `wait` policy)
+Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
 signals are served) until scoring catches up, then resumes; when the checkpoint is full, the loop
 serves delivery reports until a batch completes. Memory stays bounded by one batch filling, one
-being scored and the batches in flight.
+being looked up, one being predicted and the batches in flight.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from confluent_kafka import (
@@ -44,7 +45,7 @@ from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets
 from streamserve.runtime.partitions import listed, names, seek_to_committed, seek_to_first
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch, OutputTopics
-from streamserve.runtime.scoring import Predicted, ScoringThread
+from streamserve.runtime.scoring import ScoringThreads, Submitted
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.runtime.transactions import TransactionAborted, TransactionalCheckpoint
@@ -61,10 +62,10 @@ REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this o
 
 @dataclass(frozen=True)
 class Scoring:
-    """A decoded batch whose feature lookup and predict run on the scoring thread."""
+    """A decoded batch whose feature lookup and predict run on the scoring threads."""
 
     batch: OpenBatch
-    future: Future[Predicted]
+    submitted: Submitted
 
 
 class Worker:
@@ -95,11 +96,11 @@ class Worker:
         topics = OutputTopics(
             settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
         )
-        self._scoring_thread = ScoringThread(settings.store_outage_policy)
+        self._scoring_threads = ScoringThreads(settings.store_outage_policy)
         self.pipeline = BatchPipeline(
             settings.worker_id,
             lambda: models.serving,
-            self._scoring_thread,
+            self._scoring_threads,
             self.sink,
             topics,
             wall_ms,
@@ -166,11 +167,11 @@ class Worker:
         trigger = self._window.trigger(now)
         if trigger:
             self._close_batch(trigger)
-        elif self._scoring and self._scoring_done(0 if self._pending else SCORING_POLL_S):
+        elif self._scoring and self._scored(0 if self._pending else SCORING_POLL_S):
             self._send_scored()  # idle, or scored while the next batch fills
         self.sink.poll(0)
         self.checkpoint.advance()
-        if self._paused and self._scoring_done(0) and self._registry_retry_at is None:
+        if self._paused and self._lookup_free(0) and self._registry_retry_at is None:
             self._resume()  # caught up (or the batch in hand was abandoned)
         self._maybe_publish_metrics()
         self._turned(now)
@@ -203,11 +204,11 @@ class Worker:
         Schema Registry is away."""
         waiting_s = (self._registry_retry_at or 0.0) - time.monotonic()
         if waiting_s > 0:
-            if self._scoring and self._scoring_done(0):
+            if self._scoring and self._scored(0):
                 self._send_scored()  # the batch before this one needs no registry
             self.stop_event.wait(min(waiting_s, PAUSE_AFTER_S))  # paused: no need to spin
             return
-        if not self._scoring_done(PAUSE_AFTER_S):
+        if not self._lookup_free(PAUSE_AFTER_S):
             self._pause()  # scoring is behind: take no more records for now
             return
         try:
@@ -239,7 +240,7 @@ class Worker:
         )
         self._failed = True
         self._watcher.stop()
-        self._scoring_thread.shutdown()
+        self._scoring_threads.shutdown()
         self.checkpoint.abandon()  # exactly-once: abort the open transaction
         self.consumer.close()  # commits only offsets stored after acknowledged delivery
 
@@ -275,15 +276,14 @@ class Worker:
                 raise KafkaException(error)
             log.warning("consumer error: %s", error.str())
 
-    def _scoring_done(self, timeout_s: float) -> bool:
-        """Whether the scoring thread is free for the next batch; waits up to ``timeout_s``."""
-        if self._scoring is None:
-            return True
-        future = self._scoring.future
-        if timeout_s <= 0 or future.done():  # the hot path: no waiter to set up
-            return future.done()
-        done, _ = wait([future], timeout=timeout_s)
-        return bool(done)
+    def _scored(self, timeout_s: float) -> bool:
+        """Whether the batch being scored is predicted; waits up to ``timeout_s``."""
+        return self._scoring is None or _done(self._scoring.submitted.predicted, timeout_s)
+
+    def _lookup_free(self, timeout_s: float) -> bool:
+        """Whether the lookup thread is free for the next batch (the batch being scored has
+        its features); waits up to ``timeout_s``."""
+        return self._scoring is None or _done(self._scoring.submitted.looked_up, timeout_s)
 
     def _pause(self) -> None:
         if self._paused:
@@ -300,20 +300,22 @@ class Worker:
         self._paused = []
 
     def _dispatch(self, trigger: Trigger) -> None:
-        """Decode the batch in hand and start its lookup and predict on the scoring thread;
-        then send the batch scored before it, while this one is being scored.
+        """Decode the batch in hand and start its lookup and predict on the scoring threads;
+        then send the batch scored before it, while this one is being looked up.
 
-        Batches overlap: one filling or being decoded here, one being scored (Redis I/O and
-        XGBoost release the GIL), and up to STREAMSERVE_MAX_BATCHES_IN_FLIGHT whose outputs
-        await acknowledgement. They are sent in order, and the checkpoint completes them in
-        order.
+        Batches overlap: one filling or being decoded here, one being looked up while the one
+        before it is predicted (Redis I/O and XGBoost release the GIL), and up to
+        STREAMSERVE_MAX_BATCHES_IN_FLIGHT whose outputs await acknowledgement. They are sent
+        in order, and the checkpoint completes them in order.
         """
         if not self._pending:
             return
         batch = self.pipeline.open(self._pending, trigger)
         previous = self._scoring
         if previous is not None:
-            previous.future.result()  # the scoring thread takes one batch at a time
+            # the lookup thread takes one batch at a time; a store error of the batch before
+            # is raised here, while both batches' records are still in hand
+            previous.submitted.looked_up.result()
         self._scoring = Scoring(batch, self.pipeline.score_async(batch))
         self._pending = []
         self._window.reset()
@@ -328,7 +330,7 @@ class Worker:
 
     def _send(self, scoring: Scoring) -> None:
         """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
-        predicted = scoring.future.result()  # re-raises a feature store error here
+        predicted = scoring.submitted.predicted.result()  # re-raises a store error here
         self.checkpoint.before_produce()
         sent = self.pipeline.send(scoring.batch, predicted)
         self.checkpoint.add(sent)
@@ -364,7 +366,7 @@ class Worker:
         """Score and finish everything in hand and wait for its acknowledgement. If the feature
         store is down (policy `wait`), what is not scored yet is abandoned instead: its offsets
         are never stored, so it is read again."""
-        with self._scoring_thread.giving_up():
+        with self._scoring_threads.giving_up():
             try:
                 try:
                     self._dispatch("stop")
@@ -459,7 +461,7 @@ class Worker:
             self.checkpoint.commit()
         finally:
             self._watcher.stop()
-            self._scoring_thread.shutdown()
+            self._scoring_threads.shutdown()
             self.consumer.close()
 
 
@@ -475,3 +477,10 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     metrics_producer = kafka_io.make_producer(settings) if settings.exactly_once else None
     consumer = kafka_io.make_consumer(settings)
     return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
+
+
+def _done(future: Future[Any], timeout_s: float) -> bool:
+    if timeout_s <= 0 or future.done():  # the hot path: no waiter to set up
+        return future.done()
+    done, _ = wait([future], timeout=timeout_s)
+    return bool(done)

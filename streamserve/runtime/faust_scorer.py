@@ -1,9 +1,9 @@
 """``FaustScorer``: the batch pipeline and the checkpoint for batches of Faust events.
 
 A batch is decoded, looked up in Redis and scored on the event loop's thread when the store
-answers at the first try (about a millisecond for a small batch; handing it to the scoring thread
-and back costs more than that while Faust keeps the loop busy), else on the scoring thread, which
-retries, waits or degrades as STREAMSERVE_STORE_OUTAGE_POLICY says. Outputs go through a
+answers at the first try (about a millisecond for a small batch; handing it to the scoring threads
+and back costs more than that while Faust keeps the loop busy), else on the scoring threads, which
+retry, wait or degrade as STREAMSERVE_STORE_OUTAGE_POLICY says. Outputs go through a
 confluent-kafka producer (aiokafka's send costs ten times as much in Python); the loop polls it
 for delivery reports, and the checkpoint acks a batch's events once all of its outputs are
 acknowledged, oldest batch first.
@@ -28,7 +28,7 @@ from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OutputTopics, SentBatch
-from streamserve.runtime.scoring import ScoringThread
+from streamserve.runtime.scoring import ScoringThreads
 from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
@@ -129,13 +129,18 @@ class FaustScorer:
         self.watcher = ModelWatcher(models, self.telemetry)
         self.failure: Exception | None = None
         self._on_failure = on_failure
-        self._thread = ScoringThread(settings.store_outage_policy)
+        self._scoring_threads = ScoringThreads(settings.store_outage_policy)
         self.sink = KafkaSink(make_producer(settings))
         topics = OutputTopics(
             settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
         )
         self.pipeline = BatchPipeline(
-            settings.worker_id, lambda: models.serving, self._thread, self.sink, topics, wall_ms
+            settings.worker_id,
+            lambda: models.serving,
+            self._scoring_threads,
+            self.sink,
+            topics,
+            wall_ms,
         )
         ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
         self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger, settings.max_batches_in_flight)
@@ -166,7 +171,7 @@ class FaustScorer:
         batch = self.pipeline.open([FaustRecord(e) for e in events], self._trigger(len(events)))
         predicted = self.pipeline.score_here(batch)
         if predicted is None:  # the store did not answer at once: retry, wait or degrade
-            predicted = await asyncio.wrap_future(self.pipeline.score_async(batch))
+            predicted = await asyncio.wrap_future(self.pipeline.score_async(batch).predicted)
         sent = self.pipeline.send(batch, predicted)
         self.checkpoint.add(sent)
         if self._poller is None or self._poller.done():
@@ -196,7 +201,7 @@ class FaustScorer:
 
     def close(self) -> None:
         self.watcher.stop()
-        self._thread.shutdown()
+        self._scoring_threads.shutdown()
         self.sink.flush(DELIVERY_TIMEOUT_S)
 
     async def _poll_while_in_flight(self) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.models import Serving
-from streamserve.runtime.scoring import Predicted, ScoringThread
+from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
 from streamserve.telemetry.prometheus import Telemetry
@@ -79,7 +78,7 @@ class BatchPipeline:
         self,
         worker_id: str,
         serving: Callable[[], Serving],
-        scoring: ScoringThread,
+        scoring: ScoringThreads,
         sink: KafkaSink,
         topics: OutputTopics,
         clock_ms: Callable[[], int],
@@ -100,8 +99,8 @@ class BatchPipeline:
         batch_id = f"{self.worker_id}-{self._seq}"
         return OpenBatch(batch_id, records, trigger, serving, prepared, time.perf_counter())
 
-    def score_async(self, batch: OpenBatch) -> Future[Predicted]:
-        """Lookup and predict on the scoring thread (retries, waits or degrades on outages)."""
+    def score_async(self, batch: OpenBatch) -> Submitted:
+        """Lookup and predict on the scoring threads (retries, waits or degrades on outages)."""
         return self.scoring.submit(batch.prepared, batch.serving)
 
     def score_here(self, batch: OpenBatch) -> Predicted | None:
@@ -132,7 +131,7 @@ class BatchPipeline:
     def run(self, records: Sequence[SourceRecord], trigger: Trigger = "size") -> SentBatch:
         """Every stage of one batch on the calling thread's terms (waits for the scoring)."""
         batch = self.open(records, trigger)
-        predicted = self.score_here(batch) or self.score_async(batch).result()
+        predicted = self.score_here(batch) or self.score_async(batch).predicted.result()
         return self.send(batch, predicted)
 
 

@@ -1,9 +1,9 @@
-"""The scoring thread: the feature lookup and predict of one batch at a time (and the
-challenger's, when there is one), and what happens to a batch when the feature store is down
+"""The scoring threads: one looks up a batch's features, the next predicts it (and the
+challenger's, when there is one); what happens to a batch when the feature store is down
 (STREAMSERVE_STORE_OUTAGE_POLICY).
 
-Redis I/O and XGBoost release the GIL, so this thread overlaps the loop's decoding and producing.
-"""
+Redis I/O and XGBoost release the GIL, so these threads overlap the loop's decoding and producing,
+and a batch's lookup overlaps the predict of the batch before it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ MIN_PROBE_WAIT_S = 0.001
 
 @dataclass(frozen=True)
 class Predicted:
-    """What the scoring thread returns for a batch."""
+    """What the scoring threads return for a batch."""
 
     serving: Serving
     served: Inference
@@ -47,17 +47,41 @@ class Predicted:
         return scored
 
 
-class ScoringThread:
-    """One thread; ``submit`` a decoded batch and get a future of its prediction."""
+@dataclass(frozen=True)
+class Lookups:
+    """A batch's store rows for the served model (and the challenger's own batch and rows,
+    when its inputs differ), and how long they took."""
+
+    served: StoreLookup
+    own: tuple[PreparedBatch, StoreLookup] | None
+    lookup_ms: float
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A batch handed to the scoring threads: its lookup, then its prediction."""
+
+    looked_up: Future[Lookups]
+    predicted: Future[Predicted]
+
+
+class ScoringThreads:
+    """Two threads in a row: one looks a batch's features up in Redis, the other predicts.
+    ``submit`` a decoded batch; the next batch's lookup overlaps this one's predict, so a
+    slow lookup (a far Redis, Feast's layout) and the booster take turns instead of adding up.
+    """
 
     def __init__(self, outage_policy: Literal["wait", "degrade"]) -> None:
         self._outage_policy = outage_policy
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
+        self._predicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._give_up = threading.Event()  # tells a lookup waiting for Redis to stop waiting
 
-    def submit(self, prepared: PreparedBatch, serving: Serving) -> Future[Predicted]:
+    def submit(self, prepared: PreparedBatch, serving: Serving) -> Submitted:
         """``prepared`` was decoded by ``serving.model``'s scorer."""
-        return self._executor.submit(self._lookup_and_predict, prepared, serving)
+        looked_up = self._lookups.submit(self._look_up_waiting, prepared, serving)
+        predicted = self._predicts.submit(self._predict_after, looked_up, prepared, serving)
+        return Submitted(looked_up, predicted)
 
     @contextmanager
     def giving_up(self) -> Iterator[None]:
@@ -70,26 +94,33 @@ class ScoringThread:
             self._give_up.clear()
 
     def shutdown(self) -> None:
-        """Stop waiting for Redis, drop batches not started, and let the thread end."""
+        """Stop waiting for Redis, drop batches not started, and let the threads end."""
         self._give_up.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lookups.shutdown(wait=False, cancel_futures=True)
+        self._predicts.shutdown(wait=False, cancel_futures=True)
 
     def score_here(self, prepared: PreparedBatch, serving: Serving) -> Predicted | None:
         """Lookup and predict on the calling thread, if the store answers at the first try (no
         pause, no retry: at most one Redis timeout per model); None when it does not: then
         ``submit`` the batch, which retries, waits or degrades as the outage policy says."""
-        return self._score(prepared, serving, first_try=True)
+        lookups = self._look_up(prepared, serving, first_try=True)
+        return None if lookups is None else self._predict(prepared, serving, lookups)
 
-    def _lookup_and_predict(self, prepared: PreparedBatch, serving: Serving) -> Predicted:
-        predicted = self._score(prepared, serving, first_try=False)
-        assert predicted is not None  # only a first try gives up
-        return predicted
+    def _look_up_waiting(self, prepared: PreparedBatch, serving: Serving) -> Lookups:
+        lookups = self._look_up(prepared, serving, first_try=False)
+        assert lookups is not None  # only a first try gives up
+        return lookups
 
-    def _score(
+    def _predict_after(
+        self, looked_up: Future[Lookups], prepared: PreparedBatch, serving: Serving
+    ) -> Predicted:
+        return self._predict(prepared, serving, looked_up.result())  # re-raises its error
+
+    def _look_up(
         self, prepared: PreparedBatch, serving: Serving, first_try: bool
-    ) -> Predicted | None:
-        """One Redis round trip and one booster call per model (the challenger reuses the
-        served model's lookup and matrix when its inputs are the same)."""
+    ) -> Lookups | None:
+        """One Redis round trip per model (the challenger reuses the served model's rows when
+        its inputs are the same); None if a first try failed."""
         started = time.perf_counter()
         model, challenger = serving.model, serving.shadow
         lookup = self._lookup(model, prepared, first_try)
@@ -102,17 +133,22 @@ class ScoringThread:
             if own_lookup is None:
                 return None
             own = own_batch, own_lookup
-        predict_started = time.perf_counter()
-        served = _infer(model, prepared, lookup)
+        return Lookups(lookup, own, (time.perf_counter() - started) * 1000)
+
+    def _predict(self, prepared: PreparedBatch, serving: Serving, lookups: Lookups) -> Predicted:
+        """One booster call per model (the challenger scores the served model's matrix when
+        its inputs are the same)."""
+        started = time.perf_counter()
+        model, challenger = serving.model, serving.shadow
+        served = _infer(model, prepared, lookups.served)
         shadow = None
-        if challenger is not None and own is not None:
-            shadow = _infer(challenger, *own)
-        elif challenger is not None:  # same inputs: it scores the served model's matrix
+        if challenger is not None and lookups.own is not None:
+            shadow = _infer(challenger, *lookups.own)
+        elif challenger is not None:
             scores = challenger.bundle.predict(served.matrix)
-            shadow = Inference(prepared, lookup, served.matrix, scores)
-        lookup_ms = (predict_started - started) * 1000
-        predict_ms = (time.perf_counter() - predict_started) * 1000
-        return Predicted(serving, served, shadow, lookup_ms, predict_ms)
+            shadow = Inference(prepared, lookups.served, served.matrix, scores)
+        predict_ms = (time.perf_counter() - started) * 1000
+        return Predicted(serving, served, shadow, lookups.lookup_ms, predict_ms)
 
     def _lookup(self, model: Model, prepared: PreparedBatch, first_try: bool) -> StoreLookup | None:
         """The batch's store rows, freshness-checked; None if a first try failed."""

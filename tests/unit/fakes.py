@@ -16,7 +16,7 @@ from streamserve.io.sink import KafkaSink
 from streamserve.io.store import ResilientStore
 from streamserve.runtime.models import Model, Serving
 from streamserve.runtime.pipeline import BatchPipeline, OutputTopics
-from streamserve.runtime.scoring import ScoringThread
+from streamserve.runtime.scoring import ScoringThreads
 
 TOPICS = OutputTopics("predictions", "dead-letters", "shadow")
 
@@ -133,4 +133,5 @@ def pipeline(
     """The real pipeline; ``scorer`` decodes another input format than JSON."""
     served = serving(bundle, store, scorer)
     sink = KafkaSink(producer)  # type: ignore[arg-type]  # a fake of the methods it calls
-    return BatchPipeline("w", lambda: served, ScoringThread("wait"), sink, TOPICS, lambda: clock_ms)
+    threads = ScoringThreads("wait")
+    return BatchPipeline("w", lambda: served, threads, sink, TOPICS, lambda: clock_ms)
