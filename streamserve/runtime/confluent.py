@@ -3,8 +3,8 @@
 Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
 ``consume`` there, so a revoke can finish every batch in hand before its partitions go. The
 pipeline (pipeline.py) decodes a batch here and scores it on the scoring threads (lookup, then
-predict), overlapped with the loop filling the next batch; its outputs are produced, and the checkpoint (checkpoint.py)
-stores its offsets once the broker acknowledged them, with up to
+predict), overlapped with the loop filling the next batch; its outputs are produced, and the
+checkpoint (checkpoint.py) stores its offsets once the broker acknowledged them, with up to
 STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
 
 Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
