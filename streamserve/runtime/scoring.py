@@ -73,14 +73,14 @@ class ScoringThreads:
 
     def __init__(self, outage_policy: Literal["wait", "degrade"]) -> None:
         self._outage_policy = outage_policy
-        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
-        self._predicts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._lookup_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
+        self._predict_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._give_up = threading.Event()  # tells a lookup waiting for Redis to stop waiting
 
     def submit(self, prepared: PreparedBatch, serving: Serving) -> Submitted:
         """``prepared`` was decoded by ``serving.model``'s scorer."""
-        looked_up = self._lookups.submit(self._look_up_waiting, prepared, serving)
-        predicted = self._predicts.submit(self._predict_after, looked_up, prepared, serving)
+        looked_up = self._lookup_thread.submit(self._lookups_waiting, prepared, serving)
+        predicted = self._predict_thread.submit(self._predict_after, looked_up, prepared, serving)
         return Submitted(looked_up, predicted)
 
     @contextmanager
@@ -96,18 +96,18 @@ class ScoringThreads:
     def shutdown(self) -> None:
         """Stop waiting for Redis, drop batches not started, and let the threads end."""
         self._give_up.set()
-        self._lookups.shutdown(wait=False, cancel_futures=True)
-        self._predicts.shutdown(wait=False, cancel_futures=True)
+        self._lookup_thread.shutdown(wait=False, cancel_futures=True)
+        self._predict_thread.shutdown(wait=False, cancel_futures=True)
 
     def score_here(self, prepared: PreparedBatch, serving: Serving) -> Predicted | None:
         """Lookup and predict on the calling thread, if the store answers at the first try (no
         pause, no retry: at most one Redis timeout per model); None when it does not: then
         ``submit`` the batch, which retries, waits or degrades as the outage policy says."""
-        lookups = self._look_up(prepared, serving, first_try=True)
+        lookups = self._lookups_for(prepared, serving, first_try=True)
         return None if lookups is None else self._predict(prepared, serving, lookups)
 
-    def _look_up_waiting(self, prepared: PreparedBatch, serving: Serving) -> Lookups:
-        lookups = self._look_up(prepared, serving, first_try=False)
+    def _lookups_waiting(self, prepared: PreparedBatch, serving: Serving) -> Lookups:
+        lookups = self._lookups_for(prepared, serving, first_try=False)
         assert lookups is not None  # only a first try gives up
         return lookups
 
@@ -116,7 +116,7 @@ class ScoringThreads:
     ) -> Predicted:
         return self._predict(prepared, serving, looked_up.result())  # re-raises its error
 
-    def _look_up(
+    def _lookups_for(
         self, prepared: PreparedBatch, serving: Serving, first_try: bool
     ) -> Lookups | None:
         """One Redis round trip per model (the challenger reuses the served model's rows when
