@@ -56,7 +56,10 @@ class StderrLines:
         for line in proc.stderr:  # type: ignore[union-attr]
             self._lines.append(line)
 
-    def text(self) -> str:
+    def text(self, wait_s: float = 0.0) -> str:
+        """What the child wrote so far; ``wait_s``: first wait that long for its stderr to close
+        (the child has exited: the last lines may still be in the pipe)."""
+        self._thread.join(wait_s)
         return "".join(self._lines)
 
 
@@ -124,5 +127,6 @@ class Worker:
     def stop(self, timeout_s: float = 60) -> dict[str, Any]:
         """SIGTERM; asserts exit 0 and returns the summary line it printed."""
         self.proc.terminate()
-        assert self.proc.wait(timeout=timeout_s) == 0, self.log.text()
+        code = self.proc.wait(timeout=timeout_s)
+        assert code == 0, f"exit code {code}:\n{self.log.text(wait_s=5)}"
         return dict(json.loads(self.proc.stdout.read()))  # type: ignore[union-attr]

@@ -193,6 +193,7 @@ def test_a_sigkill_loses_nothing_and_repeats_at_most_one_transaction(scenario: S
     first.proc.kill()
     first.proc.wait(10)
     second = WorkerProcess(env)  # the same transactional.id: fences the killed one
+    second.wait_ready()  # on a busy machine the first may have scored every event already
     producer.join()
     try:
         wait_for(lambda: all_outcomes(scenario, 6_000), 90, "every event's outcome")
