@@ -44,7 +44,7 @@ from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collecto
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets
 from streamserve.runtime.partitions import listed, names, seek_to_committed, seek_to_first
-from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch, OutputTopics
+from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch
 from streamserve.runtime.scoring import ScoringThreads, Submitted
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
@@ -93,18 +93,8 @@ class Worker:
         self._metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
         self.sink = KafkaSink(producer)
         self._metrics_sink = KafkaSink(metrics_producer) if metrics_producer else self.sink
-        topics = OutputTopics(
-            settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
-        )
         self._scoring_threads = ScoringThreads(settings.store_outage_policy)
-        self.pipeline = BatchPipeline(
-            settings.worker_id,
-            lambda: models.serving,
-            self._scoring_threads,
-            self.sink,
-            topics,
-            wall_ms,
-        )
+        self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
         ledger = BatchLedger(self.summary, self._metrics, self.telemetry)
         self.checkpoint: Checkpoint | TransactionalCheckpoint
         if settings.exactly_once:

@@ -27,7 +27,7 @@ from streamserve.io.kafka import make_producer
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
-from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OutputTopics, SentBatch
+from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.scoring import ScoringThreads
 from streamserve.runtime.startup import load_models, wall_ms
 from streamserve.runtime.summary import RunSummary
@@ -131,17 +131,7 @@ class FaustScorer:
         self._on_failure = on_failure
         self._scoring_threads = ScoringThreads(settings.store_outage_policy)
         self.sink = KafkaSink(make_producer(settings))
-        topics = OutputTopics(
-            settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
-        )
-        self.pipeline = BatchPipeline(
-            settings.worker_id,
-            lambda: models.serving,
-            self._scoring_threads,
-            self.sink,
-            topics,
-            wall_ms,
-        )
+        self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
         ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
         self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger, settings.max_batches_in_flight)
         self._poller: asyncio.Task[None] | None = None

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from streamserve.config import Settings
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
-from streamserve.runtime.models import Serving
+from streamserve.runtime.models import Models, Serving
 from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
+from streamserve.runtime.startup import wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
 from streamserve.telemetry.prometheus import Telemetry
@@ -90,6 +92,16 @@ class BatchPipeline:
         self._topics = topics
         self._clock_ms = clock_ms
         self._seq = 0
+
+    @classmethod
+    def of_worker(
+        cls, settings: Settings, models: Models, scoring: ScoringThreads, sink: KafkaSink
+    ) -> BatchPipeline:
+        """A worker's pipeline: its id, the models serving now, its output topics, wall time."""
+        topics = OutputTopics(
+            settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
+        )
+        return cls(settings.worker_id, lambda: models.serving, scoring, sink, topics, wall_ms)
 
     def open(self, records: Sequence[SourceRecord], trigger: Trigger) -> OpenBatch:
         """Give the batch its id and model, and decode it."""
