@@ -38,8 +38,9 @@ VALUE_TYPE_NAMES = {
     14: "INT64_LIST", 15: "DOUBLE_LIST", 16: "FLOAT_LIST", 17: "BOOL_LIST", 19: "NULL",
 }  # fmt: skip
 DUMMY_ENTITY = "__dummy"  # Feast's entity of views without one
-# (Registry field, the spec's TTL field) of batch and stream feature views
-VIEW_KINDS = ((6, 6), (14, 9))
+# batch and stream feature views: (their Registry field; their spec's TTL field and its
+# entity-columns field)
+VIEW_KINDS = ((6, 6, 12), (14, 9, 5))
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _parse_registry(data: bytes, project: str) -> FeastRepository:
             value_type = VALUE_TYPE_NAMES.get(_one(spec, 2, 0), "INVALID")
             join_keys[_text(spec, 1)] = (_text(spec, 4), value_type)
     views = {}
-    for field, ttl_field in VIEW_KINDS:
+    for field, ttl_field, columns_field in VIEW_KINDS:
         for view in registry[field]:
             spec = _fields(_one(_fields(view), 1))
             ttl = _fields(_one(spec, ttl_field, b""))
@@ -130,7 +131,7 @@ def _parse_registry(data: bytes, project: str) -> FeastRepository:
                 project=_text(spec, 2),
                 entities=[e.decode() for e in spec[3]],
                 features=_feature_types(spec[4]),
-                join_key_types=_feature_types(spec[12] if field == 6 else spec[5]),
+                join_key_types=_feature_types(spec[columns_field]),
                 ttl_s=_one(ttl, 1, 0) + _one(ttl, 2, 0) / 1e9,
             )
             if read.project == project:
