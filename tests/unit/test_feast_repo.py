@@ -133,3 +133,20 @@ def test_a_file_that_is_not_a_registry_is_named(tmp_path: Path) -> None:
     (tmp_path / "r.db").write_bytes(b"\x0a\x05ab")  # a field longer than the file
     with pytest.raises(ConfigError, match=r"r\.db is not a Feast registry"):
         read_repository(tmp_path)
+
+
+def test_a_stream_feature_view_is_read_from_a_registry_feast_wrote() -> None:
+    """`data/feast_stream_repo/registry.db` is what feast 0.67's `FeatureStore.apply` wrote for
+    an int64 entity `user` (join key `user_id`), a push source and a stream feature view
+    `clicks` (TTL 600 s; `clicks_5m` Int64, `ctr` Float64). Stream feature views keep their TTL
+    and entity columns under other field numbers than batch ones."""
+    repo = read_repository(Path(__file__).parent / "data" / "feast_stream_repo")
+    assert repo.project == "sfvtest"
+    clicks = repo.views["clicks"]
+    assert (clicks.entities, clicks.ttl_s) == (["user"], 600.0)
+    assert (clicks.features["clicks_5m"], clicks.features["ctr"]) == ("INT64", "DOUBLE")
+    manifest = feast_manifest(bundle("ctr", "clicks_5m"), repo)
+    assert manifest.store.feast is not None
+    assert manifest.store.feast.join_key == "user_id"
+    assert manifest.store.feast.join_key_type == "int64"
+    assert manifest.store.feast.view_max_age_s == {"clicks": 600.0}
