@@ -91,6 +91,9 @@ class BatchPipeline:
         self._serving = serving
         self._topics = topics
         self._clock_ms = clock_ms
+        # batch ids: worker id, this pipeline's start (hex ms), sequence; unique across
+        # restarts of a worker whose id stays the same (a StatefulSet's pod name, say)
+        self._id_prefix = f"{worker_id}-{clock_ms():x}-"
         self._seq = 0
 
     @classmethod
@@ -108,7 +111,7 @@ class BatchPipeline:
         self._seq += 1
         serving = self._serving()
         prepared = serving.model.scorer.prepare(records)
-        batch_id = f"{self.worker_id}-{self._seq}"
+        batch_id = f"{self._id_prefix}{self._seq}"
         return OpenBatch(batch_id, records, trigger, serving, prepared, time.perf_counter())
 
     def score_async(self, batch: OpenBatch) -> Submitted:

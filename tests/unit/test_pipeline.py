@@ -50,7 +50,7 @@ def test_scores_equal_offline_booster_predict(bundle: ModelBundle, bundle_dir: P
         source = records[prediction.source_offset]
         assert (prediction.source_topic, prediction.source_partition) == ("events", 3)
         assert msgspec.json.decode(source.value())["event_id"] == prediction.event_id
-        assert prediction.batch_id == "w-1"
+        assert prediction.batch_id == "w-1388-1"  # worker, start (5,000 ms in hex), sequence
     assert got.keys() == expected.keys()
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
 
@@ -89,7 +89,7 @@ def test_dead_letters_keep_the_original_bytes_and_say_why(bundle: ModelBundle, w
         assert headers["trace"] == b"t-1"  # the producer's own headers survive
         assert headers[rec.HEADER_ERROR_CLASS] in synthetic.MALFORMED_KINDS
         assert headers[rec.HEADER_ERROR_REASON]
-        assert headers[rec.HEADER_BATCH_ID] == "w-1"
+        assert headers[rec.HEADER_BATCH_ID] == "w-1388-1"
         assert headers[rec.HEADER_SOURCE_PARTITION] == "3"
 
 
@@ -125,6 +125,8 @@ def test_each_batch_gets_its_own_id_and_the_serving_model(bundle: ModelBundle, w
     records, store, _ = world
     batches = pipeline(bundle, store, FakeProducer())
     first, second = batches.run(records[:10]), batches.run(records[10:20], trigger="time")
-    assert (first.batch_id, second.batch_id) == ("w-1", "w-2")
+    assert (first.batch_id, second.batch_id) == ("w-1388-1", "w-1388-2")
+    restarted = pipeline(bundle, store, FakeProducer(), clock_ms=6_000)  # the same worker id
+    assert restarted.run(records[:10]).batch_id == "w-1770-1"
     assert (first.stats.trigger, second.stats.trigger) == ("size", "time")
     assert first.stats.model_name == bundle.name and first.stats.size == 10
