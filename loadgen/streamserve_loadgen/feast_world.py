@@ -83,8 +83,8 @@ def write_and_read(
     old_every: int = 0,
 ) -> FeastWorld:
     """Feast writes the entities' features (user_activity missing for every 5th entity, entity
-    3's velocity_score null; with ``old_every``, every such entity's user_profile two hours
-    old, the rest a minute), then reads the first ``read_entities`` (default: all) and one
+    3's velocity_score null; with ``old_every`` n, the user_profile of entities 1, 1 + n,
+    1 + 2n... two hours old, every other row a minute), then reads the first ``read_entities`` (default: all) and one
     unknown entity back, and ``repeat`` more times, timed. Views have ``view_ttl_s``."""
     table = synthetic.entity_features(n_entities)
     column = {name: i for i, name in enumerate(synthetic.STORE_FEATURES)}
