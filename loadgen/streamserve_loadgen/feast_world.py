@@ -84,8 +84,9 @@ def write_and_read(
 ) -> FeastWorld:
     """Feast writes the entities' features (user_activity missing for every 5th entity, entity
     3's velocity_score null; with ``old_every`` n, the user_profile of entities 1, 1 + n,
-    1 + 2n... two hours old, every other row a minute), then reads the first ``read_entities`` (default: all) and one
-    unknown entity back, and ``repeat`` more times, timed. Views have ``view_ttl_s``."""
+    1 + 2n... two hours old, every other row a minute), then reads the first ``read_entities``
+    (default: all) and one unknown entity back, and ``repeat`` more times, timed. Views have
+    ``view_ttl_s``."""
     table = synthetic.entity_features(n_entities)
     column = {name: i for i, name in enumerate(synthetic.STORE_FEATURES)}
     now = time.time()
