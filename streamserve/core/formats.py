@@ -76,7 +76,7 @@ class FramedDecoder:
         if not slow:
             return fast, rejections
         slow.sort()
-        decoded, more = self._decode_slowly([values[i] for i in slow], slow)
+        decoded, more = self._decode_slowly([values[i] for i in slow], slow, schemas)
         rejections.extend(more)
         rejections.sort(key=lambda r: r.index)
         return fast.merged(decoded), rejections
@@ -94,10 +94,13 @@ class FramedDecoder:
         return self._batch_readers[schema.schema_id]
 
     def _decode_slowly(
-        self, values: Sequence[bytes | None], origin: Sequence[int]
+        self,
+        values: Sequence[bytes | None],
+        origin: Sequence[int],
+        schemas: Mapping[int, WriterSchema | None],
     ) -> tuple[DecodedEvents, list[Rejection]]:
         """Each record through its format's library, then the event type: ``values[i]`` is the
-        batch's record ``origin[i]``."""
+        batch's record ``origin[i]``; ``schemas``: the batch's schema ids, resolved already."""
         ids: list[int] = []
         rejections: list[Rejection] = []
         unpack = HEADER.unpack_from
@@ -110,7 +113,6 @@ class FramedDecoder:
                 rejections.append(_unframed(index, value))
                 schema_id = -1
             ids.append(schema_id)
-        schemas = self._schemas.resolve(set(ids) - {-1})
         as_json = self._schema_type == "JSON"
         readable: list[Any] = []
         readable_origin: list[int] = []
