@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from confluent_kafka import (
@@ -43,7 +41,13 @@ from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets
-from streamserve.runtime.partitions import listed, names, seek_to_committed, seek_to_first
+from streamserve.runtime.partitions import (
+    Assignment,
+    listed,
+    names,
+    seek_to_committed,
+    seek_to_first,
+)
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch
 from streamserve.runtime.scoring import ScoringThreads, Submitted
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
@@ -115,10 +119,9 @@ class Worker:
             self._adaptive = AdaptiveBatching(target_s, settings.max_batch_size, wait_s)
         self._pending: list[Message] = []
         self._scoring: Scoring | None = None
-        self._paused: list[TopicPartition] = []
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._watcher = ModelWatcher(models, self.telemetry)
-        self._assigned: set[tuple[str, int]] = set()
+        self._partitions = Assignment(consumer, self._count_assigned)
         self._gauges_due = 0.0
         self._collections = FullCollections(time.monotonic())
         self._failed = False  # the loop raised: nothing more is completed or committed
@@ -161,8 +164,8 @@ class Worker:
             self._send_scored()  # idle, or scored while the next batch fills
         self.sink.poll(0)
         self.checkpoint.advance()
-        if self._paused and self._lookup_free(0) and self._registry_retry_at is None:
-            self._resume()  # caught up (or the batch in hand was abandoned)
+        if self._partitions.paused and self._lookup_free(0) and self._registry_retry_at is None:
+            self._partitions.resume()  # caught up (or the batch in hand was abandoned)
         self._maybe_publish_metrics()
         self._turned(now)
 
@@ -199,7 +202,7 @@ class Worker:
             self.stop_event.wait(min(waiting_s, PAUSE_AFTER_S))  # paused: no need to spin
             return
         if not self._lookup_free(PAUSE_AFTER_S):
-            self._pause()  # scoring is behind: take no more records for now
+            self._partitions.pause()  # scoring is behind: take no more records for now
             return
         try:
             self._dispatch(trigger)
@@ -209,7 +212,7 @@ class Worker:
         if self._registry_retry_at is not None:
             log.warning("Schema Registry answers again: resuming")
             self._registry_retry_at = None
-        self._resume()
+        self._partitions.resume()
 
     def _wait_for_registry(self, exc: RegistryUnavailable) -> None:
         """A new schema id could not be fetched: keep the batch (nothing is dead-lettered or
@@ -217,7 +220,7 @@ class Worker:
         if self._registry_retry_at is None:
             log.warning("%s: paused, retrying every %.0f s", exc, REGISTRY_RETRY_S)
         self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
-        self._pause()
+        self._partitions.pause()
 
     def _fail(self) -> None:
         """The loop raised: leave everything not completed uncommitted, to be read again."""
@@ -226,7 +229,7 @@ class Worker:
         log.exception(
             "worker failed; %d records in hand stay uncommitted and will be re-read",
             in_hand,
-            extra={"records_in_hand": in_hand, "assigned": sorted(self._assigned)},
+            extra={"records_in_hand": in_hand, "assigned": self._partitions.held},
         )
         self._failed = True
         self._watcher.stop()
@@ -240,7 +243,7 @@ class Worker:
         if now >= self._gauges_due:
             self._gauges_due = now + GAUGES_EVERY_S
             self.telemetry.set_lag(kafka_io.consumer_lag(self.consumer))
-            self.telemetry.paused.set(1 if self._paused else 0)
+            self.telemetry.paused.set(1 if self._partitions.paused else 0)
         self._collections.maybe_collect(now)
 
     def _should_stop(self) -> bool:
@@ -268,26 +271,12 @@ class Worker:
 
     def _scored(self, timeout_s: float) -> bool:
         """Whether the batch being scored is predicted; waits up to ``timeout_s``."""
-        return self._scoring is None or _done(self._scoring.submitted.predicted, timeout_s)
+        return self._scoring is None or self._scoring.submitted.predicted_within(timeout_s)
 
     def _lookup_free(self, timeout_s: float) -> bool:
         """Whether the lookup thread is free for the next batch (the batch being scored has
         its features); waits up to ``timeout_s``."""
-        return self._scoring is None or _done(self._scoring.submitted.looked_up, timeout_s)
-
-    def _pause(self) -> None:
-        if self._paused:
-            return
-        self._paused = self.consumer.assignment()
-        self.consumer.pause(self._paused)
-        log.info("scoring is behind (feature store slow or down): paused %s", names(self._paused))
-
-    def _resume(self) -> None:
-        if not self._paused:
-            return
-        self.consumer.resume(self.consumer.assignment())
-        log.info("resumed %s", names(self._paused))
-        self._paused = []
+        return self._scoring is None or self._scoring.submitted.looked_up_within(timeout_s)
 
     def _dispatch(self, trigger: Trigger) -> None:
         """Decode the batch in hand and start its lookup and predict on the scoring threads;
@@ -407,11 +396,7 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})
-        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
-        self.telemetry.health.assigned = len(self._assigned)
-        if self._paused and partitions:  # still waiting for scoring: the new ones wait too
-            consumer.pause(partitions)
-            self._paused += partitions
+        self._partitions.assigned(partitions)
         if partitions and self._last_activity is None:
             self._last_activity = time.monotonic()
 
@@ -424,7 +409,7 @@ class Worker:
                 self.checkpoint.commit()
             except TransactionAborted as exc:
                 self._rewind(exc)  # the revoked partitions' next owner reads them again
-        self._unassigned(partitions)
+        self._partitions.unassigned(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning(
@@ -432,11 +417,10 @@ class Worker:
             names(partitions),
             extra={"partitions": listed(partitions)},
         )
-        self._unassigned(partitions)
+        self._partitions.unassigned(partitions)
 
-    def _unassigned(self, partitions: list[TopicPartition]) -> None:
-        self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
-        self.telemetry.health.assigned = len(self._assigned)
+    def _count_assigned(self, count: int) -> None:
+        self.telemetry.health.assigned = count
 
     def _shutdown(self) -> None:
         """Stop: finish the batch in hand, publish metrics, flush, commit, leave the group."""
@@ -467,10 +451,3 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     metrics_producer = kafka_io.make_producer(settings) if settings.exactly_once else None
     consumer = kafka_io.make_consumer(settings)
     return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
-
-
-def _done(future: Future[Any], timeout_s: float) -> bool:
-    if timeout_s <= 0 or future.done():  # the hot path: no waiter to set up
-        return future.done()
-    done, _ = wait([future], timeout=timeout_s)
-    return bool(done)

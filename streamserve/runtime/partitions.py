@@ -1,11 +1,59 @@
-"""Moving a consumer back over its partitions, so records in hand are read again, and naming
-partitions in logs."""
+"""The partitions a worker holds and which of them it paused; moving a consumer back over its
+partitions, so records in hand are read again; naming partitions in logs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+log = logging.getLogger("streamserve.worker")
+
+
+class Assignment:
+    """The partitions a consumer holds, and the ones paused while scoring is behind (Redis
+    slow or down, the Schema Registry away): a partition assigned meanwhile is paused too.
+    ``on_count`` hears how many partitions are held after every change."""
+
+    def __init__(self, consumer: Consumer, on_count: Callable[[int], None]) -> None:
+        self._consumer = consumer
+        self._on_count = on_count
+        self._held: set[tuple[str, int]] = set()
+        self._paused: list[TopicPartition] = []
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._paused)
+
+    @property
+    def held(self) -> list[tuple[str, int]]:
+        return sorted(self._held)
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        self._held.update((tp.topic, tp.partition) for tp in partitions)
+        self._on_count(len(self._held))
+        if self._paused and partitions:  # still waiting for scoring: the new ones wait too
+            self._consumer.pause(partitions)
+            self._paused += partitions
+
+    def unassigned(self, partitions: list[TopicPartition]) -> None:
+        self._held.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self._on_count(len(self._held))
+
+    def pause(self) -> None:
+        if self._paused:
+            return
+        self._paused = self._consumer.assignment()
+        self._consumer.pause(self._paused)
+        log.info("scoring is behind (feature store slow or down): paused %s", names(self._paused))
+
+    def resume(self) -> None:
+        if not self._paused:
+            return
+        self._consumer.resume(self._consumer.assignment())
+        log.info("resumed %s", names(self._paused))
+        self._paused = []
 
 
 def seek_to_first(consumer: Consumer, records: Sequence[Message]) -> None:

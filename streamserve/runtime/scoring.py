@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +63,14 @@ class Submitted:
 
     looked_up: Future[Lookups]
     predicted: Future[Predicted]
+
+    def looked_up_within(self, timeout_s: float) -> bool:
+        """Whether its lookup is done (the lookup thread is free); waits up to ``timeout_s``."""
+        return _done(self.looked_up, timeout_s)
+
+    def predicted_within(self, timeout_s: float) -> bool:
+        """Whether it is predicted; waits up to ``timeout_s``."""
+        return _done(self.predicted, timeout_s)
 
 
 class ScoringThreads:
@@ -188,3 +196,10 @@ def _infer(model: Model, prepared: PreparedBatch, lookup: StoreLookup) -> Infere
 
 def _same_inputs(model: Model, challenger: Model) -> bool:
     return model.bundle.manifest.inputs == challenger.bundle.manifest.inputs
+
+
+def _done(future: Future[Any], timeout_s: float) -> bool:
+    if timeout_s <= 0 or future.done():  # the hot path: no waiter to set up
+        return future.done()
+    done, _ = wait([future], timeout=timeout_s)
+    return bool(done)
