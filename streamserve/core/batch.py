@@ -100,10 +100,11 @@ class ScoredBatch:
     latencies_ms: np.ndarray  # float64, one per prediction; NaN where no record timestamp
     missing_by_feature: dict[str, int]  # features missing from at least one prediction
     store_keys: int
-    store_misses: int
+    store_misses: int  # store keys the store held no value for
     model_version: str
     degraded: bool = False
-    stale_keys: int = 0  # store keys whose values were too old for the model
+    stale_keys: int = 0  # store keys whose every value was too old for the model
+    partly_stale_keys: int = 0  # store keys with some values too old, some kept
     feature_ages_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     cache_hits: int = 0  # store keys answered by the local cache
     shadow: ShadowBatch | None = None  # the challenger's scores of the same events
@@ -216,10 +217,6 @@ class BatchScorer:
             )
         ]
         dead_letters = [dead_letter(records[r.index], r, batch_id) for r in batch.rejections]
-        store_rows = lookup.rows
-        store_misses = 0
-        if store_rows.shape[1]:
-            store_misses = int(np.isnan(store_rows).all(axis=1).sum()) - lookup.stale
         names = self.layout.feature_names
         return ScoredBatch(
             predictions=predictions,
@@ -230,10 +227,11 @@ class BatchScorer:
                 names[i]: n for i, n in enumerate(missing.sum(axis=0).tolist()) if n
             },
             store_keys=len(batch.store_keys.keys),
-            store_misses=store_misses,
+            store_misses=lookup.absent,
             model_version=version,
             degraded=degraded,
             stale_keys=lookup.stale,
+            partly_stale_keys=lookup.partly_stale,
             feature_ages_s=lookup.ages_s,
             cache_hits=lookup.cache_hits,
         )

@@ -39,13 +39,28 @@ class StoreRows(NamedTuple):
 
 @dataclass(frozen=True)
 class StoreLookup:
-    """A batch's store rows after the freshness check, and what metrics report about them."""
+    """A batch's store rows after the freshness check, and what metrics report about them.
+
+    Every key is in at most one of three counts: ``absent`` (the store holds no value for
+    it), ``stale`` (it holds values, every one older than the model accepts: all dropped) and
+    ``partly_stale`` (some of its values dropped as too old, some kept: a feast view past its
+    TTL beside a fresh one)."""
 
     rows: np.ndarray  # float32 (keys, store features), NaN where absent or too old
-    stale: int = 0  # keys whose values were dropped as older than the model's max age
+    stale: int = 0
     ages_s: np.ndarray = field(default_factory=lambda: np.empty(0))  # of keys with a timestamp
     cache_hits: int = 0
     degraded: bool = False  # the store was down (policy degrade): every row is NaN
+    absent: int = 0
+    partly_stale: int = 0
+
+
+def absent_keys(values: np.ndarray) -> int:
+    """Keys for which the store returned no value at all (a model without store features
+    looks nothing up, so misses nothing)."""
+    if not values.shape[1]:
+        return 0
+    return int(np.isnan(values).all(axis=1).sum())
 
 
 def check_freshness(
@@ -55,39 +70,47 @@ def check_freshness(
     that have values but no timestamp when a max age is set: their age cannot be shown.
     ``max_age_s`` may be one per store feature (inf: none) where write times are too."""
     rows, written_at = found.values, found.written_at
+    absent = absent_keys(rows)
     if written_at is None:
-        return StoreLookup(rows, cache_hits=found.cache_hits)
+        return StoreLookup(rows, cache_hits=found.cache_hits, absent=absent)
     if written_at.ndim == 2:
-        return _check_cell_freshness(found, now_s - written_at, max_age_s)
+        return _check_cell_freshness(found, now_s - written_at, max_age_s, absent)
     ages = now_s - written_at
     known = ~np.isnan(ages)
     stale = 0
-    if max_age_s is not None and len(rows):
-        has_values = ~np.isnan(rows).all(axis=1) if rows.shape[1] else np.zeros(len(rows), bool)
+    if max_age_s is not None and len(rows) and rows.shape[1]:
+        has_values = ~np.isnan(rows).all(axis=1)
         too_old = has_values & ~(ages <= max_age_s)  # NaN age (no timestamp) counts as too old
         stale = int(too_old.sum())
         if stale:
             rows = rows.copy()
             rows[too_old] = np.nan
-    return StoreLookup(rows, stale, ages[known], found.cache_hits)
+    return StoreLookup(rows, stale, ages[known], found.cache_hits, absent=absent)
 
 
 def _check_cell_freshness(
-    found: StoreRows, ages: np.ndarray, max_age_s: float | np.ndarray | None
+    found: StoreRows, ages: np.ndarray, max_age_s: float | np.ndarray | None, absent: int
 ) -> StoreLookup:
     """``check_freshness`` with a write time per key and feature: each value is dropped on its
-    own; a key counts as stale if any of its values was; its age is its oldest value's."""
-    rows, stale = found.values, 0
+    own; a key is stale if every value it had was, partly stale if some were; its age is its
+    oldest value's."""
+    rows, stale, partly_stale = found.values, 0, 0
     if max_age_s is not None and rows.size:
+        present = ~np.isnan(rows)
         limited = np.isfinite(max_age_s)  # a feature without a max age is never too old
-        too_old = ~np.isnan(rows) & limited & ~(ages <= max_age_s)
-        stale = int(too_old.any(axis=1).sum())
-        if stale:
+        too_old = present & limited & ~(ages <= max_age_s)
+        dropped = too_old.any(axis=1)
+        if dropped.any():
+            kept = (present & ~too_old).any(axis=1)
+            stale = int((dropped & ~kept).sum())
+            partly_stale = int((dropped & kept).sum())
             rows = rows.copy()
             rows[too_old] = np.nan
     known = ~np.isnan(ages).all(axis=1) if ages.shape[1] else np.zeros(len(ages), bool)
     oldest = np.nanmax(ages[known], axis=1) if known.any() else np.empty(0)
-    return StoreLookup(rows, stale, oldest, found.cache_hits)
+    return StoreLookup(
+        rows, stale, oldest, found.cache_hits, absent=absent, partly_stale=partly_stale
+    )
 
 
 class FeatureLayout:

@@ -142,12 +142,13 @@ class MetricsRecord(msgspec.Struct):
     lookup: TimingSummary | None
     predict: TimingSummary | None
     store_keys: int
-    store_misses: int
+    store_misses: int  # keys the store held no value for
     missing_features: dict[str, int]
     degraded_predictions: int  # scored without store features (policy degrade, store down)
     feature_store_up: bool  # the store's circuit is closed at the end of the interval
     predictions_by_model_version: dict[str, int]  # more than one when a new model took over
-    store_stale: int  # keys whose values were older than the model's max_age_s: made missing
+    store_stale: int  # keys whose every value was older than the model accepts: made missing
+    store_partly_stale: int  # keys with some values too old (made missing), some kept
     feature_age: AgeSummary | None  # `hash` layout with `_ts` only
     cache_hits: int  # store keys answered by the local feature cache
     cache_hit_rate: float | None  # cache_hits / store_keys; None with no keys looked up

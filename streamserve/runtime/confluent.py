@@ -242,8 +242,9 @@ class Worker:
         self.telemetry.health.loop_turned()
         if now >= self._gauges_due:
             self._gauges_due = now + GAUGES_EVERY_S
-            self.telemetry.set_lag(kafka_io.consumer_lag(self.consumer))
-            self.telemetry.paused.set(1 if self._partitions.paused else 0)
+            with self.telemetry.guard.shielded("gauges"):
+                self.telemetry.set_lag(kafka_io.consumer_lag(self.consumer))
+                self.telemetry.paused.set(1 if self._partitions.paused else 0)
         self._collections.maybe_collect(now)
 
     def _should_stop(self) -> bool:
@@ -384,15 +385,16 @@ class Worker:
         due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
         if not (due or (force and self._metrics.events_in)):
             return
-        record = self._metrics.close(
-            now, kafka_io.consumer_lag(self.consumer), self.models.store_available
-        )
-        if record.events_in or due:
-            self._metrics_sink.publish(
-                self.settings.metrics_topic,
-                msgspec.json.encode(record),
-                self.settings.worker_id.encode(),
+        with self.telemetry.guard.shielded("metrics record"):
+            record = self._metrics.close(
+                now, kafka_io.consumer_lag(self.consumer), self.models.store_available
             )
+            if record.events_in or due:
+                self._metrics_sink.publish(
+                    self.settings.metrics_topic,
+                    msgspec.json.encode(record),
+                    self.settings.worker_id.encode(),
+                )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})

@@ -175,12 +175,13 @@ class FaustScorer:
 
     def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
-        record = self.metrics.close(wall_ms(), [], self.models.store_available)
-        self.sink.publish(
-            self.settings.metrics_topic,
-            msgspec.json.encode(record),
-            self.settings.worker_id.encode(),
-        )
+        with self.telemetry.guard.shielded("metrics record"):
+            record = self.metrics.close(wall_ms(), [], self.models.store_available)
+            self.sink.publish(
+                self.settings.metrics_topic,
+                msgspec.json.encode(record),
+                self.settings.worker_id.encode(),
+            )
 
     def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """On stop: wait (blocking, the loop is stopping) for the batches in flight."""

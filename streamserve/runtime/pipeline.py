@@ -159,9 +159,14 @@ class BatchLedger:
         self.telemetry = telemetry
 
     def record(self, stats: BatchStats) -> None:
-        scored = stats.scored
-        self.summary.batch_done(
-            stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger
-        )
-        self.metrics.record_batch(stats)
-        self.telemetry.record_batch(stats)
+        """Each book on its own: a failure in one is logged and counted, never raised (the
+        batch's outputs are delivered; its offsets are stored whatever the counting does)."""
+        scored, shielded = stats.scored, self.telemetry.guard.shielded
+        with shielded("run summary"):
+            self.summary.batch_done(
+                stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger
+            )
+        with shielded("metrics record"):
+            self.metrics.record_batch(stats)
+        with shielded("prometheus"):
+            self.telemetry.record_batch(stats)

@@ -96,11 +96,17 @@ METRICS: tuple[MetricDef, ...] = (
         "predict_seconds", "histogram", "Model predict time per batch.", buckets=STAGE_BUCKETS_S
     ),
     MetricDef("feature_store_keys", "counter", "Keys looked up."),
-    MetricDef("feature_store_misses", "counter", "Looked-up keys the store did not have."),
+    MetricDef("feature_store_misses", "counter", "Looked-up keys the store held no value for."),
     MetricDef(
         "feature_store_stale",
         "counter",
-        "Looked-up keys older than the model's max_age_s (their values made missing).",
+        "Looked-up keys whose every value was older than the model accepts (made missing).",
+    ),
+    MetricDef(
+        "feature_store_partly_stale",
+        "counter",
+        "Looked-up keys with some values too old (made missing) and some kept (`feast`: a "
+        "view past its max age beside a fresh one).",
     ),
     MetricDef("feature_cache_hits", "counter", "Looked-up keys answered by the local cache."),
     MetricDef(
@@ -110,6 +116,13 @@ METRICS: tuple[MetricDef, ...] = (
         "per key.",
         buckets=FEATURE_AGE_BUCKETS_S,
         per_value=True,
+    ),
+    MetricDef(
+        "telemetry_errors",
+        "counter",
+        "Failures of counting, metrics or logs, by what failed; the batch went on (a bug: "
+        "the log has the traceback).",
+        ("what",),
     ),
     MetricDef("feature_store_up", "gauge", "1 while the feature store answers (circuit closed)."),
     MetricDef(

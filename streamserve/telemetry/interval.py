@@ -47,6 +47,7 @@ class MetricsWindow:
         self.missing: Counter[str] = Counter()
         self.by_version: Counter[str] = Counter()
         self.stale = 0
+        self.partly_stale = 0
         self.ages_s: list[np.ndarray] = []
         self.cache_hits = 0
         self.shadow_deltas: list[np.ndarray] = []
@@ -71,6 +72,7 @@ class MetricsWindow:
         self.model_version = batch.model_version
         self.by_version[batch.model_version] += len(batch.predictions)
         self.stale += batch.stale_keys
+        self.partly_stale += batch.partly_stale_keys
         if len(batch.feature_ages_s):
             self.ages_s.append(batch.feature_ages_s)
         self.cache_hits += batch.cache_hits
@@ -80,7 +82,14 @@ class MetricsWindow:
             self.shadow_flips += batch.shadow.flips
 
     def close(self, now_ms: int, lag: list[PartitionLag], store_up: bool = True) -> MetricsRecord:
-        """The record for the interval that ends now; the next interval starts now."""
+        """The record for the interval that ends now; the next interval starts now (also when
+        making the record fails: what was gathered is dropped, never piled up)."""
+        try:
+            return self._record(now_ms, lag, store_up)
+        finally:
+            self.start(now_ms)
+
+    def _record(self, now_ms: int, lag: list[PartitionLag], store_up: bool) -> MetricsRecord:
         seconds = max(now_ms - self.started_ms, 1) / 1000.0
         record = MetricsRecord(
             worker_id=self.worker_id,
@@ -109,12 +118,12 @@ class MetricsWindow:
             feature_store_up=store_up,
             predictions_by_model_version=dict(self.by_version),
             store_stale=self.stale,
+            store_partly_stale=self.partly_stale,
             feature_age=age_summary(self.ages_s),
             cache_hits=self.cache_hits,
             cache_hit_rate=round(self.cache_hits / self.store_keys, 4) if self.store_keys else None,
             shadow=self._shadow_summary(),
         )
-        self.start(now_ms)
         return record
 
     def _shadow_summary(self) -> ShadowSummary | None:

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from streamserve.core.model import ModelBundle
 from streamserve.core.records import PartitionLag
 from streamserve.telemetry.catalog import METRICS, MetricDef
+from streamserve.telemetry.guard import TelemetryGuard
 from streamserve.telemetry.health import Health
 
 if TYPE_CHECKING:
@@ -95,11 +96,14 @@ class Telemetry:
         self.store_keys: Counter = metrics["feature_store_keys"]
         self.store_misses: Counter = metrics["feature_store_misses"]
         self.store_stale: Counter = metrics["feature_store_stale"]
+        self.store_partly_stale: Counter = metrics["feature_store_partly_stale"]
         self.cache_hits: Counter = metrics["feature_cache_hits"]
         self.feature_age: BulkHistogram = metrics["feature_age_seconds"]
         self.shadow_predictions: Counter = metrics["shadow_predictions"]
         self.shadow_flips: Counter = metrics["shadow_decision_flips"]
         self.shadow_delta: BulkHistogram = metrics["shadow_score_delta"]
+        errors: Counter = metrics["telemetry_errors"]
+        self.guard = TelemetryGuard(on_failure=lambda what: errors.labels(what).inc())
         metrics["feature_store_up"].set_function(lambda: float(health.store_available()))
         metrics["assigned_partitions"].set_function(lambda: float(health.assigned))
         self.lag: Gauge = metrics["consumer_lag_records"]
@@ -130,6 +134,8 @@ class Telemetry:
             self.store_misses.inc(batch.store_misses)
         if batch.stale_keys:
             self.store_stale.inc(batch.stale_keys)
+        if batch.partly_stale_keys:
+            self.store_partly_stale.inc(batch.partly_stale_keys)
         if batch.cache_hits:
             self.cache_hits.inc(batch.cache_hits)
         if len(batch.feature_ages_s):

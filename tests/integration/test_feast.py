@@ -89,14 +89,17 @@ def test_model_feast_points_a_bundle_at_the_repository_feast_applied(scenario: S
     """`streamserve model feast --write` reads the views, the entity and the TTLs from the
     repository (feature_store.yaml and the registry Feast applied), not from Feast. The worker
     then reads what Feast's own reader returns, except where a view's row is older than its
-    TTL: those features are missing and the entity counts as stale."""
+    TTL: those features are missing. Half the entities have their user_profile view past its TTL,
+    so entities with a stale view far outnumber absent ones (which once made the miss count
+    negative and crash-looped the worker on its first batch): every event is still scored, and
+    absent, wholly stale and partly stale entities are counted apart."""
     project = f"p{scenario.uid}"
     world = write_and_read(
         scenario.settings.redis_url.get_secret_value(),
         project,
         N_ENTITIES,
         view_ttl_s={"user_profile": 3600},
-        old_every=7,  # entities 1, 8, 15...: user_profile written two hours ago
+        old_every=2,  # entities 1, 3, 5...: user_profile written two hours ago
     )
     bundle = str(scenario.bundle_dir)
 
@@ -113,15 +116,34 @@ def test_model_feast_points_a_bundle_at_the_repository_feast_applied(scenario: S
     )
     layout = FeatureLayout(manifest)
     store = RedisFeatureStore(connect(scenario.settings.redis_url.get_secret_value()), manifest)
-    entities = list(world.rows)
+    entities = list(world.rows)  # the 60 written and one Feast never saw
     found = store.fetch(layout.store_keys(entities).keys)
     lookup = check_freshness(found, time.time(), layout.max_age_s)
     expected = np.stack([world.rows[e] for e in entities])
-    old = [i for i in range(N_ENTITIES) if i % 7 == 1]
-    assert not np.isnan(expected[old, 12:]).any()  # Feast's reader returns them, TTL or not
+    old = [i for i in range(N_ENTITIES) if i % 2 == 1]
+    # Feast's reader returns them, TTL or not (all but entity 3's null velocity_score)
+    assert np.isnan(expected[old, 12:]).sum() == 1
     expected[old, 12:] = np.nan  # user_profile's features (manifest order)
     np.testing.assert_array_equal(lookup.rows, expected)
-    assert lookup.stale == len(old)
+    no_activity = {i for i in range(N_ENTITIES) if i % 5 == 0}  # user_activity never written
+    assert lookup.absent == 1  # the entity Feast never saw
+    assert lookup.stale == len(no_activity.intersection(old))  # its only view too old
+    assert lookup.partly_stale == len(set(old) - no_activity)
+
+    fresh = {e: row for e, row in zip(entities, expected, strict=True)}
+    values = scenario.preload(1_000, N_ENTITIES + 10)  # 10 entities Feast never wrote
+    summary = build_worker(scenario.settings).run()
+
+    assert summary.predictions == 1_000
+    predictions, _ = scenario.outputs(expected=1_000)
+    assert_scores_equal_offline_predict(scenario, predictions, values, fresh)
+    metrics = scenario.metrics()
+    keys, absent, stale, partly = (
+        sum(r[name] for r in metrics)
+        for name in ("store_keys", "store_misses", "store_stale", "store_partly_stale")
+    )
+    assert 0 < absent < partly and 0 < stale < partly
+    assert absent + stale + partly < keys  # the rest were fresh
 
 
 def test_model_feast_refuses_a_bundle_that_does_not_fit_the_repository(

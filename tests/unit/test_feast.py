@@ -121,7 +121,7 @@ def test_each_view_ages_on_its_own() -> None:
     lookup = check_freshness(found, now_s=1_010.0, max_age_s=60.0)
     np.testing.assert_array_equal(lookup.rows[0], [1.0, np.nan, 3.0])
     np.testing.assert_array_equal(lookup.rows[1], [4.0, np.nan, 6.0])
-    assert lookup.stale == 1
+    assert (lookup.stale, lookup.partly_stale, lookup.absent) == (0, 1, 0)  # user_stats kept
     np.testing.assert_array_equal(lookup.ages_s, [910.0, 10.0])  # each key's oldest view
 
 
@@ -178,7 +178,7 @@ def test_a_views_own_max_age_overrides_the_stores() -> None:
     written = np.array([[900.0, np.nan, 900.0]])  # merchant_stats without a timestamp
     lookup = check_freshness(StoreRows(values, written), 1_000.0, layout.max_age_s)
     np.testing.assert_array_equal(lookup.rows, [[np.nan, 2.0, np.nan]])
-    assert lookup.stale == 1
+    assert (lookup.stale, lookup.partly_stale) == (0, 1)  # merchant_stats kept
 
 
 def test_the_local_cache_keeps_each_views_write_time() -> None:
