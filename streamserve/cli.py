@@ -128,7 +128,9 @@ def worker(
         sys.exit(run_processes(settings, processes, overrides))
     from streamserve.io.http import serve
     from streamserve.runtime.confluent import build_worker
+    from streamserve.runtime.identity import with_worker_id
 
+    settings = with_worker_id(settings)  # a restart on this host takes its predecessor's slot
     log = logging.getLogger("streamserve")
     config = settings.masked()
     log.info(

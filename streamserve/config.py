@@ -25,10 +25,8 @@ ENV_PREFIX = "STREAMSERVE_"
 RDKAFKA_PREFIX = ENV_PREFIX + "RDKAFKA_"
 _RDKAFKA_SCOPES = ("CONSUMER_", "PRODUCER_")
 _SECRET_WORDS = ("password", "secret", "token", "key")
-
-
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+# exactly-once: how long the broker keeps a dead worker's open transaction (io/kafka.py says why)
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 class Settings(BaseSettings):
@@ -169,8 +167,11 @@ class Settings(BaseSettings):
         description="exactly-once: the producer's transactional.id (default "
         "`<group id>-<worker id>`); keep it stable across restarts of one worker.",
     )
-    worker_id: str = Field(
-        default_factory=_default_worker_id, min_length=1, description="Name in metrics records."
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Client id, name in metrics records; default `<hostname>-<slot>`, the "
+        "lowest slot no live worker of the group holds on this host (runtime/identity.py).",
     )
     exit_when_idle_s: float = Field(
         0.0, ge=0, description="Exit after this long with no records (0: run forever)."
@@ -225,7 +226,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_transactional_id(self) -> str:
-        return self.transactional_id or f"{self.group_id}-{self.worker_id}"
+        """STREAMSERVE_TRANSACTIONAL_ID, else `<group id>-<worker id>` (the worker's id is
+        known once runtime/identity.py has given it one)."""
+        if self.transactional_id:
+            return self.transactional_id
+        if self.worker_id is None:
+            raise ValueError("the worker has no id yet: runtime.identity.with_worker_id")
+        return f"{self.group_id}-{self.worker_id}"
 
     @model_validator(mode="after")
     def _exactly_once_needs_the_confluent_runtime(self) -> Settings:
@@ -233,7 +240,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STREAMSERVE_PROCESSING_GUARANTEE=exactly-once needs STREAMSERVE_RUNTIME=confluent"
             )
+        if self.exactly_once and self.commit_interval_s * 1000 >= self.transaction_timeout_ms:
+            raise ValueError(
+                f"STREAMSERVE_COMMIT_INTERVAL_MS ({self.commit_interval_ms}) keeps a transaction "
+                f"open for as long as the broker lets it live (transaction.timeout.ms "
+                f"{self.transaction_timeout_ms}): set it lower, or raise "
+                "STREAMSERVE_RDKAFKA_PRODUCER_TRANSACTION_TIMEOUT_MS"
+            )
         return self
+
+    @property
+    def transaction_timeout_ms(self) -> int:
+        """Exactly-once: the producer's transaction.timeout.ms (STREAMSERVE_RDKAFKA_[PRODUCER_]
+        TRANSACTION_TIMEOUT_MS, else TRANSACTION_TIMEOUT_MS)."""
+        options = {**self.rdkafka_common, **self.rdkafka_producer}
+        try:
+            return int(options.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
+        except ValueError:
+            return TRANSACTION_TIMEOUT_MS  # librdkafka names the bad value when it is built
 
     @model_validator(mode="after")
     def _registry_formats_need_a_registry(self) -> Settings:
@@ -287,6 +311,8 @@ class Settings(BaseSettings):
             if name in ("redis_url", "schema_registry_url") and value is not None:
                 url = value.get_secret_value() if isinstance(value, SecretStr) else value
                 shown[env_name(name)] = mask_url(url)
+            elif name == "worker_id" and value is None:
+                shown[env_name(name)] = f"{socket.gethostname()}-<slot>"  # taken at start
             else:
                 shown[env_name(name)] = "" if value is None else str(value)
         for scope, options in (

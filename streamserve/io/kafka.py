@@ -16,10 +16,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamserve.config import RDKAFKA_PREFIX, Settings
+from streamserve.config import RDKAFKA_PREFIX, TRANSACTION_TIMEOUT_MS, Settings
 from streamserve.core.records import PartitionLag
 from streamserve.errors import ConfigError, StreamserveError
 
+CLIENT_ID = "streamserve"  # a client's id before the worker has one (runtime/identity.py)
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "enable.auto.commit": True,  # commits only what we stored, on a timer
@@ -48,13 +49,23 @@ EXACTLY_ONCE_CONSUMER: dict[str, Any] = {
 }
 
 
+TRANSACTIONAL_PRODUCER: dict[str, Any] = {
+    # a worker that dies with a transaction open and does not come back under its
+    # transactional.id (another host, a renamed pod) holds every partition's last stable offset,
+    # so read_committed readers stall, until the broker aborts it after this long (librdkafka's
+    # default: 60 s; Kafka Streams sets 10 s under exactly-once, as here). A transaction stays
+    # open STREAMSERVE_COMMIT_INTERVAL_MS (100 ms), far inside it.
+    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+}
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     return _merged(
         CONSUMER_DEFAULTS,
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.group_id,
-            "client.id": settings.worker_id,
+            "client.id": settings.worker_id or CLIENT_ID,
             "auto.commit.interval.ms": round(settings.commit_interval_s * 1000),
         },
         EXACTLY_ONCE_CONSUMER if settings.exactly_once else {},
@@ -69,7 +80,11 @@ def producer_config(settings: Settings, transactional: bool = False) -> dict[str
     transaction)."""
     return _merged(
         PRODUCER_DEFAULTS,
-        {"bootstrap.servers": settings.kafka_bootstrap, "client.id": settings.worker_id},
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "client.id": settings.worker_id or CLIENT_ID,
+        },
+        TRANSACTIONAL_PRODUCER if transactional else {},
         {"transactional.id": settings.effective_transactional_id} if transactional else {},
         settings.rdkafka_common,
         settings.rdkafka_producer,

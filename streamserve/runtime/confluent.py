@@ -39,6 +39,7 @@ from streamserve.io import kafka as kafka_io
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
+from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets
 from streamserve.runtime.partitions import (
@@ -87,14 +88,15 @@ class Worker:
         """``producer`` is transactional with STREAMSERVE_PROCESSING_GUARANTEE=exactly-once;
         ``metrics_producer`` (default: ``producer``) writes the metrics records, outside any
         transaction."""
-        self.settings = settings
+        self.settings = settings = with_worker_id(settings)
         self.models = models
         self.consumer = consumer
         self.stop_event = stop_event or threading.Event()
         self.summary = RunSummary()
         self.telemetry = serving_telemetry(models)
         model = models.serving.model
-        self._metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
+        self.worker_id = worker_id(settings)
+        self._metrics = MetricsWindow(self.worker_id, model.bundle.name, model.bundle.version)
         self.sink = KafkaSink(producer)
         self._metrics_sink = KafkaSink(metrics_producer) if metrics_producer else self.sink
         self._scoring_threads = ScoringThreads(settings.store_outage_policy)
@@ -393,7 +395,7 @@ class Worker:
                 self._metrics_sink.publish(
                     self.settings.metrics_topic,
                     msgspec.json.encode(record),
-                    self.settings.worker_id.encode(),
+                    self.worker_id.encode(),
                 )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -444,8 +446,10 @@ class Worker:
 def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
     """Validate everything a worker needs, in order, before it consumes a single record.
 
-    Feature store reachable -> model bundles (manifest vs booster) -> topics -> clients.
+    Worker id (a slot on this host, unless STREAMSERVE_WORKER_ID names it) -> feature store
+    reachable -> model bundles (manifest vs booster) -> topics -> clients.
     """
+    settings = with_worker_id(settings)
     models = load_models(settings)
     prepare_topics(settings)
     producer = kafka_io.make_producer(settings, transactional=settings.exactly_once)

@@ -26,6 +26,7 @@ from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
+from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.scoring import ScoringThreads
@@ -119,12 +120,13 @@ class FaustScorer:
         on_failure: Callable[[Exception], None] | None = None,
     ) -> None:
         self.app = app
-        self.settings = settings
+        self.settings = settings = with_worker_id(settings)
+        self.worker_id = worker_id(settings)
         self.models = models = models or load_models(settings)
         model = models.serving.model
         self.summary = RunSummary()
         self.telemetry = serving_telemetry(models)
-        self.metrics = MetricsWindow(settings.worker_id, model.bundle.name, model.bundle.version)
+        self.metrics = MetricsWindow(self.worker_id, model.bundle.name, model.bundle.version)
         self.metrics.start(wall_ms())
         self.watcher = ModelWatcher(models, self.telemetry)
         self.failure: Exception | None = None
@@ -180,7 +182,7 @@ class FaustScorer:
             self.sink.publish(
                 self.settings.metrics_topic,
                 msgspec.json.encode(record),
-                self.settings.worker_id.encode(),
+                self.worker_id.encode(),
             )
 
     def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:

@@ -16,6 +16,7 @@ from streamserve.config import Settings
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
+from streamserve.runtime.identity import worker_id
 from streamserve.runtime.models import Models, Serving
 from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
 from streamserve.runtime.startup import wall_ms
@@ -104,7 +105,8 @@ class BatchPipeline:
         topics = OutputTopics(
             settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
         )
-        return cls(settings.worker_id, lambda: models.serving, scoring, sink, topics, wall_ms)
+        name = worker_id(settings)
+        return cls(name, lambda: models.serving, scoring, sink, topics, wall_ms)
 
     def open(self, records: Sequence[SourceRecord], trigger: Trigger) -> OpenBatch:
         """Give the batch its id and model, and decode it."""

@@ -1,7 +1,9 @@
 """`streamserve worker --processes N`: N worker processes in one consumer group on this host.
 
-Each child is a plain `streamserve worker` with its own worker id (``<id>-<i>``) and HTTP port
-(``STREAMSERVE_HTTP_PORT + i``); the group protocol spreads the partitions over them. SIGTERM or
+Each child is a plain `streamserve worker` with its own HTTP port (``STREAMSERVE_HTTP_PORT + i``)
+and worker id: ``<id>-<i>`` when STREAMSERVE_WORKER_ID is set, else the slot each child takes on
+this host (runtime/identity.py), which a restarted set takes again. The group protocol spreads
+the partitions over them. SIGTERM or
 SIGINT is passed to every child, each finishes its batch and commits. If a child fails, the others
 are stopped too and the supervisor exits with the child's code, so an orchestrator restarts the
 whole set; children that finish normally (idle exit, max events) just end.
@@ -33,12 +35,14 @@ def die_with_parent() -> None:
 
 
 def child_env(settings: Settings, index: int, overrides: dict[str, Any]) -> dict[str, str]:
-    """The environment of child ``index``: ours, the command-line overrides, its id and port."""
+    """The environment of child ``index``: ours, the command-line overrides, its port, and its
+    id when the operator named the set (else the child takes a slot of its own)."""
     env = dict(os.environ)
     for name, value in overrides.items():
         if value is not None:
             env[env_name(name)] = str(value)
-    env[env_name("worker_id")] = f"{settings.worker_id}-{index}"
+    if settings.worker_id is not None:
+        env[env_name("worker_id")] = f"{settings.worker_id}-{index}"
     env[env_name("http_port")] = str(settings.http_port + index if settings.http_port else 0)
     return env
 

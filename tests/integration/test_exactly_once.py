@@ -6,11 +6,13 @@ Tansu 0.6 returns the records of aborted transactions to read_committed consumer
 response lists no aborted transactions; README, "Exactly-once"). So where a transaction is
 aborted (an exception mid-transaction, a commit that fails) the tests leave out the outputs of
 the aborted batches, as a broker that honours aborts would, and check the rest: offsets unmoved,
-every event scored once. A SIGKILL is run too: Tansu neither aborts the killed worker's open
-transaction nor hides it, so there the duplicates are held to one transaction's worth."""
+every event scored once. A SIGKILL is run too, with default identities: the restarted worker
+fences its predecessor; Tansu does not abort the killed worker's open transaction nor hide it,
+so there the duplicates are held to one transaction's worth."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -178,32 +180,50 @@ def test_a_rebalance_under_load_gives_no_duplicates(scenario: Scenario) -> None:
     assert first.summary.events > 1_000 and second.summary.events > 0  # both took a share
 
 
-def test_a_sigkill_loses_nothing_and_repeats_at_most_one_transaction(scenario: Scenario) -> None:
-    """The broker's limit: a killed worker's open transaction is fenced by its successor (the
-    same transactional.id) but not aborted by Tansu, so its outputs may surface; on Apache
-    Kafka they are aborted and this would be zero."""
+def test_a_worker_killed_and_restarted_with_default_settings_fences_its_predecessor(
+    scenario: Scenario,
+) -> None:
+    """Two workers on one host with no identity settings; one is SIGKILLed mid-transaction and
+    started again. It comes back under the killed one's worker id (its slot on this host), so
+    its transactional.id fences the dead producer, and a read_committed reader sees every
+    event's outcome. With a new id (the host-pid default of before) the dead transaction held
+    every partition's last stable offset: on Tansu for good, on Apache Kafka for
+    transaction.timeout.ms. Tansu does not abort the fenced transaction, so its outputs may
+    surface: duplicates are held to one transaction's worth (0 on Apache Kafka)."""
     scenario = exactly_once(scenario, exit_when_idle_s=0, max_batch_size=200)
     events = list(synthetic.generate_events(6_000, N_ENTITIES, malformed_every=0))
-    env = {**scenario.env(), "STREAMSERVE_WORKER_ID": "steady-name"}
-    first = WorkerProcess(env)
+    env = scenario.env()
+    assert "STREAMSERVE_WORKER_ID" not in env and "STREAMSERVE_TRANSACTIONAL_ID" not in env
+    first, other = WorkerProcess(env), WorkerProcess(env)
     first.wait_ready()
+    other.wait_ready()
     producer = threading.Thread(target=produce_steadily, args=(scenario, events, 2_000))
     producer.start()
-    wait_for(lambda: audited(scenario).predictions >= 1_500, 30, "the first worker's outputs")
+    wait_for(lambda: audited(scenario).predictions >= 1_500, 30, "the workers' first outputs")
     first.proc.kill()
     first.proc.wait(10)
-    second = WorkerProcess(env)  # the same transactional.id: fences the killed one
-    second.wait_ready()  # on a busy machine the first may have scored every event already
+    restarted = WorkerProcess(env)
+    restarted.wait_ready()  # on a busy machine the others may have scored every event already
     producer.join()
     try:
         wait_for(lambda: all_outcomes(scenario, 6_000), 90, "every event's outcome")
     finally:
-        second.stop()
+        restarted.stop()
+        other.stop()
+    ids = [started_as(worker) for worker in (first, other, restarted)]
+    assert ids[0] == ids[2] != ids[1], ids
     report = audited(scenario)
     one_transaction = 16 * 200  # STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches of 200
     print(f"SIGKILL under exactly-once on Tansu: {report.extra_outputs} duplicate outputs")
     assert report.lost == 0
     assert report.extra_outputs <= one_transaction
+
+
+def started_as(worker: WorkerProcess) -> str:
+    """The worker id a worker process's start-up banner names."""
+    found = re.search(r"worker (\S+) starting", worker.log.text())
+    assert found, worker.log.text()
+    return found.group(1)
 
 
 def aborted_batches(worker: Worker) -> list[str]:

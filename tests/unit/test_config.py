@@ -146,3 +146,20 @@ def test_exactly_once_clients_commit_in_transactions_only() -> None:
     assert producer_config(settings, transactional=True)["transactional.id"] == "g-w"
     assert "transactional.id" not in producer_config(settings)  # the metrics producer's
     assert consumer_config(load_settings())["enable.auto.commit"] is True
+
+
+def test_exactly_once_transactions_time_out_after_10_s_unless_told() -> None:
+    from streamserve.io.kafka import producer_config
+
+    settings = load_settings(processing_guarantee="exactly-once", worker_id="w")
+    assert producer_config(settings, transactional=True)["transaction.timeout.ms"] == 10_000
+    assert "transaction.timeout.ms" not in producer_config(load_settings(worker_id="w"))
+    with pytest.raises(ConfigError, match="STREAMSERVE_COMMIT_INTERVAL_MS"):
+        load_settings(processing_guarantee="exactly-once", commit_interval_ms=10_000)
+    longer = load_settings(
+        processing_guarantee="exactly-once",
+        commit_interval_ms=10_000,
+        rdkafka_producer={"transaction.timeout.ms": "60000"},
+        worker_id="w",
+    )
+    assert producer_config(longer, transactional=True)["transaction.timeout.ms"] == "60000"

@@ -28,3 +28,8 @@ def test_each_child_gets_its_own_id_and_port_and_the_command_line_overrides(
 def test_an_endpoint_turned_off_stays_off_in_every_child() -> None:
     settings = load_settings(worker_id="w", http_port=0)
     assert {child_env(settings, i, {})["STREAMSERVE_HTTP_PORT"] for i in range(3)} == {"0"}
+
+
+def test_without_a_worker_id_each_child_takes_a_slot_of_its_own() -> None:
+    settings = load_settings(http_port=9400)
+    assert all("STREAMSERVE_WORKER_ID" not in child_env(settings, i, {}) for i in range(2))
