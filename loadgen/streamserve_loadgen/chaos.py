@@ -1,9 +1,11 @@
 """`make chaos`: live load through a worker group while workers are SIGKILLed and restarted, Redis
 is stopped and restarted, and a worker joins mid-run; then `audit` says whether anything was lost.
 
-Every party is its own process on the embedded stack. A worker that exits on its own (for
-example at start-up while Redis is down, exit 4) is restarted a second later, as an orchestrator
-would.
+Every party is its own process on the embedded stack. Workers start with the settings an
+operator starts with: topics, the guarantee and the commit interval, no identity (a restarted
+worker takes its predecessor's slot on the host: runtime/identity.py). A worker that exits on
+its own (for example at start-up while Redis is down, exit 4) is restarted a second later, as an
+orchestrator would. The audit reads the outputs as a downstream team would: read_committed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from streamserve.io.kafka import Cluster
+from streamserve.runtime.offsets import MIN_COMMIT_SLACK_S
 from streamserve.tools.audit import AuditReport, audit
 from streamserve_loadgen import procs
 from streamserve_loadgen.demo import set_up_demo_world
@@ -26,6 +29,8 @@ from streamserve_loadgen.profile import RateProfile
 
 SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
 RESTART_DELAY_S = 1.0
+Guarantee = Literal["at-least-once", "exactly-once"]
+EXACTLY_ONCE_INTERVAL_S = 0.1  # the default commit interval (transaction length) there
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class ChaosPlan:
     join_at: float = 0.5
     partitions: int = 4
     max_batch_size: int = 500
-    commit_interval_ms: int = 200
+    guarantee: Guarantee = "at-least-once"
+    commit_interval_ms: int = 200  # at least once (exactly-once keeps its default, 100 ms)
     trees: int = 100
     seed: int = 7
 
@@ -55,19 +61,21 @@ class ChaosPlan:
         return self.events / self.rate
 
     @property
-    def commit_every_events(self) -> int:
-        """One commit interval at the offered rate: catching up faster, the workers commit by
-        count as often as they do by time at that rate."""
-        return max(self.rate * self.commit_interval_ms // 1000, 1)
-
-    @property
     def duplicate_bound_per_kill(self) -> int:
         """Most records one kill can leave to be scored twice: what the worker had in hand (a
         batch filling, one being scored, and the outputs awaiting acknowledgement: several small
         batches, but no more than a linger plus a round trip of its rate, about one batch here)
-        plus what was acknowledged but not committed yet (a commit interval at the offered
-        rate; catching up faster after an outage, the count-based commits keep it there)."""
-        return 3 * self.max_batch_size + self.commit_every_events
+        plus what was acknowledged but not committed yet. At least once, that is at most a
+        commit interval plus its slack of input (runtime/offsets.py: past it the worker holds
+        until a commit lands, also while catching up and in a rebalance). Exactly once on the
+        embedded broker, the killed worker's open transaction (its successor fences it, but
+        Tansu does not abort it): a commit interval of its work, at catch-up speed a few
+        times the offered rate; on Apache Kafka it is aborted and this is 0."""
+        if self.guarantee == "exactly-once":
+            return 3 * self.max_batch_size + round(4 * EXACTLY_ONCE_INTERVAL_S * self.rate)
+        interval_s = self.commit_interval_ms / 1000
+        held_s = interval_s + max(interval_s, MIN_COMMIT_SLACK_S)
+        return 3 * self.max_batch_size + round(held_s * self.rate)
 
     def duplicate_bound(self, kills: int) -> int:
         return kills * self.duplicate_bound_per_kill
@@ -110,6 +118,11 @@ class ChaosResult:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def duplicate_percent(self) -> float:
+        valid = self.plan.events - self.malformed_sent
+        return 100 * self.report.extra_outputs / valid if valid else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
         found["report"] = self.report.as_dict()
@@ -118,6 +131,7 @@ class ChaosResult:
         found["extra_outputs_per_kill"] = (
             round(self.report.extra_outputs / self.kills) if self.kills else None
         )
+        found["duplicate_percent"] = round(self.duplicate_percent, 3)
         found["problems"] = self.problems
         found["ok"] = self.ok
         return found
@@ -131,7 +145,7 @@ class Chaos:
         self.stack = stack
         self.console = console
         self.rng = random.Random(plan.seed + 1)
-        self.run_id = f"chaos-{int(time.time())}"
+        self.run_id = f"chaos-{plan.guarantee}-{int(time.time())}"
         self.model_dir = Path(tempfile.mkdtemp(prefix="streamserve-chaos-")) / "model"
         self.workers: dict[str, procs.Child] = {}
         self.next_id = 0
@@ -141,7 +155,8 @@ class Chaos:
     def topic(self, name: str) -> str:
         return f"{self.run_id}-{name}"
 
-    def env(self, worker_id: str) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
+        """A worker's settings: no identity, so a restart comes back under its slot's."""
         plan = self.plan
         settings = {
             "MODEL_DIR": str(self.model_dir),
@@ -152,12 +167,12 @@ class Chaos:
             "GROUP_ID": self.topic("group"),
             "TOPIC_PARTITIONS": str(plan.partitions),
             "MAX_BATCH_SIZE": str(plan.max_batch_size),
-            "COMMIT_INTERVAL_MS": str(plan.commit_interval_ms),
-            "COMMIT_EVERY_EVENTS": str(plan.commit_every_events),
-            "WORKER_ID": worker_id,
+            "PROCESSING_GUARANTEE": plan.guarantee,
             "RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "LOG_LEVEL": "INFO",
         }
+        if plan.guarantee == "at-least-once":
+            settings["COMMIT_INTERVAL_MS"] = str(plan.commit_interval_ms)
         env = {f"STREAMSERVE_{k}": v for k, v in settings.items()}
         return procs.child_env({**self.stack.env(), **env})
 
@@ -172,7 +187,7 @@ class Chaos:
         self.next_id += 1
         worker_id = f"worker-{self.next_id}"
         argv = procs.streamserve_argv("worker")
-        self.workers[worker_id] = procs.spawn(worker_id, argv, self.env(worker_id))
+        self.workers[worker_id] = procs.spawn(worker_id, argv, self.env())
 
     def kill_one(self) -> None:
         alive = [w for w, child in self.workers.items() if child.proc.poll() is None]
@@ -345,8 +360,8 @@ def render(result: ChaosResult) -> str:
     report = result.report
     classes = ", ".join(f"{k} {v:,}" for k, v in report.dead_letters_by_class.items())
     lines = [
-        f"chaos run: {result.plan.events:,} events at {result.plan.rate:,}/s, "
-        f"{result.seconds} s in all",
+        f"chaos run, {result.plan.guarantee}: {result.plan.events:,} events at "
+        f"{result.plan.rate:,}/s, {result.seconds} s in all",
         f"  moves: {result.kills} SIGKILLs (each worker replaced), {result.restarts} restarts "
         f"after an exit, {result.redis_outages} Redis outages of {result.plan.redis_down_s} s, "
         f"{result.joined} worker joined mid-run",
@@ -354,7 +369,8 @@ def render(result: ChaosResult) -> str:
         f"({classes}) for {result.malformed_sent:,} malformed sent",
         f"  lost {report.lost:,}",
         f"  duplicated {report.duplicated:,} events ({report.extra_outputs:,} extra outputs, "
-        f"{_per_kill(report.extra_outputs, result.kills)} per kill; bound "
+        f"{_per_kill(report.extra_outputs, result.kills)} per kill, "
+        f"{result.duplicate_percent:.2f}% of the valid events; bound "
         f"{result.plan.duplicate_bound_per_kill:,} per kill)",
     ]
     lines += [f"  PROBLEM: {p}" for p in result.problems]

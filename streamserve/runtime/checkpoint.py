@@ -24,9 +24,20 @@ class OffsetStore(Protocol):
     """Where a completed batch's input positions go: the confluent runtime stores offsets for
     the consumer to commit; the Faust runtime acks the batch's events."""
 
+    def sent(self, batch: SentBatch) -> None:
+        """A batch's outputs went to the producer (it completes later, in order)."""
+
     def store(self, batch: SentBatch) -> None: ...
 
     def commit(self) -> None: ...
+
+    @property
+    def behind(self) -> bool:
+        """Stored positions wait too long for their commit: take no more records for now."""
+        ...
+
+    def retry_commit(self) -> None:
+        """While behind: ask for a commit again."""
 
 
 def undelivered(errors: list[KafkaError]) -> DeliveryError:
@@ -45,7 +56,8 @@ class Checkpoint:
        once it is the oldest in flight, so a stored offset never passes an unacknowledged output
        (``advance``);
     4. stored offsets are committed: on the consumer's timer, on revoke and on shutdown
-       (``commit``).
+       (``commit``); while commits do not land (a rebalance), the checkpoint is ``behind``
+       and the worker takes no more records, so a crash repeats little.
 
     Up to ``max_in_flight`` batches await acknowledgement at once, each tracked on its own, so
     the loop never waits for a whole producer flush. A refused output raises ``DeliveryError``
@@ -68,6 +80,7 @@ class Checkpoint:
     def add(self, batch: SentBatch) -> None:
         """A batch whose outputs were all handed to the producer."""
         self._in_flight.append(batch)
+        self._offsets.sent(batch)
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -82,6 +95,15 @@ class Checkpoint:
     @property
     def events_in_flight(self) -> int:
         return sum(batch.stats.size for batch in self._in_flight)
+
+    @property
+    def behind(self) -> bool:
+        """What a crash would repeat (batches in flight, offsets not committed) passed its
+        limit: take no more records until a commit lands (see runtime/offsets.py)."""
+        return self._offsets.behind
+
+    def retry_commit(self) -> None:
+        self._offsets.retry_commit()
 
     def advance(self) -> int:
         """Complete the acknowledged batches at the head, in order; returns how many.

@@ -9,7 +9,8 @@ STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
 
 Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
-signals are served) until scoring catches up, then resumes; when the checkpoint is full, the loop
+signals are served) until scoring catches up, then resumes; the same while stored offsets wait
+too long for a commit (a rebalance: see offsets.py); when the checkpoint is full, the loop
 serves delivery reports until a batch completes. Memory stays bounded by one batch filling, one
 being looked up, one being predicted and the batches in flight.
 """
@@ -41,7 +42,7 @@ from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
-from streamserve.runtime.offsets import ConsumerOffsets
+from streamserve.runtime.offsets import ConsumerOffsets, Unconfirmed
 from streamserve.runtime.partitions import (
     Assignment,
     listed,
@@ -63,6 +64,7 @@ SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
 REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this often
+COMMIT_WAIT_S = 0.005  # while offsets wait for a commit, look for its report this often
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,11 @@ class Worker:
         producer: Producer,
         stop_event: threading.Event | None = None,
         metrics_producer: Producer | None = None,
+        unconfirmed: Unconfirmed | None = None,
     ) -> None:
         """``producer`` is transactional with STREAMSERVE_PROCESSING_GUARANTEE=exactly-once;
         ``metrics_producer`` (default: ``producer``) writes the metrics records, outside any
-        transaction."""
+        transaction; ``unconfirmed`` hears the consumer's commit reports (its ``on_commit``)."""
         self.settings = settings = with_worker_id(settings)
         self.models = models
         self.consumer = consumer
@@ -103,6 +106,9 @@ class Worker:
         self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
         ledger = BatchLedger(self.summary, self._metrics, self.telemetry)
         self.checkpoint: Checkpoint | TransactionalCheckpoint
+        self._unconfirmed = unconfirmed or Unconfirmed(
+            settings.commit_interval_s, settings.commit_every_events
+        )
         if settings.exactly_once:
             self.checkpoint = TransactionalCheckpoint(
                 producer,
@@ -112,7 +118,7 @@ class Worker:
                 settings.max_batches_in_flight,
             )
         else:
-            offsets = ConsumerOffsets(consumer, settings.commit_every_events)
+            offsets = ConsumerOffsets(consumer, self._unconfirmed)
             self.checkpoint = Checkpoint(self.sink, offsets, ledger, settings.max_batches_in_flight)
         self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
         self._adaptive: AdaptiveBatching | None = None
@@ -166,7 +172,7 @@ class Worker:
             self._send_scored()  # idle, or scored while the next batch fills
         self.sink.poll(0)
         self.checkpoint.advance()
-        if self._partitions.paused and self._lookup_free(0) and self._registry_retry_at is None:
+        if self._partitions.paused and self._may_resume():
             self._partitions.resume()  # caught up (or the batch in hand was abandoned)
         self._maybe_publish_metrics()
         self._turned(now)
@@ -206,6 +212,9 @@ class Worker:
         if not self._lookup_free(PAUSE_AFTER_S):
             self._partitions.pause()  # scoring is behind: take no more records for now
             return
+        if self.checkpoint.behind:
+            self._wait_for_commit()
+            return
         try:
             self._dispatch(trigger)
         except RegistryUnavailable as exc:
@@ -215,6 +224,22 @@ class Worker:
             log.warning("Schema Registry answers again: resuming")
             self._registry_retry_at = None
         self._partitions.resume()
+
+    def _may_resume(self) -> bool:
+        """Scoring caught up, the Schema Registry answers and commits land."""
+        return (
+            self._lookup_free(0) and self._registry_retry_at is None and not self.checkpoint.behind
+        )
+
+    def _wait_for_commit(self) -> None:
+        """Stored offsets wait too long for a commit (a rebalance holds commits until the group
+        has rejoined): score no more input that a crash now would make the group score again;
+        the loop keeps turning and serves the commit's report."""
+        if not self._partitions.paused:
+            waited = self._unconfirmed  # a long wait (INFO) is a rebalance, most likely
+            self._partitions.pause(waited.describe(), waited.log_level)
+        self.checkpoint.retry_commit()
+        self.stop_event.wait(COMMIT_WAIT_S)
 
     def _wait_for_registry(self, exc: RegistryUnavailable) -> None:
         """A new schema id could not be fetched: keep the batch (nothing is dead-lettered or
@@ -318,24 +343,6 @@ class Worker:
         self.checkpoint.add(sent)
         if self._adaptive is not None:
             self._adaptive.observe(sent.stats.size, sent.stats.service_s)
-        if log.isEnabledFor(logging.DEBUG):
-            stats = sent.stats
-            fields = {
-                "batch_id": sent.batch_id,
-                "records": stats.size,
-                "trigger": stats.trigger,
-                "predictions": len(stats.scored.predictions),
-                "dead_letters": len(stats.scored.dead_letters),
-                "lookup_ms": round(stats.lookup_ms, 3),
-                "predict_ms": round(stats.predict_ms, 3),
-            }
-            log.debug(
-                "batch %(batch_id)s sent: %(records)d records, trigger %(trigger)s, "
-                "%(predictions)d predictions, %(dead_letters)d dead letters, lookup "
-                "%(lookup_ms).2f ms, predict %(predict_ms).2f ms",
-                fields,
-                extra=fields,
-            )
 
     def _size_window(self, adaptive: AdaptiveBatching) -> None:
         """Adaptive batching: the new batch's size limit and wait, from cost and lag."""
@@ -414,6 +421,7 @@ class Worker:
             except TransactionAborted as exc:
                 self._rewind(exc)  # the revoked partitions' next owner reads them again
         self._partitions.unassigned(partitions)
+        self._unconfirmed.forget(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning(
@@ -422,6 +430,7 @@ class Worker:
             extra={"partitions": listed(partitions)},
         )
         self._partitions.unassigned(partitions)
+        self._unconfirmed.forget(partitions)
 
     def _count_assigned(self, count: int) -> None:
         self.telemetry.health.assigned = count
@@ -453,7 +462,11 @@ def build_worker(settings: Settings, stop_event: threading.Event | None = None) 
     models = load_models(settings)
     prepare_topics(settings)
     producer = kafka_io.make_producer(settings, transactional=settings.exactly_once)
-    # exactly-once: metrics records go outside the transactions (they are no input's outputs)
-    metrics_producer = kafka_io.make_producer(settings) if settings.exactly_once else None
-    consumer = kafka_io.make_consumer(settings)
-    return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
+    if settings.exactly_once:
+        # metrics records go outside the transactions (they are no input's outputs)
+        metrics_producer = kafka_io.make_producer(settings)
+        consumer = kafka_io.make_consumer(settings)
+        return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
+    unconfirmed = Unconfirmed(settings.commit_interval_s, settings.commit_every_events)
+    consumer = kafka_io.make_consumer(settings, on_commit=unconfirmed.on_commit)
+    return Worker(settings, models, consumer, producer, stop_event, unconfirmed=unconfirmed)

@@ -92,6 +92,17 @@ class EventAcks:
     def commit(self) -> None:
         """Nothing to do: Faust commits acked offsets itself."""
 
+    def sent(self, batch: SentBatch) -> None:
+        """Nothing to do: events are held (incref) from the start."""
+
+    @property
+    def behind(self) -> bool:
+        """Never: Faust's own commits are not seen here."""
+        return False
+
+    def retry_commit(self) -> None:
+        """Nothing to do: Faust commits acked offsets itself."""
+
 
 class FaustScorer:
     """Scores batches of Faust events and sends the predictions and dead letters.

@@ -21,6 +21,7 @@ class Assignment:
         self._on_count = on_count
         self._held: set[tuple[str, int]] = set()
         self._paused: list[TopicPartition] = []
+        self._log_level = logging.INFO
 
     @property
     def paused(self) -> bool:
@@ -41,18 +42,22 @@ class Assignment:
         self._held.difference_update((tp.topic, tp.partition) for tp in partitions)
         self._on_count(len(self._held))
 
-    def pause(self) -> None:
+    def pause(
+        self, why: str = "scoring is behind (feature store slow or down)", level: int = logging.INFO
+    ) -> None:
+        """Pause every partition held; the log line (at ``level``, and the resume's) says why."""
         if self._paused:
             return
         self._paused = self._consumer.assignment()
         self._consumer.pause(self._paused)
-        log.info("scoring is behind (feature store slow or down): paused %s", names(self._paused))
+        self._log_level = level
+        log.log(level, "%s: paused %s", why, names(self._paused))
 
     def resume(self) -> None:
         if not self._paused:
             return
         self._consumer.resume(self._consumer.assignment())
-        log.info("resumed %s", names(self._paused))
+        log.log(self._log_level, "resumed %s", names(self._paused))
         self._paused = []
 
 

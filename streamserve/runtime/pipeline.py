@@ -8,6 +8,7 @@ Prometheus, the metrics record and the run summary all read the same ``BatchStat
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from streamserve.runtime.startup import wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
 from streamserve.telemetry.prometheus import Telemetry
+
+log = logging.getLogger("streamserve.worker")
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class BatchPipeline:
             predict_ms=predicted.predict_ms,
             service_s=time.perf_counter() - batch.opened_at,
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log_sent(batch.batch_id, stats)
         return SentBatch(batch.batch_id, batch.records, batch.prepared.positions, delivery, stats)
 
     def run(self, records: Sequence[SourceRecord], trigger: Trigger = "size") -> SentBatch:
@@ -150,6 +155,26 @@ class BatchPipeline:
         batch = self.open(records, trigger)
         predicted = self.score_here(batch) or self.score_async(batch).predicted.result()
         return self.send(batch, predicted)
+
+
+def log_sent(batch_id: str, stats: BatchStats) -> None:
+    """A DEBUG line per batch handed to the producer."""
+    fields = {
+        "batch_id": batch_id,
+        "records": stats.size,
+        "trigger": stats.trigger,
+        "predictions": len(stats.scored.predictions),
+        "dead_letters": len(stats.scored.dead_letters),
+        "lookup_ms": round(stats.lookup_ms, 3),
+        "predict_ms": round(stats.predict_ms, 3),
+    }
+    log.debug(
+        "batch %(batch_id)s sent: %(records)d records, trigger %(trigger)s, %(predictions)d "
+        "predictions, %(dead_letters)d dead letters, lookup %(lookup_ms).2f ms, predict "
+        "%(predict_ms).2f ms",
+        fields,
+        extra=fields,
+    )
 
 
 class BatchLedger:

@@ -79,6 +79,14 @@ class TransactionalCheckpoint:
     def events_in_flight(self) -> int:
         return sum(batch.stats.size for batch in self._batches)
 
+    @property
+    def behind(self) -> bool:
+        """Never: offsets are committed with the outputs, in one transaction."""
+        return False
+
+    def retry_commit(self) -> None:
+        """Nothing to do (never behind)."""
+
     def before_produce(self) -> None:
         """Before a batch's outputs are produced: commit the open transaction if it is full,
         and begin one if none is open."""

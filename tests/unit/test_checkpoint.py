@@ -3,6 +3,9 @@ of a batch is acknowledged, and never past a refused one."""
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import msgspec
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
@@ -11,7 +14,7 @@ from streamserve.core.model import ModelBundle
 from streamserve.errors import DeliveryError
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
-from streamserve.runtime.offsets import ConsumerOffsets, next_offsets
+from streamserve.runtime.offsets import BatchInput, ConsumerOffsets, Unconfirmed, next_offsets
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
@@ -37,6 +40,14 @@ class StoredOffsets:
 
     def commit(self) -> None:
         self.committed = dict(self.position)
+
+    def sent(self, batch: SentBatch) -> None:
+        pass
+
+    behind = False
+
+    def retry_commit(self) -> None:
+        pass
 
 
 class Harness:
@@ -127,7 +138,7 @@ def test_a_full_checkpoint_waits_for_the_oldest_batch(bundle: ModelBundle) -> No
 
 
 class CommitRecordingConsumer:
-    """The two consumer calls ConsumerOffsets makes, recorded."""
+    """The consumer calls ConsumerOffsets makes, recorded."""
 
     def __init__(self) -> None:
         self.stored: list[TopicPartition] = []
@@ -136,18 +147,136 @@ class CommitRecordingConsumer:
     def store_offsets(self, offsets: list[TopicPartition]) -> None:
         self.stored += offsets
 
-    def commit(self, asynchronous: bool) -> None:
+    def commit(self, asynchronous: bool) -> list[TopicPartition] | None:
         self.commits.append(asynchronous)
+        return None if asynchronous else self.stored
 
 
 def test_offsets_are_also_committed_by_count_without_waiting(harness: Harness) -> None:
     """A worker catching up runs faster than any commit interval expects: every
     ``commit_every_events`` stored events are committed at once (asynchronously)."""
     consumer = CommitRecordingConsumer()
-    offsets = ConsumerOffsets(consumer, commit_every_events=2 * BATCH)  # type: ignore[arg-type]
+    unconfirmed = Unconfirmed(60.0, 2 * BATCH)  # the records were written in the same second
+    offsets = ConsumerOffsets(consumer, unconfirmed)  # type: ignore[arg-type]
     for batch in harness.send(5):
+        offsets.sent(batch)
         offsets.store(batch)
     assert consumer.commits == [True, True]  # after the 2nd and the 4th batch
+    assert unconfirmed.stored_events == 5 * BATCH  # no commit reported yet
     offsets.commit()  # revoke, shutdown: waits
     assert consumer.commits == [True, True, False]
     assert max(tp.offset for tp in consumer.stored if tp.partition == 0) == 5 * BATCH // 2
+    assert unconfirmed.stored_events == 0  # the synchronous commit's answer confirmed them all
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def read(events: int, input_ms: tuple[int, int] = (0, 0), **offsets: int) -> BatchInput:
+    """What a batch of ``events`` in partitions p0, p1... read (``p0=10``: the next offset
+    is 10), each partition spanning ``input_ms`` of record time."""
+    at = {("events", int(name[1:])): offset for name, offset in offsets.items()}
+    return BatchInput(at, dict.fromkeys(at, input_ms), events)
+
+
+def test_stored_offsets_that_no_commit_confirms_for_too_long_hold_the_worker() -> None:
+    """A rebalance holds commits until the group has rejoined (seconds on Tansu, a dead
+    member's session timeout on Apache Kafka): the worker must stop scoring more input that a
+    second crash would repeat, and go on once a commit lands."""
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=1_000, clock=clock)
+    assert unconfirmed.max_age_s == pytest.approx(0.45)  # the interval plus at least 250 ms
+    unconfirmed.stored(read(10, p0=10))
+    clock.now += 0.2
+    unconfirmed.stored(read(15, p0=20, p1=5))
+    assert not unconfirmed.behind
+    unconfirmed.on_commit(None, [TopicPartition("events", 0, 10)])  # the timer's commit
+    assert unconfirmed.stored_events == 15 and not unconfirmed.behind
+    clock.now += 0.46  # no commit lands: a rebalance
+    assert unconfirmed.behind and unconfirmed.log_level == logging.INFO
+    assert unconfirmed.oldest_age_s == pytest.approx(0.46)
+    unconfirmed.on_commit(None, [TopicPartition("events", 0, 20)])  # partition 1's missing
+    assert unconfirmed.behind
+    unconfirmed.on_commit(None, [TopicPartition("events", 1, 5), TopicPartition("events", 0, 20)])
+    assert not unconfirmed.behind and unconfirmed.stored_events == 0
+
+
+def test_catching_up_commits_by_input_time_and_holds_past_an_interval_of_it() -> None:
+    """After an outage the worker reads a backlog many times faster than it was written: a
+    commit is due once the stored records span a commit interval of their own timestamps, and
+    if it does not land the worker holds before a crash could repeat much more than that."""
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=10_000, clock=clock)
+    unconfirmed.stored(read(500, (1_000, 1_100), p0=500))
+    assert not unconfirmed.due
+    unconfirmed.stored(read(500, (1_101, 1_200), p0=1_000))
+    assert unconfirmed.due  # 200 ms of input in no wall time at all
+    unconfirmed.requested()
+    assert not unconfirmed.due
+    unconfirmed.stored(read(1_000, (1_201, 1_400), p0=2_000))
+    assert not unconfirmed.behind  # 400 ms of input wait: within the interval plus slack
+    unconfirmed.stored(read(500, (1_401, 1_460), p0=2_500))
+    assert unconfirmed.behind and unconfirmed.input_span_s() == pytest.approx(0.46)
+    assert unconfirmed.log_level == logging.DEBUG  # a moment's wait, not a rebalance
+    unconfirmed.on_commit(None, [TopicPartition("events", 0, 2_000)])
+    assert not unconfirmed.behind  # what waits now spans 59 ms
+
+
+def test_batches_in_flight_count_towards_what_a_crash_would_repeat(harness: Harness) -> None:
+    """Outputs with the producer may reach the broker before a crash: their records weigh like
+    stored ones, so a worker catching up cannot send seconds of input ahead of its commits."""
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=10_000, clock=Clock())
+    first, second = harness.send(2)
+    # the backlog's records were written 0.4 s apart, one batch a second ago, one now
+    for batch, written_ms in ((first, 1_000), (second, 1_400)):
+        for record in batch.records:
+            record._timestamp = written_ms  # type: ignore[attr-defined]
+        unconfirmed.sent(batch)
+    unconfirmed.stored(unconfirmed.completed(first))
+    assert unconfirmed.input_span_s() == pytest.approx(0.4) and not unconfirmed.behind
+    third = harness.send(1)[0]
+    for record in third.records:
+        record._timestamp = 1_500  # type: ignore[attr-defined]
+    unconfirmed.sent(third)
+    assert unconfirmed.behind  # 0.5 s of input unconfirmed, most of it in flight
+
+
+def test_too_many_events_waiting_for_a_commit_hold_the_worker_too() -> None:
+    """Records without timestamps: past twice commit_every_events the worker waits."""
+    unconfirmed = Unconfirmed(commit_interval_s=1.0, commit_every_events=100, clock=Clock())
+    unconfirmed.stored(BatchInput({("events", 0): 150}, {}, 150))
+    assert unconfirmed.due and not unconfirmed.behind
+    unconfirmed.stored(BatchInput({("events", 0): 250}, {}, 100))
+    assert unconfirmed.behind
+
+
+def test_revoked_partitions_no_longer_hold_the_worker_and_failed_commits_confirm_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=1_000, clock=clock)
+    unconfirmed.stored(read(12, p0=10, p3=7))
+    clock.now += 1
+    refused = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    failed = SimpleNamespace(topic="events", partition=0, offset=10, error=refused)
+    unconfirmed.on_commit(refused, [failed])  # type: ignore[list-item]
+    assert unconfirmed.behind and "commit failed" in caplog.text
+    unconfirmed.forget([TopicPartition("events", 0), TopicPartition("events", 3)])
+    assert not unconfirmed.behind and unconfirmed.stored_events == 0
+
+
+def test_a_consumer_with_nothing_to_commit_releases_what_waits() -> None:
+    """Had a commit report been missed, the worker would hold for good: librdkafka's "no
+    offset stored" (nothing newer than committed) confirms everything."""
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=1_000, clock=clock)
+    unconfirmed.stored(read(12, p0=10))
+    clock.now += 1
+    assert unconfirmed.behind
+    unconfirmed.on_commit(KafkaError(KafkaError._NO_OFFSET), [])
+    assert not unconfirmed.behind and unconfirmed.stored_events == 0
