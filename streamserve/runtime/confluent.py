@@ -9,8 +9,8 @@ STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
 
 Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
-signals are served) until scoring catches up, then resumes; the same while stored offsets wait
-too long for a commit (a rebalance: see offsets.py); when the checkpoint is full, the loop
+signals are served) until scoring catches up, then resumes; the same while what a crash would
+make the group score again is past its limit (offsets.py); when the checkpoint is full, the loop
 serves delivery reports until a batch completes. Memory stays bounded by one batch filling, one
 being looked up, one being predicted and the batches in flight.
 """
@@ -232,9 +232,9 @@ class Worker:
         )
 
     def _wait_for_commit(self) -> None:
-        """Stored offsets wait too long for a commit (a rebalance holds commits until the group
-        has rejoined): score no more input that a crash now would make the group score again;
-        the loop keeps turning and serves the commit's report."""
+        """Input not confirmed committed passed its limit (catching up, or a rebalance holds
+        commits until the group has rejoined): score no more of it, which a crash now would make
+        the group score again; the loop keeps turning and serves the commit's report."""
         if not self._partitions.paused:
             waited = self._unconfirmed  # a long wait (INFO) is a rebalance, most likely
             self._partitions.pause(waited.describe(), waited.log_level)

@@ -47,3 +47,31 @@ def test_a_worker_joining_mid_load_causes_no_duplicates() -> None:
     assert result.joined == 1
     assert (result.report.lost, result.report.duplicated) == (0, 0)
     assert result.ok, result.problems
+
+
+def test_exactly_once_with_default_settings_shows_every_event_to_read_committed() -> None:
+    """Workers with no identity settings, SIGKILLed and restarted: each restart fences its
+    predecessor (the same slot, the same transactional.id), so the audit's read_committed
+    reader finds every event's outcome; Tansu does not abort the fenced transactions, so
+    their outputs may surface as duplicates (0 on Apache Kafka)."""
+    plan = ChaosPlan(
+        events=16_000,
+        rate=4_000,
+        entities=2_000,
+        kills=2,
+        redis_outages=1,
+        redis_down_s=2.0,
+        max_batch_size=200,
+        guarantee="exactly-once",
+        trees=50,
+        seed=4,
+    )
+    result = run_chaos(plan, Console(stderr=True))
+
+    report = result.report
+    assert result.kills == 2
+    assert report.events == 16_000
+    assert report.lost == 0, report.lost_examples
+    assert report.dead_lettered == 160
+    assert report.extra_outputs <= plan.duplicate_bound(result.kills)
+    assert result.ok, result.problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamserve.runtime.confluent import build_worker
+from streamserve.runtime.identity import host_worker_id
 from streamserve.tools.audit import header_map, source_of
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import EmbeddedStack
@@ -116,7 +118,10 @@ def test_metrics_records_account_for_the_run(drained) -> None:
         r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"] for r in busy
     )
     assert all(r["lookup"]["total_ms"] > 0 and r["predict"]["total_ms"] > 0 for r in busy)
-    assert {r["worker_id"] for r in metrics} == {scenario.settings.worker_id}
+    # no STREAMSERVE_WORKER_ID: <hostname>-<slot>, the slot this process took for the group
+    (worker_id,) = {r["worker_id"] for r in metrics}
+    assert worker_id == host_worker_id(scenario.settings.group_id)
+    assert worker_id == f"{socket.gethostname()}-0"  # the group's first worker on this host
 
 
 def test_hash_layout_scores_equal_offline_predict(
