@@ -44,7 +44,7 @@ demo: install ## Embedded stack, demo model, a worker under a ramp of load, live
 bench: install ## Benchmark (10-16 min): drains against the bare loop and pass-through, far broker, 60 s sustained load, latency, bursts, Avro, Protobuf, exactly-once, Feast
 	$(BIN)/streamserve-loadgen bench --out bench-results
 
-chaos: install ## Chaos run (~1 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance; audit
+chaos: install ## Chaos (~2 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance, per guarantee; audit
 	$(BIN)/streamserve-loadgen chaos --out chaos-results
 
 soak: install ## Soak (10 min): steady 5k events/s through one worker, RSS sampled; audit

@@ -235,9 +235,8 @@ class Worker:
         """Input not confirmed committed passed its limit (catching up, or a rebalance holds
         commits until the group has rejoined): score no more of it, which a crash now would make
         the group score again; the loop keeps turning and serves the commit's report."""
-        if not self._partitions.paused:
-            waited = self._unconfirmed  # a long wait (INFO) is a rebalance, most likely
-            self._partitions.pause(waited.describe(), waited.log_level)
+        if self._unconfirmed.stalled:  # not a moment's wait: pausing is worth its resume
+            self._partitions.pause(self._unconfirmed.describe())
         self.checkpoint.retry_commit()
         self.stop_event.wait(COMMIT_WAIT_S)
 

@@ -152,10 +152,10 @@ class Unconfirmed:
         )
 
     @property
-    def log_level(self) -> int:
-        """INFO when the oldest waited past the limit: no commit lands (a rebalance, most
-        likely); DEBUG when much input went out at once (catching up) and waits a moment."""
-        return logging.INFO if self.oldest_age_s > self.max_age_s else logging.DEBUG
+    def stalled(self) -> bool:
+        """The oldest stored offset waited past the limit: no commit lands (a rebalance, most
+        likely), unlike a moment's wait for acknowledgements and a commit while catching up."""
+        return self.oldest_age_s > self.max_age_s
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The consumer's ``on_commit`` callback (auto and explicit commits alike; served by

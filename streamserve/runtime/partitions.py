@@ -21,7 +21,6 @@ class Assignment:
         self._on_count = on_count
         self._held: set[tuple[str, int]] = set()
         self._paused: list[TopicPartition] = []
-        self._log_level = logging.INFO
 
     @property
     def paused(self) -> bool:
@@ -42,22 +41,20 @@ class Assignment:
         self._held.difference_update((tp.topic, tp.partition) for tp in partitions)
         self._on_count(len(self._held))
 
-    def pause(
-        self, why: str = "scoring is behind (feature store slow or down)", level: int = logging.INFO
-    ) -> None:
-        """Pause every partition held; the log line (at ``level``, and the resume's) says why."""
+    def pause(self, why: str = "scoring is behind (feature store slow or down)") -> None:
+        """Pause every partition held (a resume costs librdkafka about a second before records
+        flow again: for waits longer than a moment)."""
         if self._paused:
             return
         self._paused = self._consumer.assignment()
         self._consumer.pause(self._paused)
-        self._log_level = level
-        log.log(level, "%s: paused %s", why, names(self._paused))
+        log.info("%s: paused %s", why, names(self._paused))
 
     def resume(self) -> None:
         if not self._paused:
             return
         self._consumer.resume(self._consumer.assignment())
-        log.log(self._log_level, "resumed %s", names(self._paused))
+        log.info("resumed %s", names(self._paused))
         self._paused = []
 
 
