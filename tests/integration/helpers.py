@@ -15,6 +15,8 @@ from typing import Any
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamserve.io.kafka import Cluster
+from streamserve.tools.audit import AuditReport, audit
 from streamserve_loadgen.embedded import free_port
 from tests.integration.conftest import Scenario, wait_for
 
@@ -130,3 +132,15 @@ class Worker:
         code = self.proc.wait(timeout=timeout_s)
         assert code == 0, f"exit code {code}:\n{self.log.text(wait_s=5)}"
         return dict(json.loads(self.proc.stdout.read()))  # type: ignore[union-attr]
+
+
+def audited(scenario: Scenario) -> AuditReport:
+    """The scenario's input matched with its outcomes, read_committed (as `streamserve audit`)."""
+    s = scenario.settings
+    return audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+
+
+def all_outcomes(scenario: Scenario, n_events: int) -> bool:
+    """Whether every one of ``n_events`` inputs has an outcome."""
+    report = audited(scenario)
+    return report.events == n_events and report.lost == 0

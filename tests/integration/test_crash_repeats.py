@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import threading
 
-from streamserve.io.kafka import Cluster
 from streamserve.runtime.offsets import MIN_COMMIT_SLACK_S
-from streamserve.tools.audit import AuditReport, audit
 from streamserve_loadgen import synthetic
 from tests.integration.conftest import Scenario, wait_for
-from tests.integration.helpers import Worker, produce_steadily
+from tests.integration.helpers import Worker, all_outcomes, audited, produce_steadily
 
 N_ENTITIES = 200
 RATE = 2_000  # events/s offered
@@ -58,13 +56,3 @@ def test_a_kill_while_the_group_waits_for_a_dead_member_repeats_one_interval(
     print(f"two kills, one in a rebalance: {report.extra_outputs} duplicate outputs")
     assert report.lost == 0
     assert report.extra_outputs <= 2 * per_kill
-
-
-def audited(scenario: Scenario) -> AuditReport:
-    s = scenario.settings
-    return audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
-
-
-def all_outcomes(scenario: Scenario, n_events: int) -> bool:
-    report = audited(scenario)
-    return report.events == n_events and report.lost == 0

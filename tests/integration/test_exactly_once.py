@@ -27,12 +27,12 @@ from streamserve.runtime.confluent import Worker, build_worker
 from streamserve.runtime.pipeline import OpenBatch, SentBatch
 from streamserve.runtime.scoring import Predicted
 from streamserve.runtime.transactions import TransactionalCheckpoint
-from streamserve.tools.audit import AuditReport, audit, header_map, scan_to_end, source_of
+from streamserve.tools.audit import header_map, scan_to_end, source_of
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.produce import preload
 from tests.integration.conftest import Scenario, value_json, wait_for
 from tests.integration.helpers import Worker as WorkerProcess
-from tests.integration.helpers import produce_steadily
+from tests.integration.helpers import all_outcomes, audited, produce_steadily
 
 N_ENTITIES = 200
 # a transaction open for a minute needs the broker to keep it that long
@@ -43,16 +43,6 @@ def exactly_once(scenario: Scenario, **more: Any) -> Scenario:
     scenario = scenario.with_settings(processing_guarantee="exactly-once", **more)
     scenario.load_features(N_ENTITIES, skip_every=0)
     return scenario
-
-
-def audited(scenario: Scenario) -> AuditReport:
-    s = scenario.settings
-    return audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
-
-
-def all_outcomes(scenario: Scenario, n_events: int) -> bool:
-    report = audited(scenario)
-    return report.events == n_events and report.lost == 0
 
 
 def in_thread(worker: Worker) -> threading.Thread:
