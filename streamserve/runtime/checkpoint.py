@@ -33,7 +33,8 @@ class OffsetStore(Protocol):
 
     @property
     def behind(self) -> bool:
-        """Stored positions wait too long for their commit: take no more records for now."""
+        """What a crash would make the group score again passed its limit: take no more
+        records until a commit lands."""
         ...
 
     def retry_commit(self) -> None:
@@ -56,7 +57,9 @@ class Checkpoint:
        once it is the oldest in flight, so a stored offset never passes an unacknowledged output
        (``advance``);
     4. stored offsets are committed: on the consumer's timer, on revoke and on shutdown
-       (``commit``); while commits do not land (a rebalance), the checkpoint is ``behind``
+       (``commit``), and by input time as well while catching up; while the batches in
+       flight and the offsets no commit confirmed span more than about a commit interval of
+       input (catching up, or a rebalance that holds commits), the checkpoint is ``behind``
        and the worker takes no more records, so a crash repeats little.
 
     Up to ``max_in_flight`` batches await acknowledgement at once, each tracked on its own, so

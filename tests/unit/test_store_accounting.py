@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,9 +36,9 @@ from streamserve.telemetry.prometheus import Telemetry
 from streamserve_loadgen.feast_world import VIEWS
 from tests.unit.fakes import TOPICS, FakeProducer, Record, serving
 
-NOW = 1_767_225_600.0
 MAX_AGE_S = 3_600.0
-FRESH, OLD = NOW - 60, NOW - 7_200
+NOW = time.time()  # the pipeline checks freshness against the wall clock
+FRESH, OLD = NOW - 60, NOW - 7_200  # a minute old, two hours old: far from the hour's edge
 
 # per layout, the states a key can be in: what the store holds for it
 STATES = {
@@ -139,11 +140,6 @@ def events(n: int) -> list[Record]:
         Record(json.dumps({"event_id": f"e{i}", "entity_id": f"u{i}", "amount": 1.5}).encode(), i)
         for i in range(n)
     ]
-
-
-@pytest.fixture(autouse=True)
-def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("streamserve.runtime.scoring.time.time", lambda: NOW)
 
 
 @pytest.mark.parametrize("layout", list(STATES))
