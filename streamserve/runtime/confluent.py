@@ -226,10 +226,12 @@ class Worker:
         self._partitions.resume()
 
     def _may_resume(self) -> bool:
-        """Scoring caught up, the Schema Registry answers and commits land."""
-        return (
-            self._lookup_free(0) and self._registry_retry_at is None and not self.checkpoint.behind
-        )
+        """Scoring caught up, the Schema Registry answers and commits land (while they do not,
+        ask for one now and then: its report confirms what waits, or says nothing does)."""
+        if self.checkpoint.behind:
+            self.checkpoint.retry_commit()
+            return False
+        return self._lookup_free(0) and self._registry_retry_at is None
 
     def _wait_for_commit(self) -> None:
         """Input not confirmed committed passed its limit (catching up, or a rebalance holds
@@ -407,6 +409,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})
         self._partitions.assigned(partitions)
+        self._unconfirmed.assigned(partitions)
         if partitions and self._last_activity is None:
             self._last_activity = time.monotonic()
 

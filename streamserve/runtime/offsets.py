@@ -29,6 +29,8 @@ from streamserve.runtime.pipeline import SentBatch
 log = logging.getLogger("streamserve.worker")
 
 MIN_COMMIT_SLACK_S = 0.25  # a commit may take this long to land before the worker holds
+GIVE_UP_S = 60.0  # past a rebalance's longest wait (a session timeout): stop holding, say so
+PAUSE_AFTER_S = 1.0  # held this long past the limit, pause (a resume costs a second's fetching)
 Partition = tuple[str, int]
 
 
@@ -85,6 +87,7 @@ class Unconfirmed:
         self._in_flight: deque[tuple[SentBatch, BatchInput]] = deque()
         self._stored: deque[tuple[BatchInput, float]] = deque()  # and when (monotonic)
         self._committed: dict[Partition, int] = {}
+        self._held: set[Partition] | None = None  # the partitions assigned (None: not told)
         self._unrequested_ms: dict[Partition, tuple[int, int]] = {}  # stored, not asked for
         self._unrequested = 0  # events stored since the last commit request
         self.stored_events = 0  # events whose offsets wait for a commit
@@ -100,7 +103,12 @@ class Unconfirmed:
         return BatchInput.of(batch)  # not seen by ``sent`` (a checkpoint fed directly)
 
     def stored(self, read: BatchInput) -> None:
-        """Its offsets are stored on the consumer: they wait for a commit."""
+        """Its offsets are stored on the consumer: they wait for a commit (those of partitions
+        this worker lost meanwhile never will be: they are left out)."""
+        if self._held is not None:
+            for key in set(read.offsets) - self._held:
+                del read.offsets[key]
+                read.input_ms.pop(key, None)
         self._stored.append((read, self._clock()))
         self.stored_events += read.events
         self._unrequested += read.events
@@ -123,11 +131,19 @@ class Unconfirmed:
 
     @property
     def behind(self) -> bool:
+        if self._stored and self.oldest_age_s > GIVE_UP_S:
+            self._give_up()
         if self._stored and (
             self.stored_events > 2 * self.commit_every or self.oldest_age_s > self.max_age_s
         ):
             return True
         return self.input_span_s() > self.max_age_s  # in flight, too: acks bring commits
+
+    def _give_up(self) -> None:
+        """No commit confirmed for longer than any rebalance should last: holding on would
+        stall the worker for good; go on (the offsets stay stored, to be committed later)."""
+        log.warning("%s: not holding any longer", self.describe())
+        self.nothing_to_commit()
 
     @property
     def oldest_age_s(self) -> float:
@@ -153,9 +169,10 @@ class Unconfirmed:
 
     @property
     def stalled(self) -> bool:
-        """The oldest stored offset waited past the limit: no commit lands (a rebalance, most
-        likely), unlike a moment's wait for acknowledgements and a commit while catching up."""
-        return self.oldest_age_s > self.max_age_s
+        """The oldest stored offset waited well past the limit: no commit lands (a rebalance,
+        most likely), unlike a moment's wait for acknowledgements and a commit while catching
+        up or a slow commit."""
+        return self.oldest_age_s > self.max_age_s + PAUSE_AFTER_S
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The consumer's ``on_commit`` callback (auto and explicit commits alike; served by
@@ -182,9 +199,16 @@ class Unconfirmed:
         self.stored_events = 0
         self.requested()
 
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Partitions this worker now holds (their offsets are its to commit)."""
+        self._held = (self._held or set()) | {(tp.topic, tp.partition) for tp in partitions}
+
     def forget(self, partitions: list[TopicPartition]) -> None:
-        """Partitions revoked or lost: their offsets are no longer this worker's to commit."""
+        """Partitions revoked or lost: their offsets are no longer this worker's to commit
+        (a batch in flight when they were lost still completes later: see ``stored``)."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        if self._held is not None:
+            self._held -= gone
         for read in self._reads():
             for key in gone.intersection(read.offsets):
                 del read.offsets[key]

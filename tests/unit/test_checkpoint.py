@@ -13,7 +13,13 @@ from streamserve.core.model import ModelBundle
 from streamserve.errors import DeliveryError
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
-from streamserve.runtime.offsets import BatchInput, ConsumerOffsets, Unconfirmed, next_offsets
+from streamserve.runtime.offsets import (
+    GIVE_UP_S,
+    BatchInput,
+    ConsumerOffsets,
+    Unconfirmed,
+    next_offsets,
+)
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
@@ -196,9 +202,11 @@ def test_stored_offsets_that_no_commit_confirms_for_too_long_hold_the_worker() -
     assert not unconfirmed.behind
     unconfirmed.on_commit(None, [TopicPartition("events", 0, 10)])  # the timer's commit
     assert unconfirmed.stored_events == 15 and not unconfirmed.behind
-    clock.now += 0.46  # no commit lands: a rebalance
-    assert unconfirmed.behind and unconfirmed.stalled
+    clock.now += 0.46  # no commit lands: a rebalance, or a slow commit
+    assert unconfirmed.behind and not unconfirmed.stalled
     assert unconfirmed.oldest_age_s == pytest.approx(0.46)
+    clock.now += 1  # still none: worth pausing the partitions
+    assert unconfirmed.stalled
     unconfirmed.on_commit(None, [TopicPartition("events", 0, 20)])  # partition 1's missing
     assert unconfirmed.behind
     unconfirmed.on_commit(None, [TopicPartition("events", 1, 5), TopicPartition("events", 0, 20)])
@@ -279,3 +287,33 @@ def test_a_consumer_with_nothing_to_commit_releases_what_waits() -> None:
     assert unconfirmed.behind
     unconfirmed.on_commit(KafkaError(KafkaError._NO_OFFSET), [])
     assert not unconfirmed.behind and unconfirmed.stored_events == 0
+
+
+def test_a_batch_completing_after_its_partition_was_lost_waits_for_no_commit_of_it() -> None:
+    """Partitions lost (a missed session) are forgotten at once, but a batch in flight then
+    still completes: its offsets there will never be committed by this worker, and waiting for
+    them would hold it for good (its other partitions stalled: a chaos run saw it)."""
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=1_000, clock=clock)
+    unconfirmed.assigned([TopicPartition("events", 0), TopicPartition("events", 1)])
+    unconfirmed.forget([TopicPartition("events", 0)])  # on_lost
+    unconfirmed.stored(read(20, p0=10, p1=10))  # the batch in flight completes after that
+    clock.now += 1
+    unconfirmed.on_commit(None, [TopicPartition("events", 1, 10)])
+    assert not unconfirmed.behind and unconfirmed.stored_events == 0
+    unconfirmed.assigned([TopicPartition("events", 0)])  # back: its offsets count again
+    unconfirmed.stored(read(5, p0=30))
+    clock.now += 1
+    assert unconfirmed.behind
+
+
+def test_a_worker_never_holds_for_good(caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever keeps a commit from landing (a broker that never confirms one), the worker
+    stops holding after GIVE_UP_S and says so."""
+    clock = Clock()
+    unconfirmed = Unconfirmed(commit_interval_s=0.2, commit_every_events=1_000, clock=clock)
+    unconfirmed.stored(read(12, p0=10))
+    clock.now += 30
+    assert unconfirmed.behind
+    clock.now += GIVE_UP_S
+    assert not unconfirmed.behind and "not holding any longer" in caplog.text
