@@ -35,8 +35,13 @@ from tests.integration.helpers import Worker as WorkerProcess
 from tests.integration.helpers import all_outcomes, audited, produce_steadily
 
 N_ENTITIES = 200
-# a transaction open for a minute needs the broker to keep it that long
-LONG_TXN: dict[str, Any] = {"rdkafka_producer": {"transaction.timeout.ms": "120000"}}
+# one transaction for the whole test: open for a minute (the broker must keep it that long),
+# and never full (on a busy machine batches close by time, small, and 16 would fill it)
+LONG_TXN: dict[str, Any] = {
+    "commit_interval_ms": 60_000,
+    "max_batches_in_flight": 1_000,
+    "rdkafka_producer": {"transaction.timeout.ms": "120000"},
+}
 
 
 def exactly_once(scenario: Scenario, **more: Any) -> Scenario:
@@ -78,7 +83,7 @@ def test_an_exception_mid_transaction_leaves_its_offsets_unmoved_and_a_restart_s
     scenario: Scenario,
 ) -> None:
     # a transaction open for a minute: the batches before the failure are all in it
-    scenario = exactly_once(scenario, commit_interval_ms=60_000, max_batch_size=100, **LONG_TXN)
+    scenario = exactly_once(scenario, max_batch_size=100, **LONG_TXN)
     scenario.preload(1_000, N_ENTITIES)
     worker = build_worker(scenario.settings)
     aborted = aborted_batches(worker)
@@ -108,7 +113,7 @@ def test_a_refused_output_aborts_and_stops_and_a_restart_scores_once(scenario: S
     """The producer refuses an output (a dead letter over its message size limit): the worker
     aborts the open transaction and stops; with the limit raised, a restart scores every event
     once."""
-    scenario = exactly_once(scenario, commit_interval_ms=60_000, max_batch_size=100, **LONG_TXN)
+    scenario = exactly_once(scenario, max_batch_size=100, **LONG_TXN)
     pairs = list(synthetic.generate_events(1_000, N_ENTITIES, malformed_every=0))
     pairs[450] = (b"big", b"{" + b"x" * 20_000)  # malformed: its dead letter keeps the bytes
     preload(scenario.stack.kafka_bootstrap, scenario.settings.input_topic, pairs)
