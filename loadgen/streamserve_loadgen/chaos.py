@@ -148,6 +148,7 @@ class Chaos:
         self.run_id = f"chaos-{plan.guarantee}-{int(time.time())}"
         self.model_dir = Path(tempfile.mkdtemp(prefix="streamserve-chaos-")) / "model"
         self.workers: dict[str, procs.Child] = {}
+        self.spawned: list[procs.Child] = []  # every worker started, killed or not
         self.next_id = 0
         self.kills = self.restarts = self.outages = self.joined = 0
         self.replacements_due: list[float] = []  # monotonic times to start a replacement
@@ -188,6 +189,7 @@ class Chaos:
         worker_id = f"worker-{self.next_id}"
         argv = procs.streamserve_argv("worker")
         self.workers[worker_id] = procs.spawn(worker_id, argv, self.env())
+        self.spawned.append(self.workers[worker_id])
 
     def kill_one(self) -> None:
         alive = [w for w, child in self.workers.items() if child.proc.poll() is None]
@@ -308,6 +310,9 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
             chaos.stop_all()
             producer.kill()
         report = chaos.audit()
+        if report.lost:
+            for child in chaos.spawned:  # what each worker said last, to see where it stopped
+                console.print(f"--- {child.name} (exit {child.proc.returncode}):\n{child.tail()}")
     malformed = plan.events // plan.malformed_every if plan.malformed_every else 0
     return ChaosResult(
         plan,
