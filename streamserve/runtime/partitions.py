@@ -31,11 +31,18 @@ class Assignment:
         return sorted(self._held)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
+        """New partitions wait with the others while paused, and flow otherwise: librdkafka
+        keeps a partition's pause across a revoke, so one paused here, revoked, then assigned
+        back after a resume would never be fetched again."""
         self._held.update((tp.topic, tp.partition) for tp in partitions)
         self._on_count(len(self._held))
-        if self._paused and partitions:  # still waiting for scoring: the new ones wait too
+        if not partitions:
+            return
+        if self._paused:  # still waiting (scoring, a commit): the new ones wait too
             self._consumer.pause(partitions)
             self._paused += partitions
+        else:
+            self._consumer.resume(partitions)
 
     def unassigned(self, partitions: list[TopicPartition]) -> None:
         self._held.difference_update((tp.topic, tp.partition) for tp in partitions)
