@@ -293,6 +293,7 @@ class Bench:
             "duplicated": watched["duplicated"],
             "peak_rss_mb": summary["peak_rss_mb"],
             "cpu_us_per_event": summary["cpu_us_per_event"],
+            "batches": summary["batches"],
             "series": watched["series"],
         }
         latency = row["latency_ms"]

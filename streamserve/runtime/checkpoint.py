@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -127,6 +128,10 @@ class Checkpoint:
             self._ledger.record(batch.stats)
             completed += 1
         return completed
+
+    def due_in_s(self) -> float:
+        """Nothing here is due at a time (the consumer commits on its own timer)."""
+        return math.inf
 
     def before_produce(self) -> None:
         """Before a batch's outputs are produced: serve delivery reports until fewer than

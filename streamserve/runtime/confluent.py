@@ -51,7 +51,7 @@ from streamserve.runtime.partitions import (
     seek_to_first,
 )
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch
-from streamserve.runtime.scoring import ScoringThreads, Submitted
+from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
 from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.runtime.transactions import TransactionAborted, TransactionalCheckpoint
@@ -59,8 +59,7 @@ from streamserve.telemetry.interval import MetricsWindow
 
 log = logging.getLogger("streamserve.worker")
 
-IDLE_POLL_S = 0.1  # how often an idle worker checks its stop conditions
-SCORING_POLL_S = 0.001  # while a batch is being scored, check on it this often
+IDLE_POLL_S = 0.1  # how often a worker with nothing to do checks its stop conditions
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
 REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this often
@@ -163,13 +162,16 @@ class Worker:
         return self.summary
 
     def _turn(self) -> None:
-        """One turn of the loop: fetch, close or send a batch, complete what is done."""
-        now = self._fetch()
-        trigger = self._window.trigger(now)
+        """One turn of the loop: take records, close a batch or send a scored one, or wait for
+        the scoring stage; then complete what the broker acknowledged."""
+        now = self._take()
+        trigger = self._window.trigger(now, stage_free=self._lookup_free(0))
         if trigger:
             self._close_batch(trigger)
-        elif self._scoring and self._scored(0 if self._pending else SCORING_POLL_S):
-            self._send_scored()  # idle, or scored while the next batch fills
+        elif self._scoring and self._scored(0):
+            self._send_scored()
+        elif self._scoring:
+            self._wait_for_scoring(now)
         self.sink.poll(0)
         self.checkpoint.advance()
         if self._partitions.paused and self._may_resume():
@@ -177,16 +179,19 @@ class Worker:
         self._maybe_publish_metrics()
         self._turned(now)
 
-    def _fetch(self) -> float:
-        """Consume into the open batch: as soon as one record is there when none is open, else
-        until the batch is full or its time is up. Returns the time after consuming."""
-        scoring = self._scoring is not None
-        remaining = self._window.remaining_s(time.monotonic())
-        if remaining is None:
-            messages = self.consumer.consume(1, 0 if scoring else IDLE_POLL_S)
+    def _take(self) -> float:
+        """Take what the consumer holds, up to the batch's room; with nothing in hand, wait for
+        a record first (the loop sleeps in the consumer). Returns the time after consuming."""
+        room = self._window.room()
+        if self._scoring is None and not self._window.size:
+            messages = self.consumer.consume(1, self._idle_wait_s())
+            if messages and room > 1:
+                messages += self.consumer.consume(room - 1, 0)
+        elif room or self._partitions.paused:
+            # paused: nothing comes, but a call serves the group's callbacks
+            messages = self.consumer.consume(max(room, 1), 0)
         else:
-            timeout = min(remaining, SCORING_POLL_S) if scoring else remaining
-            messages = self.consumer.consume(max(self._window.room(), 1), timeout)
+            return time.monotonic()  # full: it closes this turn
         now = time.monotonic()
         records = [m for m in messages if m.error() is None]
         if len(records) != len(messages):
@@ -199,6 +204,23 @@ class Worker:
             self._pending.extend(records)
             self._window.add(len(records), now)
         return now
+
+    def _idle_wait_s(self) -> float:
+        """How long the loop may sleep in the consumer with nothing in hand: until a record
+        comes, the open transaction is due, or the stop conditions are checked."""
+        return min(IDLE_POLL_S, self.checkpoint.due_in_s())
+
+    def _wait_for_scoring(self, now: float) -> None:
+        """Nothing to do until the scoring stage moves on: sleep until the batch being scored
+        has its features (while the next one waits) or is predicted, or the window is up."""
+        assert self._scoring is not None
+        submitted = self._scoring.submitted
+        remaining_s = self._window.remaining_s(now)
+        timeout_s = min(IDLE_POLL_S if remaining_s is None else remaining_s, self._idle_wait_s())
+        if self._window.size:
+            submitted.looked_up_within(timeout_s)  # then the next batch goes
+        else:
+            submitted.predicted_within(timeout_s)  # then this one is sent
 
     def _close_batch(self, trigger: Trigger) -> None:
         """Dispatch the full (or timed-out) batch, or pause if scoring is still behind or the
@@ -308,8 +330,10 @@ class Worker:
         return self._scoring is None or self._scoring.submitted.looked_up_within(timeout_s)
 
     def _dispatch(self, trigger: Trigger) -> None:
-        """Decode the batch in hand and start its lookup and predict on the scoring threads;
-        then send the batch scored before it, while this one is being looked up.
+        """Decode the batch in hand and score it: here when the scoring stage is free and the
+        consumer held nothing more (trigger ``idle``: no thread hand-offs, the loop has nothing
+        else to do), else on the scoring threads, where its lookup overlaps the predict of the
+        batch before it, which is sent once this one is submitted.
 
         Batches overlap: one filling or being decoded here, one being looked up while the one
         before it is predicted (Redis I/O and XGBoost release the GIL), and up to
@@ -320,6 +344,13 @@ class Worker:
             return
         batch = self.pipeline.open(self._pending, trigger)
         previous = self._scoring
+        if previous is None and trigger == "idle":
+            predicted = self.pipeline.score_here(batch)  # None: the store did not answer
+            if predicted is not None:
+                self._pending = []
+                self._window.reset()
+                self._send(batch, predicted)
+                return
         if previous is not None:
             # the lookup thread takes one batch at a time; a store error of the batch before
             # is raised here, while both batches' records are still in hand
@@ -328,19 +359,22 @@ class Worker:
         self._pending = []
         self._window.reset()
         if previous is not None:
-            self._send(previous)
+            self._send_scoring(previous)
 
     def _send_scored(self) -> None:
         scoring = self._scoring
         if scoring is not None:
-            self._send(scoring)  # raises before producing anything if the batch was not scored
+            self._send_scoring(scoring)  # raises before producing anything if not scored
             self._scoring = None
 
-    def _send(self, scoring: Scoring) -> None:
-        """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
+    def _send_scoring(self, scoring: Scoring) -> None:
         predicted = scoring.submitted.predicted.result()  # re-raises a store error here
+        self._send(scoring.batch, predicted)
+
+    def _send(self, batch: OpenBatch, predicted: Predicted) -> None:
+        """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
         self.checkpoint.before_produce()
-        sent = self.pipeline.send(scoring.batch, predicted)
+        sent = self.pipeline.send(batch, predicted)
         self.checkpoint.add(sent)
         if self._adaptive is not None:
             self._adaptive.observe(sent.stats.size, sent.stats.service_s)

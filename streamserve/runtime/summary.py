@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamserve.core.window import TRIGGERS
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB.
@@ -36,7 +38,7 @@ class RunSummary:
     predictions: int = 0
     dead_letters: int = 0
     batches: int = 0
-    triggers: dict[str, int] = field(default_factory=lambda: {"size": 0, "time": 0, "stop": 0})
+    triggers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRIGGERS, 0))
     first_record_at: float | None = None  # monotonic seconds
     first_record_cpu: float = 0.0  # process CPU seconds
     last_batch_done_at: float | None = None

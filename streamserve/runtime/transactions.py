@@ -4,6 +4,7 @@ one Kafka transaction (STREAMSERVE_PROCESSING_GUARANTEE=exactly-once, confluent 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 
@@ -106,6 +107,12 @@ class TransactionalCheckpoint:
         if self._opened_at is None or time.monotonic() - self._opened_at < self._interval_s:
             return 0
         return self._commit()
+
+    def due_in_s(self) -> float:
+        """Seconds until the open transaction is due to commit (``advance``)."""
+        if self._opened_at is None:
+            return math.inf
+        return max(self._opened_at + self._interval_s - time.monotonic(), 0.0)
 
     def drain(self) -> None:
         """Commit the open transaction now (revoke, shutdown)."""

@@ -70,7 +70,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef(
         "batches",
         "counter",
-        "Batches, by what closed them: `size`, `time` or `stop`.",
+        "Batches, by what closed them: `size`, `time` (a busy stage), `idle` (the scoring stage "
+        "was free) or `stop`.",
         ("trigger",),
     ),
     MetricDef("batch_size", "histogram", "Records per batch.", buckets=BATCH_SIZE_BUCKETS),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamserve.core.window import TRIGGERS
 from streamserve.core.records import (
     AgeSummary,
     LatencySummary,
@@ -106,7 +107,7 @@ class MetricsWindow:
             total_lag=sum(p.lag for p in lag),
             latency=latency_summary(self.latencies),
             batches=len(self.batch_sizes),
-            batches_by_trigger={t: self.triggers[t] for t in ("size", "time", "stop")},
+            batches_by_trigger={t: self.triggers[t] for t in TRIGGERS},
             batch_size_mean=round(float(np.mean(self.batch_sizes)), 3) if self.batch_sizes else 0.0,
             batch_size_max=max(self.batch_sizes, default=0),
             lookup=timing_summary(self.lookup_ms),

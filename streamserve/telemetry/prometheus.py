@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from streamserve.core.model import ModelBundle
 from streamserve.core.records import PartitionLag
+from streamserve.core.window import TRIGGERS
 from streamserve.telemetry.catalog import METRICS, MetricDef
 from streamserve.telemetry.guard import TelemetryGuard
 from streamserve.telemetry.health import Health
@@ -112,7 +113,7 @@ class Telemetry:
         # children looked up once (present from the start, at 0), not per batch
         self._predictions = self.events.labels("prediction")
         self._dead_letters = self.events.labels("dead_letter")
-        self._by_trigger = {t: self.batches.labels(t) for t in ("size", "time", "stop")}
+        self._by_trigger = {t: self.batches.labels(t) for t in TRIGGERS}
 
     def record_batch(self, stats: BatchStats) -> None:
         """Count one completed batch (its outputs acknowledged)."""

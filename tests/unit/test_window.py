@@ -33,3 +33,16 @@ def test_reset_starts_a_new_window() -> None:
     window.add(2, now=1.0)
     window.reset()
     assert (window.size, window.remaining_s(50.0), window.trigger(50.0)) == (0, None, None)
+
+
+def test_a_free_scoring_stage_takes_the_batch_at_once() -> None:
+    window = BatchWindow(max_size=100, max_wait_s=1.0)
+    window.add(3, now=20.0)
+    assert window.trigger(20.001, stage_free=False) is None  # busy: the batch keeps filling
+    assert window.trigger(20.001, stage_free=True) == "idle"
+    assert window.trigger(21.0, stage_free=True) == "time"  # it waited its max_wait
+
+
+def test_an_empty_window_never_fires_even_with_the_stage_free() -> None:
+    window = BatchWindow(max_size=10, max_wait_s=0.0)
+    assert window.trigger(5.0, stage_free=True) is None
