@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamserve.core.window import TRIGGERS
 from streamserve.core.records import (
     AgeSummary,
     LatencySummary,
@@ -16,6 +15,7 @@ from streamserve.core.records import (
     ShadowSummary,
     TimingSummary,
 )
+from streamserve.core.window import TRIGGERS
 
 if TYPE_CHECKING:
     from streamserve.runtime.pipeline import BatchStats
