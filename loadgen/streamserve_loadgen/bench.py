@@ -54,10 +54,13 @@ class BenchPlan:
     trees: int = 200
     batch_size: int = 1000
     max_wait_ms: float = 5.0
-    loads: tuple[int, ...] = (1_000, 30_000)
+    loads: tuple[int, ...] = (30_000,)  # offered beyond what one worker drains: a backlog
     load_seconds: float = 10.0
+    live_rate: int = 1_000  # a production rate: worker and pass-through, the same settings
+    live_seconds: float = 30.0
     sustained_rate: int = 10_000  # worker and pass-through, the same producer settings
     sustained_seconds: float = 60.0
+    idle_seconds: float = 20.0  # an idle worker's CPU is sampled this long
     # adaptive batching: a steady rate, then the same with `burst_peak` events/s for 1 s in
     # every 5 s, offered to a worker with and without STREAMSERVE_LATENCY_TARGET_MS
     burst_rate: int = 5_000
@@ -294,6 +297,7 @@ class Bench:
             "peak_rss_mb": summary["peak_rss_mb"],
             "cpu_us_per_event": summary["cpu_us_per_event"],
             "batches": summary["batches"],
+            "stages_ms": summary.get("stages_ms", {}),
             "series": watched["series"],
         }
         latency = row["latency_ms"]
@@ -303,6 +307,29 @@ class Bench:
             f"peak {row['drain_events_per_s']:,}/s, lost {row['lost']}"
         )
         return row
+
+    def idle_cpu(self) -> dict[str, Any]:
+        """A worker subscribed to a topic nobody writes: the share of a core it uses."""
+        import psutil  # the bench extra's
+
+        topic = self.topic("idle-in")
+        self.create_topics([topic])
+        argv = procs.streamserve_argv("worker")
+        worker = procs.spawn("worker-idle", argv, self.env("worker-idle", input_topic=topic))
+        try:
+            with self.console.status(f"idle worker: {self.plan.idle_seconds:g} s of CPU"):
+                worker.wait_ready()
+                time.sleep(2.0)  # past the group join
+                process = psutil.Process(worker.proc.pid)
+                before = sum(process.cpu_times()[:2])
+                time.sleep(self.plan.idle_seconds)
+                used = sum(process.cpu_times()[:2]) - before
+            worker.stop()
+        finally:
+            worker.kill()
+        percent = round(used / self.plan.idle_seconds * 100, 2)
+        self.console.print(f"idle worker: {percent}% of a core")
+        return {"seconds": self.plan.idle_seconds, "cpu_percent": percent}
 
     def create_topics(self, topics: list[str]) -> None:
         settings = load_settings(kafka_bootstrap=self.stack.kafka_bootstrap)
@@ -350,10 +377,15 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             ),
         }
         far = bench.far_drains()
+        live = [
+            bench.latency(target, plan.live_rate, seconds=plan.live_seconds)
+            for target in ("worker", "passthrough")
+        ]
         sustained = [
             bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
             for target in ("worker", "passthrough")
         ]
+        idle = bench.idle_cpu()
         latency = [
             bench.latency(target, rate)
             for rate in plan.loads
@@ -378,7 +410,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "started_at": started,
         "drain": drain,
         "far": far,
+        "live": live,
         "sustained": sustained,
+        "idle": idle,
         "latency": latency,
         "bursts": bursts,
         "formats": formats,

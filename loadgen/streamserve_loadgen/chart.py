@@ -62,7 +62,10 @@ def plot_bench(results: dict[str, Any], path: Path) -> Path:
     drain_axis.bar_label(bars, labels=[f"{r:,.0f}" for r in rates])
     drain_axis.set_ylabel("events per second (drain)")
     drain_axis.set_title(f"drain of {results['plan']['events']:,} pre-loaded events")
-    loads = results.get("latency", [])
+    loads = sorted(
+        [*results.get("live", []), *results.get("sustained", []), *results.get("latency", [])],
+        key=lambda row: row["offered_per_s"],
+    )
     for target, colour in (("worker", "#2171b5"), ("passthrough", "#969696")):
         rows = [row for row in loads if row["target"] == target]
         offered = [row["offered_per_s"] for row in rows]

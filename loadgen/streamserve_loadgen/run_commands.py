@@ -40,12 +40,19 @@ def require_bench_extra() -> None:
     show_default=True,
     help="Events the batch-size-1 baseline scores.",
 )
+@click.option(
+    "--live-seconds",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="How long 1,000 events/s are offered to the worker and the pass-through.",
+)
 @click.option("--load-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True)
 @click.option(
     "--loads",
-    default="1000,30000",
+    default="30000",
     show_default=True,
-    help="Offered loads (events/s), comma-separated.",
+    help="Further offered loads (events/s), comma-separated.",
 )
 @click.option(
     "--max-wait-ms",
@@ -64,6 +71,7 @@ def bench_command(
     events: int,
     sustained_seconds: float,
     baseline_events: int,
+    live_seconds: float,
     load_seconds: float,
     loads: str,
     max_wait_ms: int | None,
@@ -80,6 +88,7 @@ def bench_command(
     plan = BenchPlan(
         events=events,
         baseline_events=baseline_events,
+        live_seconds=live_seconds,
         load_seconds=load_seconds,
         sustained_seconds=sustained_seconds,
         loads=tuple(int(x) for x in loads.split(",")),

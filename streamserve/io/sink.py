@@ -27,16 +27,20 @@ class Delivery:
     producer, which is the thread that produces, so the counts need no lock.
     """
 
-    __slots__ = ("errors", "pending")
+    __slots__ = ("ack_ms", "errors", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
         self.errors: list[KafkaError] = []
+        self.ack_ms: float | None = None  # produce -> acknowledged, of the last report
 
-    def on_delivery(self, error: KafkaError | None, _message: Message | None) -> None:
+    def on_delivery(self, error: KafkaError | None, message: Message | None) -> None:
         self.pending -= 1
         if error is not None:
             self.errors.append(error)
+        elif self.pending == 0 and message is not None:
+            latency_s = message.latency()  # librdkafka's own: produce() -> the broker's answer
+            self.ack_ms = None if latency_s is None else latency_s * 1000
 
     @property
     def done(self) -> bool:

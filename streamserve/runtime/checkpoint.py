@@ -125,7 +125,7 @@ class Checkpoint:
                 raise self._failed
             in_flight.popleft()
             self._offsets.store(batch)
-            self._ledger.record(batch.stats)
+            self._ledger.record(batch)
             completed += 1
         return completed
 

@@ -125,6 +125,7 @@ class Worker:
             target_s, wait_s = settings.latency_target_ms / 1000, settings.max_wait_ms / 1000
             self._adaptive = AdaptiveBatching(target_s, settings.max_batch_size, wait_s)
         self._pending: list[Message] = []
+        self._taken: list[tuple[int, float]] = []  # (count, wall ms) of each take of _pending
         self._scoring: Scoring | None = None
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._watcher = ModelWatcher(models, self.telemetry)
@@ -202,6 +203,7 @@ class Worker:
             if self._adaptive is not None and not self._window.size:
                 self._size_window(self._adaptive)  # the first records open a batch
             self._pending.extend(records)
+            self._taken.append((len(records), time.time() * 1000))
             self._window.add(len(records), now)
         return now
 
@@ -342,13 +344,12 @@ class Worker:
         """
         if not self._pending:
             return
-        batch = self.pipeline.open(self._pending, trigger)
+        batch = self.pipeline.open(self._pending, trigger, self._taken)
         previous = self._scoring
         if previous is None and trigger == "idle":
             predicted = self.pipeline.score_here(batch)  # None: the store did not answer
             if predicted is not None:
-                self._pending = []
-                self._window.reset()
+                self._forget_pending()
                 self._send(batch, predicted)
                 return
         if previous is not None:
@@ -356,8 +357,7 @@ class Worker:
             # is raised here, while both batches' records are still in hand
             previous.submitted.looked_up.result()
         self._scoring = Scoring(batch, self.pipeline.score_async(batch))
-        self._pending = []
-        self._window.reset()
+        self._forget_pending()
         if previous is not None:
             self._send_scoring(previous)
 
@@ -420,9 +420,14 @@ class Worker:
     def _drop_in_hand(self) -> list[Message]:
         """Forget the batch being scored and the one filling; returns their records."""
         records = [*(self._scoring.batch.records if self._scoring else []), *self._pending]
-        self._scoring, self._pending = None, []
-        self._window.reset()
+        self._scoring = None
+        self._forget_pending()
         return records  # type: ignore[return-value]
+
+    def _forget_pending(self) -> None:
+        """The records in hand went into a batch (or are dropped): start the next one."""
+        self._pending, self._taken = [], []
+        self._window.reset()
 
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from streamserve.config import Settings
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
@@ -20,10 +22,10 @@ from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.identity import worker_id
 from streamserve.runtime.models import Models, Serving
 from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
-from streamserve.runtime.startup import wall_ms
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsWindow
 from streamserve.telemetry.prometheus import Telemetry
+from streamserve.telemetry.stages import StageTimes
 
 log = logging.getLogger("streamserve.worker")
 
@@ -47,6 +49,8 @@ class OpenBatch:
     serving: Serving
     prepared: PreparedBatch
     opened_at: float  # perf_counter
+    opened_ms: float  # wall clock
+    taken_ms: np.ndarray  # wall clock, per record: when the loop took it from the consumer
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class BatchStats:
     lookup_ms: float
     predict_ms: float
     service_s: float  # from opening the batch to its outputs being handed to the producer
+    stages: StageTimes  # per prediction
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity
@@ -87,7 +92,7 @@ class BatchPipeline:
         scoring: ScoringThreads,
         sink: KafkaSink,
         topics: OutputTopics,
-        clock_ms: Callable[[], int],
+        clock_ms: Callable[[], float],
     ) -> None:
         self.worker_id = worker_id
         self.scoring = scoring
@@ -97,27 +102,42 @@ class BatchPipeline:
         self._clock_ms = clock_ms
         # batch ids: worker id, this pipeline's start (hex ms), sequence; unique across
         # restarts of a worker whose id stays the same (a StatefulSet's pod name, say)
-        self._id_prefix = f"{worker_id}-{clock_ms():x}-"
+        self._id_prefix = f"{worker_id}-{int(clock_ms()):x}-"
         self._seq = 0
 
     @classmethod
     def of_worker(
         cls, settings: Settings, models: Models, scoring: ScoringThreads, sink: KafkaSink
     ) -> BatchPipeline:
-        """A worker's pipeline: its id, the models serving now, its output topics, wall time."""
+        """A worker's pipeline: its id, the models serving now, its output topics, wall time
+        (in ms, as the loop stamps the records it takes)."""
         topics = OutputTopics(
             settings.predictions_topic, settings.dead_letter_topic, settings.shadow_topic
         )
         name = worker_id(settings)
-        return cls(name, lambda: models.serving, scoring, sink, topics, wall_ms)
+        return cls(name, lambda: models.serving, scoring, sink, topics, lambda: time.time() * 1000)
 
-    def open(self, records: Sequence[SourceRecord], trigger: Trigger) -> OpenBatch:
-        """Give the batch its id and model, and decode it."""
+    def open(
+        self,
+        records: Sequence[SourceRecord],
+        trigger: Trigger,
+        taken: Sequence[tuple[int, float]] = (),
+    ) -> OpenBatch:
+        """Give the batch its id and model, and decode it; ``taken``: (count, wall-clock ms) of
+        each run of records the loop took from the consumer at once (default: now)."""
+        opened_at, opened_ms = time.perf_counter(), self._clock_ms()
         self._seq += 1
         serving = self._serving()
         prepared = serving.model.scorer.prepare(records)
         batch_id = f"{self._id_prefix}{self._seq}"
-        return OpenBatch(batch_id, records, trigger, serving, prepared, time.perf_counter())
+        taken_ms = (
+            np.repeat([ms for _, ms in taken], [count for count, _ in taken])
+            if sum(count for count, _ in taken) == len(records)
+            else np.full(len(records), opened_ms)
+        )
+        return OpenBatch(
+            batch_id, records, trigger, serving, prepared, opened_at, opened_ms, taken_ms
+        )
 
     def score_async(self, batch: OpenBatch) -> Submitted:
         """Lookup and predict on the scoring threads (retries, waits or degrades on outages)."""
@@ -129,7 +149,8 @@ class BatchPipeline:
 
     def send(self, batch: OpenBatch, predicted: Predicted) -> SentBatch:
         """Encode the outputs and hand them to the producer; returns before they are in."""
-        scored = predicted.encode(self._clock_ms(), batch.batch_id)
+        scored_at_ms = int(self._clock_ms())
+        scored = predicted.encode(scored_at_ms, batch.batch_id)
         delivery = Delivery()
         topics, sink = self._topics, self.sink
         sink.send(topics.predictions, scored.predictions, delivery)
@@ -137,6 +158,7 @@ class BatchPipeline:
             sink.send_with_headers(topics.dead_letters, scored.dead_letters, delivery)
         if scored.shadow is not None:
             sink.send(topics.shadow, scored.shadow.predictions, delivery)
+        service_s = time.perf_counter() - batch.opened_at
         stats = BatchStats(
             size=len(batch.records),
             trigger=batch.trigger,
@@ -144,7 +166,8 @@ class BatchPipeline:
             model_name=batch.serving.model.bundle.name,
             lookup_ms=predicted.lookup_ms,
             predict_ms=predicted.predict_ms,
-            service_s=time.perf_counter() - batch.opened_at,
+            service_s=service_s,
+            stages=stage_times(batch, predicted, scored_at_ms - scored.latencies_ms, service_s),
         )
         if log.isEnabledFor(logging.DEBUG):
             log_sent(batch.batch_id, stats)
@@ -155,6 +178,23 @@ class BatchPipeline:
         batch = self.open(records, trigger)
         predicted = self.score_here(batch) or self.score_async(batch).predicted.result()
         return self.send(batch, predicted)
+
+
+def stage_times(
+    batch: OpenBatch, predicted: Predicted, record_ms: np.ndarray, service_s: float
+) -> StageTimes:
+    """Each prediction's time before its batch opened, and the batch's stages after;
+    ``record_ms``: each prediction's input record timestamp (NaN: none)."""
+    prepared = batch.prepared
+    taken_ms = batch.taken_ms[prepared.events.indices] if prepared.rejections else batch.taken_ms
+    handling_ms = service_s * 1000 - predicted.lookup_ms - predicted.predict_ms
+    return StageTimes(
+        to_worker_ms=taken_ms - record_ms,
+        window_ms=batch.opened_ms - taken_ms,
+        lookup_ms=predicted.lookup_ms,
+        predict_ms=predicted.predict_ms,
+        handling_ms=max(handling_ms, 0.0),
+    )
 
 
 def log_sent(batch_id: str, stats: BatchStats) -> None:
@@ -185,10 +225,13 @@ class BatchLedger:
         self.metrics = metrics
         self.telemetry = telemetry
 
-    def record(self, stats: BatchStats) -> None:
+    def record(self, batch: SentBatch) -> None:
         """Each book on its own: a failure in one is logged and counted, never raised (the
         batch's outputs are delivered; its offsets are stored whatever the counting does)."""
+        stats = batch.stats
         scored, shielded = stats.scored, self.telemetry.guard.shielded
+        with shielded("stage times"):
+            self.summary.stages.add(stats.stages, batch.delivery.ack_ms, len(scored.predictions))
         with shielded("run summary"):
             self.summary.batch_done(
                 stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamserve.core.window import TRIGGERS
+from streamserve.telemetry.stages import StageHistograms
 
 
 def peak_rss_mb() -> float:
@@ -43,6 +44,7 @@ class RunSummary:
     first_record_cpu: float = 0.0  # process CPU seconds
     last_batch_done_at: float | None = None
     last_batch_done_cpu: float = 0.0
+    stages: StageHistograms = field(default_factory=StageHistograms)  # per prediction
 
     def record_arrived(self) -> None:
         if self.first_record_at is None:
@@ -83,4 +85,5 @@ class RunSummary:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "cpu_us_per_event": round(self.cpu_seconds / events * 1e6, 2) if events else 0.0,
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "stages_ms": self.stages.quantiles(),
         }

@@ -159,7 +159,7 @@ class TransactionalCheckpoint:
                 raise TransactionAborted(f"transaction aborted: {error.str()}") from None
         self._batches, self._opened_at = [], None
         for batch in batches:
-            self._ledger.record(batch.stats)
+            self._ledger.record(batch)
         return len(batches)
 
     def _send_offsets(self, batches: list[SentBatch]) -> None:

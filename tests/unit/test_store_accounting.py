@@ -160,7 +160,7 @@ def test_every_mix_of_absent_stale_and_partly_stale_keys_is_scored_and_counted_a
     for states in combinations:
         store.states = dict(zip(keys, states, strict=True))
         sent = batches.run(records)
-        ledger.record(sent.stats)
+        ledger.record(sent)
         scored = sent.stats.scored
         counted = {
             "absent": scored.store_misses,
@@ -220,7 +220,7 @@ def test_a_failing_book_is_logged_and_counted_and_the_others_still_count(
     batches = pipeline_of(bundle, store)
 
     for _ in range(3):
-        ledger.record(batches.run(events(2)).stats)  # does not raise
+        ledger.record(batches.run(events(2)))  # does not raise
 
     (what,) = telemetry.guard.failures
     assert telemetry.guard.failures[what] == 3

@@ -19,6 +19,9 @@ from streamserve.telemetry.health import Health
 from streamserve.telemetry.interval import MetricsWindow
 from streamserve.telemetry.logs import JsonFormatter
 from streamserve.telemetry.prometheus import BulkHistogram, Telemetry
+from streamserve.telemetry.stages import StageTimes
+
+NO_STAGES = StageTimes(np.empty(0), np.empty(0), 0.0, 0.0, 0.0)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -49,9 +52,9 @@ def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> S
 def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
     telemetry = Telemetry("fraud", "7")
     batch = scored(3, Counter(malformed_json=2), [4.0, 40.0, float("nan")])
-    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01))
+    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01, NO_STAGES))
     telemetry.record_batch(
-        BatchStats(1, "size", scored(1, Counter(), [2000.0]), "fraud", 1.0, 1.0, 0.01)
+        BatchStats(1, "size", scored(1, Counter(), [2000.0]), "fraud", 1.0, 1.0, 0.01, NO_STAGES)
     )
     got = samples(telemetry)
     assert got["streamserve_events_total", (("outcome", "prediction"),)] == 4
@@ -76,7 +79,7 @@ def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
 def test_the_registry_exports_the_catalog_and_the_readme_shows_it() -> None:
     telemetry = Telemetry("fraud", "7")
     batch = scored(3, Counter(malformed_json=2), [4.0])
-    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01))
+    telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01, NO_STAGES))
     telemetry.set_lag([PartitionLag("events", 0, 3)])
     text = generate_latest(telemetry.registry).decode()
     families = [
@@ -167,7 +170,9 @@ def test_the_metrics_record_names_the_model_that_scored_the_latest_batch() -> No
     window = MetricsWindow("w", "fraud", "1")
     window.start(0)
     window.record_batch(
-        BatchStats(3, "size", scored(3, Counter(), [1.0] * 3), "fraud-v2", 1.0, 1.0, 0.01)
+        BatchStats(
+            3, "size", scored(3, Counter(), [1.0] * 3), "fraud-v2", 1.0, 1.0, 0.01, NO_STAGES
+        )
     )
     record = window.close(1_000, [])
     assert (record.model_name, record.events_in, record.predictions_out) == ("fraud-v2", 3, 3)
