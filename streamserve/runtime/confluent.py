@@ -188,11 +188,10 @@ class Worker:
             messages = self.consumer.consume(1, self._idle_wait_s())
             if messages and room > 1:
                 messages += self.consumer.consume(room - 1, 0)
-        elif room or self._partitions.paused:
-            # paused: nothing comes, but a call serves the group's callbacks
-            messages = self.consumer.consume(max(room, 1), 0)
         else:
-            return time.monotonic()  # full: it closes this turn
+            # full (waiting for a commit's report, which only a consume serves, or paused): a
+            # record it returns goes into the next batch
+            messages = self.consumer.consume(max(room, 1), 0)
         now = time.monotonic()
         records = [m for m in messages if m.error() is None]
         if len(records) != len(messages):
@@ -344,12 +343,13 @@ class Worker:
         """
         if not self._pending:
             return
-        batch = self.pipeline.open(self._pending, trigger, self._taken)
+        records, taken = self._next_batch()
+        batch = self.pipeline.open(records, trigger, taken)  # may raise: the records stay
         previous = self._scoring
         if previous is None and trigger == "idle":
             predicted = self.pipeline.score_here(batch)  # None: the store did not answer
             if predicted is not None:
-                self._forget_pending()
+                self._batch_opened(len(records))
                 self._send(batch, predicted)
                 return
         if previous is not None:
@@ -357,7 +357,7 @@ class Worker:
             # is raised here, while both batches' records are still in hand
             previous.submitted.looked_up.result()
         self._scoring = Scoring(batch, self.pipeline.score_async(batch))
-        self._forget_pending()
+        self._batch_opened(len(records))
         if previous is not None:
             self._send_scoring(previous)
 
@@ -393,7 +393,8 @@ class Worker:
         with self._scoring_threads.giving_up():
             try:
                 try:
-                    self._dispatch("stop")
+                    while self._pending:  # more than a batch when some came in while full
+                        self._dispatch("stop")
                 except RegistryUnavailable:
                     self._send_scored()  # the batch before it needs no registry
                     raise
@@ -424,8 +425,23 @@ class Worker:
         self._forget_pending()
         return records  # type: ignore[return-value]
 
+    def _next_batch(self) -> tuple[list[Message], list[tuple[int, float]]]:
+        """The records in hand, up to a full batch, and when each run of them was taken."""
+        return self._pending[: self._window.max_size], self._taken
+
+    def _batch_opened(self, count: int) -> None:
+        """The first ``count`` records in hand went into a batch; the window restarts with any
+        taken after it was full (they start the next batch)."""
+        if len(self._pending) <= count:
+            self._forget_pending()
+            return
+        self._pending = self._pending[count:]
+        self._taken = [(len(self._pending), self._taken[-1][1])]
+        self._window.reset()
+        self._window.add(len(self._pending), time.monotonic())
+
     def _forget_pending(self) -> None:
-        """The records in hand went into a batch (or are dropped): start the next one."""
+        """The records in hand are dropped: start the next batch empty."""
         self._pending, self._taken = [], []
         self._window.reset()
 
