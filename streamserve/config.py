@@ -130,7 +130,11 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Batch closes at this size.")
     max_wait_ms: float = Field(
-        5.0, ge=0, le=60_000, description="Batch closes this long after its first record."
+        5.0,
+        ge=0,
+        le=60_000,
+        description="The longest a batch waits for a busy scoring stage after its first "
+        "record (a free stage takes it at once).",
     )
     max_batches_in_flight: int = Field(
         16,

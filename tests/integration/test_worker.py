@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import socket
 from collections import Counter
 from pathlib import Path
@@ -134,6 +135,22 @@ def test_hash_layout_scores_equal_offline_predict(
     predictions, dead_letters = scenario.outputs(expected=1_000)
     assert dead_letters == []
     assert_scores_equal_offline_predict(scenario, predictions, values, stored)
+
+
+def test_a_worker_waiting_for_commits_hears_them_without_pausing(
+    scenario: Scenario, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With one event's offsets allowed to wait, every full batch waits for a commit's report,
+    which only a call to the consumer serves: the loop keeps calling it, so it never holds
+    long enough to pause its partitions (a pause costs a second of fetching)."""
+    scenario = scenario.with_settings(max_batch_size=50, commit_every_events=1)
+    scenario.load_features(50, skip_every=0)
+    scenario.preload(2_000, 50)
+    with caplog.at_level(logging.INFO, logger="streamserve"):
+        summary = build_worker(scenario.settings).run()
+    predictions, dead_letters = scenario.outputs(expected=2_000)
+    assert len(predictions) + len(dead_letters) == summary.events == 2_000
+    assert [r.getMessage() for r in caplog.records if "paused" in r.getMessage()] == []
 
 
 def test_full_batches_close_by_size_and_the_tail_at_once(scenario: Scenario) -> None:
