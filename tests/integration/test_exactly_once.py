@@ -139,7 +139,8 @@ def test_a_refused_output_aborts_and_stops_and_a_restart_scores_once(scenario: S
 def test_a_commit_that_fails_aborts_rewinds_and_scores_every_event_once(
     scenario: Scenario,
 ) -> None:
-    scenario = exactly_once(scenario, max_batch_size=50)  # 40 batches: several transactions
+    # 40 batches of 50, at most 16 in a transaction: several transactions
+    scenario = exactly_once(scenario, max_batch_size=50, max_batches_in_flight=16)
     scenario.preload(2_000, N_ENTITIES, malformed_every=40)
     worker = build_worker(scenario.settings)
     aborted = aborted_batches(worker)
@@ -187,7 +188,9 @@ def test_a_worker_killed_and_restarted_with_default_settings_fences_its_predeces
     every partition's last stable offset: on Tansu for good, on Apache Kafka for
     transaction.timeout.ms. Tansu does not abort the fenced transaction, so its outputs may
     surface: duplicates are held to one transaction's worth (0 on Apache Kafka)."""
-    scenario = exactly_once(scenario, exit_when_idle_s=0, max_batch_size=200)
+    scenario = exactly_once(
+        scenario, exit_when_idle_s=0, max_batch_size=200, max_batches_in_flight=16
+    )
     events = list(synthetic.generate_events(6_000, N_ENTITIES, malformed_every=0))
     env = scenario.env()
     assert "STREAMSERVE_WORKER_ID" not in env and "STREAMSERVE_TRANSACTIONAL_ID" not in env
@@ -210,7 +213,7 @@ def test_a_worker_killed_and_restarted_with_default_settings_fences_its_predeces
     ids = [started_as(worker) for worker in (first, other, restarted)]
     assert ids[0] == ids[2] != ids[1], ids
     report = audited(scenario)
-    one_transaction = 16 * 200  # STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches of 200
+    one_transaction = 16 * 200  # a transaction holds at most 16 batches of 200 here
     print(f"SIGKILL under exactly-once on Tansu: {report.extra_outputs} duplicate outputs")
     assert report.lost == 0
     assert report.extra_outputs <= one_transaction
