@@ -1,10 +1,13 @@
 """The confluent-kafka worker loop: consume -> batch -> score -> produce -> checkpoint.
 
 Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
-``consume`` there, so a revoke can finish every batch in hand before its partitions go. The
-pipeline (pipeline.py) decodes a batch here and scores it on the scoring threads (lookup, then
-predict), overlapped with the loop filling the next batch; its outputs are produced, and the
-checkpoint (checkpoint.py) stores its offsets once the broker acknowledged them, with up to
+``consume`` there, so a revoke can finish every batch in hand before its partitions go. A
+batch closes as soon as the scoring stage can take it (core/window.py). The pipeline
+(pipeline.py) decodes it here and scores it here too when the stage was free and the consumer
+held nothing more; otherwise on the scoring threads (lookup, then predict), overlapped with the
+loop filling the next batch. The loop sleeps in the consumer with nothing in hand and on the
+scoring stage's future while a batch is scored, never on a timer. Its outputs are produced, and
+the checkpoint (checkpoint.py) stores its offsets once the broker acknowledged them, with up to
 STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
 
 Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
