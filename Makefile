@@ -41,7 +41,7 @@ integration: install ## Integration and CLI tests on the embedded broker and Red
 demo: install ## Embedded stack, demo model, a worker under a ramp of load, live view; prints JSON
 	$(BIN)/streamserve-loadgen demo
 
-bench: install ## Benchmark (10-16 min): drains against the bare loop and pass-through, far broker, 60 s sustained load, latency, bursts, Avro, Protobuf, exactly-once, Feast
+bench: install ## Benchmark (~10 min): drains against the bare loop and pass-through, far broker, latency and stage times at 1k and 10k events/s, idle CPU, bursts, Avro, Protobuf, exactly-once, Feast
 	$(BIN)/streamserve-loadgen bench --out bench-results
 
 chaos: install ## Chaos (~2 min): 300k events, 5 SIGKILLs, 2 Redis outages, a rebalance, per guarantee; audit
