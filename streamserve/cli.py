@@ -74,6 +74,7 @@ def _prediction_schemas(settings: Settings) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="streamserve")
 def main() -> None:
     """Streaming inference: Kafka events, Redis features, XGBoost micro-batches.
 
