@@ -231,7 +231,9 @@ class BatchLedger:
         stats = batch.stats
         scored, shielded = stats.scored, self.telemetry.guard.shielded
         with shielded("stage times"):
-            self.summary.stages.add(stats.stages, batch.delivery.ack_ms, len(scored.predictions))
+            ack_ms, predictions = batch.delivery.ack_ms, len(scored.predictions)
+            self.summary.stages.add(stats.stages, ack_ms, predictions)
+            self.telemetry.record_stages(stats.stages, ack_ms, predictions)
         with shielded("run summary"):
             self.summary.batch_done(
                 stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger

@@ -88,6 +88,16 @@ METRICS: tuple[MetricDef, ...] = (
         per_value=True,
     ),
     MetricDef(
+        "stage_seconds",
+        "histogram",
+        "Where each prediction's time went, by stage: `to_worker` (record timestamp to taken "
+        "from the consumer), `window` (taken to its batch opening), `lookup`, `predict`, "
+        "`handling` (decode, hand-offs, encode, produce), `ack` (produce to acknowledged).",
+        ("stage",),
+        buckets=tuple(sorted({*STAGE_BUCKETS_S, *LATENCY_BUCKETS_S})),
+        per_value=True,
+    ),
+    MetricDef(
         "feature_lookup_seconds",
         "histogram",
         "Feature lookup time per batch.",

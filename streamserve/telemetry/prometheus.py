@@ -23,47 +23,62 @@ from streamserve.core.window import TRIGGERS
 from streamserve.telemetry.catalog import METRICS, MetricDef
 from streamserve.telemetry.guard import TelemetryGuard
 from streamserve.telemetry.health import Health
+from streamserve.telemetry.stages import StageTimes
 
 if TYPE_CHECKING:
     from streamserve.runtime.pipeline import BatchStats
 
 
 class BulkHistogram(Collector):
-    """A Prometheus histogram fed a whole array of observations at a time."""
+    """A Prometheus histogram fed a whole array of observations at a time (one series per
+    combination of ``labelnames`` values)."""
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.documentation = documentation
+        self.labelnames = tuple(labelnames)
         self._bounds = np.asarray(buckets, dtype=np.float64)
-        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
-        self._sum = 0.0
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
         self._lock = threading.Lock()
 
-    def observe_many(self, values: np.ndarray) -> None:
-        """Count every finite value (NaN means "not known" and is skipped)."""
+    def observe_many(self, values: np.ndarray, *labels: str, weight: int = 1) -> None:
+        """Count every finite value ``weight`` times (NaN means "not known" and is skipped)."""
         values = values[np.isfinite(values)]
         if not len(values):
             return
         slots = np.searchsorted(self._bounds, values, side="left")  # first bound >= value
-        counts = np.bincount(slots, minlength=len(self._counts))
+        counts = np.bincount(slots, minlength=len(self._bounds) + 1) * weight
         with self._lock:
-            self._counts += counts
-            self._sum += float(values.sum())
+            found = self._series.get(labels)
+            if found is None:  # the last slot is +Inf
+                found = self._series[labels] = (np.zeros(len(self._bounds) + 1, np.int64), [0.0])
+            found[0][:] += counts
+            found[1][0] += float(values.sum()) * weight
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
-            total = self._sum
+            series = {
+                k: (np.cumsum(c).tolist(), total[0]) for k, (c, total) in self._series.items()
+            }
+        if not series and not self.labelnames:
+            series[()] = ([0] * (len(self._bounds) + 1), 0.0)
         bounds = [*(f"{b:g}" for b in self._bounds), "+Inf"]
-        family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], list(zip(bounds, cumulative, strict=True)), total)
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, (cumulative, total) in series.items():
+            family.add_metric(list(labels), list(zip(bounds, cumulative, strict=True)), total)
         yield family
 
 
 def _build(metric: MetricDef, registry: CollectorRegistry) -> Any:
     """The prometheus-client object of one row of the catalog, registered in ``registry``."""
     if metric.per_value:
-        bulk = BulkHistogram(metric.name, metric.help, metric.buckets)
+        bulk = BulkHistogram(metric.name, metric.help, metric.buckets, metric.labels)
         registry.register(bulk)
         return bulk
     if metric.kind == "histogram":
@@ -103,6 +118,7 @@ class Telemetry:
         self.shadow_predictions: Counter = metrics["shadow_predictions"]
         self.shadow_flips: Counter = metrics["shadow_decision_flips"]
         self.shadow_delta: BulkHistogram = metrics["shadow_score_delta"]
+        self.stages: BulkHistogram = metrics["stage_seconds"]
         errors: Counter = metrics["telemetry_errors"]
         self.guard = TelemetryGuard(on_failure=lambda what: errors.labels(what).inc())
         metrics["feature_store_up"].set_function(lambda: float(health.store_available()))
@@ -145,6 +161,22 @@ class Telemetry:
             self.shadow_predictions.inc(len(batch.shadow.predictions))
             self.shadow_flips.inc(batch.shadow.flips)
             self.shadow_delta.observe_many(batch.shadow.abs_deltas)
+
+    def record_stages(self, times: StageTimes, ack_ms: float | None, predictions: int) -> None:
+        """Where a completed batch's predictions spent their time (see telemetry/stages.py)."""
+        if not predictions:
+            return
+        stages = self.stages
+        stages.observe_many(times.to_worker_ms / 1000, "to_worker")
+        stages.observe_many(times.window_ms / 1000, "window")
+        for stage, ms in (
+            ("lookup", times.lookup_ms),
+            ("predict", times.predict_ms),
+            ("handling", times.handling_ms),
+            ("ack", ack_ms),
+        ):
+            if ms is not None:
+                stages.observe_many(np.array([ms / 1000]), stage, weight=predictions)
 
     def model_swapped(self, old: ModelBundle, new: ModelBundle, shadow: bool) -> None:
         """A new bundle took over (called from the model watcher's thread)."""

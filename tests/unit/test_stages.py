@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamserve.core.model import ModelBundle
+from streamserve.telemetry.prometheus import Telemetry
 from streamserve.telemetry.stages import StageHistograms, StageTimes
 from streamserve_loadgen import synthetic
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
@@ -57,3 +60,28 @@ def test_each_prediction_gets_its_time_before_the_batch_and_the_batch_stages(
     assert sorted(set(stages.window_ms.tolist())) == [5.0, 10.0]
     assert (stages.window_ms == 10.0).sum() == 18  # 2 of the first 20 records were malformed
     assert stages.lookup_ms == sent.stats.lookup_ms and stages.predict_ms == sent.stats.predict_ms
+
+
+def test_prometheus_counts_each_stage_once_per_prediction() -> None:
+    telemetry = Telemetry("m", "1")
+    times = StageTimes(np.array([30.0, 40.0]), np.array([0.1, 0.2]), 0.5, 1.0, 0.3)
+    telemetry.record_stages(times, ack_ms=55.0, predictions=2)
+    telemetry.record_stages(times, ack_ms=None, predictions=2)  # acknowledgement not timed
+    text = generate_latest(telemetry.registry).decode()
+    counts, sums = {}, {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "streamserve_stage_seconds_count":
+                counts[sample.labels["stage"]] = sample.value
+            if sample.name == "streamserve_stage_seconds_sum":
+                sums[sample.labels["stage"]] = sample.value
+    assert counts == {
+        "to_worker": 4,
+        "window": 4,
+        "lookup": 4,
+        "predict": 4,
+        "handling": 4,
+        "ack": 2,
+    }
+    assert sums["to_worker"] == pytest.approx(0.14) and sums["ack"] == pytest.approx(0.11)
+    assert sums["lookup"] == pytest.approx(0.002)  # 0.5 ms for each of 4 predictions
