@@ -44,6 +44,7 @@ from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.identity import with_worker_id, worker_id
+from streamserve.runtime.in_hand import InHand
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets, Unconfirmed
 from streamserve.runtime.partitions import (
@@ -122,13 +123,11 @@ class Worker:
         else:
             offsets = ConsumerOffsets(consumer, self._unconfirmed)
             self.checkpoint = Checkpoint(self.sink, offsets, ledger, settings.max_batches_in_flight)
-        self._window = BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0)
+        self._hand = InHand(BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0))
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:
             target_s, wait_s = settings.latency_target_ms / 1000, settings.max_wait_ms / 1000
             self._adaptive = AdaptiveBatching(target_s, settings.max_batch_size, wait_s)
-        self._pending: list[Message] = []
-        self._taken: list[tuple[int, float]] = []  # (count, wall ms) of each take of _pending
         self._scoring: Scoring | None = None
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._watcher = ModelWatcher(models, self.telemetry)
@@ -169,7 +168,7 @@ class Worker:
         """One turn of the loop: take records, close a batch or send a scored one, or wait for
         the scoring stage; then complete what the broker acknowledged."""
         now = self._take()
-        trigger = self._window.trigger(now, stage_free=self._lookup_free(0))
+        trigger = self._hand.window.trigger(now, stage_free=self._lookup_free(0))
         if trigger:
             self._close_batch(trigger)
         elif self._scoring and self._scored(0):
@@ -186,8 +185,8 @@ class Worker:
     def _take(self) -> float:
         """Take what the consumer holds, up to the batch's room; with nothing in hand, wait for
         a record first (the loop sleeps in the consumer). Returns the time after consuming."""
-        room = self._window.room()
-        if self._scoring is None and not self._window.size:
+        room = self._hand.window.room()
+        if self._scoring is None and not self._hand:
             messages = self.consumer.consume(1, self._idle_wait_s())
             if messages and room > 1:
                 messages += self.consumer.consume(room - 1, 0)
@@ -202,11 +201,9 @@ class Worker:
         if records:
             self._last_activity = now
             self.summary.record_arrived()
-            if self._adaptive is not None and not self._window.size:
+            if self._adaptive is not None and not self._hand:
                 self._size_window(self._adaptive)  # the first records open a batch
-            self._pending.extend(records)
-            self._taken.append((len(records), time.time() * 1000))
-            self._window.add(len(records), now)
+            self._hand.add(records, now, time.time() * 1000)
         return now
 
     def _idle_wait_s(self) -> float:
@@ -219,9 +216,9 @@ class Worker:
         has its features (while the next one waits) or is predicted, or the window is up."""
         assert self._scoring is not None
         submitted = self._scoring.submitted
-        remaining_s = self._window.remaining_s(now)
+        remaining_s = self._hand.window.remaining_s(now)
         timeout_s = min(IDLE_POLL_S if remaining_s is None else remaining_s, self._idle_wait_s())
-        if self._window.size:
+        if self._hand:
             submitted.looked_up_within(timeout_s)  # then the next batch goes
         else:
             submitted.predicted_within(timeout_s)  # then this one is sent
@@ -278,7 +275,7 @@ class Worker:
 
     def _fail(self) -> None:
         """The loop raised: leave everything not completed uncommitted, to be read again."""
-        in_hand = len(self._pending) + (len(self._scoring.batch.records) if self._scoring else 0)
+        in_hand = len(self._hand) + (len(self._scoring.batch.records) if self._scoring else 0)
         in_hand += self.checkpoint.events_in_flight
         log.exception(
             "worker failed; %d records in hand stay uncommitted and will be re-read",
@@ -306,7 +303,7 @@ class Worker:
         if self.stop_event.is_set():
             return True
         if settings.max_events:
-            in_hand = len(self._pending) + self.checkpoint.events_in_flight
+            in_hand = len(self._hand) + self.checkpoint.events_in_flight
             in_hand += len(self._scoring.batch.records) if self._scoring else 0
             if self.summary.events + in_hand >= settings.max_events:
                 return True
@@ -344,15 +341,15 @@ class Worker:
         STREAMSERVE_MAX_BATCHES_IN_FLIGHT whose outputs await acknowledgement. They are sent
         in order, and the checkpoint completes them in order.
         """
-        if not self._pending:
+        if not self._hand:
             return
-        records, taken = self._next_batch()
+        records, taken = self._hand.next_batch()
         batch = self.pipeline.open(records, trigger, taken)  # may raise: the records stay
         previous = self._scoring
         if previous is None and trigger == "idle":
             predicted = self.pipeline.score_here(batch)  # None: the store did not answer
             if predicted is not None:
-                self._batch_opened(len(records))
+                self._hand.opened(len(records), time.monotonic())
                 self._send(batch, predicted)
                 return
         if previous is not None:
@@ -360,7 +357,7 @@ class Worker:
             # is raised here, while both batches' records are still in hand
             previous.submitted.looked_up.result()
         self._scoring = Scoring(batch, self.pipeline.score_async(batch))
-        self._batch_opened(len(records))
+        self._hand.opened(len(records), time.monotonic())
         if previous is not None:
             self._send_scoring(previous)
 
@@ -386,7 +383,8 @@ class Worker:
         """Adaptive batching: the new batch's size limit and wait, from cost and lag."""
         lag = sum(p.lag for p in kafka_io.consumer_lag(self.consumer))
         limits = adaptive.limits(lag)
-        self._window.max_size, self._window.max_wait_s = limits.max_size, limits.max_wait_s
+        window = self._hand.window
+        window.max_size, window.max_wait_s = limits.max_size, limits.max_wait_s
         self.telemetry.batch_size_limit.set(limits.max_size)
 
     def _complete_all(self) -> None:
@@ -396,7 +394,7 @@ class Worker:
         with self._scoring_threads.giving_up():
             try:
                 try:
-                    while self._pending:  # more than a batch when some came in while full
+                    while self._hand:  # more than a batch when some came in while full
                         self._dispatch("stop")
                 except RegistryUnavailable:
                     self._send_scored()  # the batch before it needs no registry
@@ -423,30 +421,9 @@ class Worker:
 
     def _drop_in_hand(self) -> list[Message]:
         """Forget the batch being scored and the one filling; returns their records."""
-        records = [*(self._scoring.batch.records if self._scoring else []), *self._pending]
+        scored = list(self._scoring.batch.records) if self._scoring else []
         self._scoring = None
-        self._forget_pending()
-        return records  # type: ignore[return-value]
-
-    def _next_batch(self) -> tuple[list[Message], list[tuple[int, float]]]:
-        """The records in hand, up to a full batch, and when each run of them was taken."""
-        return self._pending[: self._window.max_size], self._taken
-
-    def _batch_opened(self, count: int) -> None:
-        """The first ``count`` records in hand went into a batch; the window restarts with any
-        taken after it was full (they start the next batch)."""
-        if len(self._pending) <= count:
-            self._forget_pending()
-            return
-        self._pending = self._pending[count:]
-        self._taken = [(len(self._pending), self._taken[-1][1])]
-        self._window.reset()
-        self._window.add(len(self._pending), time.monotonic())
-
-    def _forget_pending(self) -> None:
-        """The records in hand are dropped: start the next batch empty."""
-        self._pending, self._taken = [], []
-        self._window.reset()
+        return [*scored, *self._hand.clear()]  # type: ignore[list-item]
 
     def _maybe_publish_metrics(self, force: bool = False) -> None:
         now = wall_ms()

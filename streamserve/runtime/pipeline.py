@@ -124,7 +124,8 @@ class BatchPipeline:
         taken: Sequence[tuple[int, float]] = (),
     ) -> OpenBatch:
         """Give the batch its id and model, and decode it; ``taken``: (count, wall-clock ms) of
-        each run of records the loop took from the consumer at once (default: now)."""
+        each run of ``records`` the loop took from the consumer at once, covering all of them
+        (default: now)."""
         opened_at, opened_ms = time.perf_counter(), self._clock_ms()
         self._seq += 1
         serving = self._serving()
@@ -132,7 +133,7 @@ class BatchPipeline:
         batch_id = f"{self._id_prefix}{self._seq}"
         taken_ms = (
             np.repeat([ms for _, ms in taken], [count for count, _ in taken])
-            if sum(count for count, _ in taken) == len(records)
+            if taken
             else np.full(len(records), opened_ms)
         )
         return OpenBatch(
