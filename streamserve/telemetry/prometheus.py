@@ -44,7 +44,7 @@ class BulkHistogram(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._bounds = np.asarray(buckets, dtype=np.float64)
-        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
+        self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
 
     def observe_many(self, values: np.ndarray, *labels: str, weight: int = 1) -> None:
@@ -55,17 +55,15 @@ class BulkHistogram(Collector):
         slots = np.searchsorted(self._bounds, values, side="left")  # first bound >= value
         counts = np.bincount(slots, minlength=len(self._bounds) + 1) * weight
         with self._lock:
-            found = self._series.get(labels)
-            if found is None:  # the last slot is +Inf
-                found = self._series[labels] = (np.zeros(len(self._bounds) + 1, np.int64), [0.0])
-            found[0][:] += counts
-            found[1][0] += float(values.sum()) * weight
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = _Series(len(self._bounds) + 1)
+            series.counts += counts
+            series.total += float(values.sum()) * weight
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            series = {
-                k: (np.cumsum(c).tolist(), total[0]) for k, (c, total) in self._series.items()
-            }
+            series = {k: (np.cumsum(v.counts).tolist(), v.total) for k, v in self._series.items()}
         if not series and not self.labelnames:
             series[()] = ([0] * (len(self._bounds) + 1), 0.0)
         bounds = [*(f"{b:g}" for b in self._bounds), "+Inf"]
@@ -73,6 +71,16 @@ class BulkHistogram(Collector):
         for labels, (cumulative, total) in series.items():
             family.add_metric(list(labels), list(zip(bounds, cumulative, strict=True)), total)
         yield family
+
+
+class _Series:
+    """One label combination's bucket counts (the last one is +Inf) and sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, slots: int) -> None:
+        self.counts = np.zeros(slots, dtype=np.int64)
+        self.total = 0.0
 
 
 def _build(metric: MetricDef, registry: CollectorRegistry) -> Any:
@@ -166,17 +174,11 @@ class Telemetry:
         """Where a completed batch's predictions spent their time (see telemetry/stages.py)."""
         if not predictions:
             return
-        stages = self.stages
-        stages.observe_many(times.to_worker_ms / 1000, "to_worker")
-        stages.observe_many(times.window_ms / 1000, "window")
-        for stage, ms in (
-            ("lookup", times.lookup_ms),
-            ("predict", times.predict_ms),
-            ("handling", times.handling_ms),
-            ("ack", ack_ms),
-        ):
-            if ms is not None:
-                stages.observe_many(np.array([ms / 1000]), stage, weight=predictions)
+        for stage, value in times.by_stage(ack_ms):
+            if isinstance(value, np.ndarray):
+                self.stages.observe_many(value / 1000, stage)
+            else:
+                self.stages.observe_many(np.array([value / 1000]), stage, weight=predictions)
 
     def model_swapped(self, old: ModelBundle, new: ModelBundle, shadow: bool) -> None:
         """A new bundle took over (called from the model watcher's thread)."""

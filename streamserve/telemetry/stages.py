@@ -16,6 +16,7 @@ buckets 2% wide), so a run of any length reports p50/p99 to within 2%.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,17 @@ class StageTimes:
     predict_ms: float
     handling_ms: float
 
+    def by_stage(self, ack_ms: float | None) -> Iterator[tuple[str, np.ndarray | float]]:
+        """Each stage (in ``STAGES`` order) with its per-prediction array or batch value;
+        ``ack`` only when it was timed."""
+        yield "to_worker", self.to_worker_ms
+        yield "window", self.window_ms
+        yield "lookup", self.lookup_ms
+        yield "predict", self.predict_ms
+        yield "handling", self.handling_ms
+        if ack_ms is not None:
+            yield "ack", ack_ms
+
 
 class StageHistograms:
     """Per-stage histograms of per-prediction times."""
@@ -48,12 +60,12 @@ class StageHistograms:
         """Count one completed batch of ``predictions`` predictions."""
         if not predictions:
             return
-        self._add_each(0, times.to_worker_ms)
-        self._add_each(1, times.window_ms)
-        for row, value in ((2, times.lookup_ms), (3, times.predict_ms), (4, times.handling_ms)):
-            self._add_same(row, value, predictions)
-        if ack_ms is not None:
-            self._add_same(5, ack_ms, predictions)
+        for stage, value in times.by_stage(ack_ms):
+            row = STAGES.index(stage)
+            if isinstance(value, np.ndarray):
+                self._add_each(row, value)
+            else:
+                self._add_same(row, value, predictions)
 
     def quantiles(self) -> dict[str, dict[str, float]]:
         """p50 and p99 of each stage that saw a value, in ms (each a bucket's geometric middle)."""
