@@ -381,6 +381,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             bench.latency(target, plan.live_rate, seconds=plan.live_seconds)
             for target in ("worker", "passthrough")
         ]
+        faust_live = bench.latency(
+            "worker", plan.live_rate, seconds=plan.live_seconds, label="faust", runtime="faust"
+        )
         sustained = [
             bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
             for target in ("worker", "passthrough")
@@ -411,6 +414,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "drain": drain,
         "far": far,
         "live": live,
+        "faust_live": faust_live,
         "sustained": sustained,
         "idle": idle,
         "latency": latency,

@@ -18,17 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Worker as ModeWorker
 
 from streamserve.config import Settings
 from streamserve.errors import StreamserveError
 from streamserve.io.http import serve
+from streamserve.io.kafka import CONSUMER_DEFAULTS
 from streamserve.runtime.faust_scorer import FaustScorer
 from streamserve.runtime.startup import prepare_topics
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.prometheus import Telemetry
 
-__all__ = ["FaustScorer", "faust_app", "new_app", "run_app", "run_faust_worker"]
+__all__ = ["FaustScorer", "faust_app", "new_app", "run_app", "run_faust_worker", "set_fetch_wait"]
 
 log = logging.getLogger("streamserve.faust")
 STOP_CHECK_S = 0.1
@@ -48,6 +50,7 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         broker_commit_interval=settings.commit_interval_s,
         store="memory://",
     )
+    set_fetch_wait(app, _fetch_wait_ms(settings))
     topic = app.topic(
         settings.input_topic,
         key_type=bytes,
@@ -56,6 +59,37 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         value_serializer="raw",
     )
     return app, topic
+
+
+def _fetch_wait_ms(settings: Settings) -> int:
+    """The confluent runtime's ``fetch.wait.max.ms`` for Faust's consumer too
+    (STREAMSERVE_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS, 10 ms by default)."""
+    wait = settings.rdkafka_consumer.get(
+        "fetch.wait.max.ms", CONSUMER_DEFAULTS["fetch.wait.max.ms"]
+    )
+    return int(wait)
+
+
+def set_fetch_wait(app: faust.App, fetch_wait_ms: int) -> None:
+    """Give ``app`` (before it starts) an aiokafka transport whose consumer waits at most
+    ``fetch_wait_ms`` for a fetch. Faust hard-codes 1,500 ms, and a broker that holds a fetch
+    that long with data ready (Tansu does) held the Faust runtime's p50 at 474 ms at 1,000
+    events/s (82 ms with 10 ms)."""
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_wait_ms  # read when the consumer starts
+            return consumer
+
+    class WaitingConsumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> ConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        Consumer = WaitingConsumer
+
+    app.transport = Transport(app.conf.broker_consumer, app)
 
 
 def batch_window_s(settings: Settings) -> float:
