@@ -61,6 +61,15 @@ def _settings(**overrides: Any) -> Settings:
     )
 
 
+def _worker_settings(**overrides: Any) -> Settings:
+    """The settings, with every librdkafka option checked: what a worker starts with."""
+    from streamserve.io.kafka import check_client_options
+
+    settings = _settings(**overrides)
+    exit_on_error(lambda: check_client_options(settings))
+    return settings
+
+
 def _prediction_schemas(settings: Settings) -> Any:
     """Writer schemas from the registry, to read predictions written in a registry format
     (STREAMSERVE_OUTPUT_FORMAT); None for JSON."""
@@ -121,7 +130,7 @@ def worker(
         "max_events": max_events,
         "exit_when_idle_s": exit_when_idle_s,
     }
-    settings = _settings(**overrides)
+    settings = _worker_settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     if processes > 1:
         from streamserve.runtime.processes import run_processes
@@ -192,8 +201,9 @@ def probe(ready: bool, timeout_s: float) -> None:
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of KEY=value lines.")
 def show_config(as_json: bool) -> None:
-    """Print the effective configuration, secrets masked; exit 2 if it is invalid."""
-    shown = _settings().masked()
+    """Print the effective configuration, secrets masked; exit 2 if it is invalid (librdkafka
+    options included)."""
+    shown = _worker_settings().masked()
     if as_json:
         click.echo(json.dumps(shown, indent=2))
     else:

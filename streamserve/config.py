@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -25,6 +25,7 @@ ENV_PREFIX = "STREAMSERVE_"
 RDKAFKA_PREFIX = ENV_PREFIX + "RDKAFKA_"
 _RDKAFKA_SCOPES = ("CONSUMER_", "PRODUCER_")
 _SECRET_WORDS = ("password", "secret", "token", "key")
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url reads
 # exactly-once: how long the broker keeps a dead worker's open transaction (io/kafka.py says why)
 TRANSACTION_TIMEOUT_MS = 10_000
 
@@ -266,6 +267,35 @@ class Settings(BaseSettings):
         except ValueError:
             return TRANSACTION_TIMEOUT_MS  # librdkafka names the bad value when it is built
 
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _every_bootstrap_server_named(cls, value: str) -> str:
+        if not all(server.strip() for server in value.split(",")):
+            raise ValueError("name at least one host:port, comma-separated, none empty")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                "a Redis URL starts with redis://, rediss:// or unix:// (redis://host:6379/0)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_output_feeds_the_input(self) -> Settings:
+        outputs = ["predictions_topic", "dead_letter_topic", "metrics_topic"]
+        if self.shadow_model_dir is not None:
+            outputs.append("shadow_topic")
+        for field in outputs:
+            if getattr(self, field) == self.input_topic:
+                raise ValueError(
+                    f"{env_name(field)} and STREAMSERVE_INPUT_TOPIC are both "
+                    f"{self.input_topic!r}: the worker would read its own outputs"
+                )
+        return self
+
     @model_validator(mode="after")
     def _registry_formats_need_a_registry(self) -> Settings:
         for var, value in (("INPUT", self.input_format), ("OUTPUT", self.output_format)):
@@ -319,7 +349,13 @@ class Settings(BaseSettings):
                 url = value.get_secret_value() if isinstance(value, SecretStr) else value
                 shown[env_name(name)] = mask_url(url)
             elif name == "worker_id" and value is None:
-                shown[env_name(name)] = f"{socket.gethostname()}-<slot>"  # taken at start
+                shown[env_name(name)] = self._worker_id_shown()
+            elif name == "commit_interval_ms":
+                shown[env_name(name)] = f"{self.commit_interval_s * 1000:g}"
+            elif name == "transactional_id" and self.exactly_once:
+                shown[env_name(name)] = self.transactional_id or (
+                    f"{self.group_id}-{self._worker_id_shown()}"
+                )
             else:
                 shown[env_name(name)] = "" if value is None else str(value)
         for scope, options in (
@@ -329,8 +365,12 @@ class Settings(BaseSettings):
         ):
             for option, value in sorted(options.items()):
                 var = RDKAFKA_PREFIX + scope + option.replace(".", "_").upper()
-                shown[var] = "****" if _is_secret(option) else value
+                shown[var] = "****" if is_secret_option(option) else value
         return shown
+
+    def _worker_id_shown(self) -> str:
+        """STREAMSERVE_WORKER_ID, or what a worker takes at start (runtime/identity.py)."""
+        return self.worker_id or f"{socket.gethostname()}-<slot>"
 
 
 class _RdkafkaSource(PydanticBaseSettingsSource):
@@ -381,7 +421,8 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _is_secret(option: str) -> bool:
+def is_secret_option(option: str) -> bool:
+    """A librdkafka option whose value is never shown (sasl.password, ssl.key.password...)."""
     return any(word in option for word in _SECRET_WORDS) and not option.endswith(".location")
 
 
@@ -405,10 +446,12 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
         if not error["loc"]:  # a rule across settings: its message names the variables
-            lines.append(error["msg"].removeprefix("Value error, "))
+            lines.append(message)
             continue
-        field = str(error["loc"][0])
-        shown = "****" if field == "redis_url" else repr(error.get("input"))
-        lines.append(f"{env_name(field)}={shown}: {error['msg']}")
+        field, given = str(error["loc"][0]), error.get("input")
+        if field == "redis_url":
+            given = mask_url(given) if isinstance(given, str) else "****"
+        lines.append(f"{env_name(field)}={given!r}: {message}")
     return "invalid configuration: " + "; ".join(lines)

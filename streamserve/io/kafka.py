@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamserve.config import RDKAFKA_PREFIX, TRANSACTION_TIMEOUT_MS, Settings
+from streamserve.config import RDKAFKA_PREFIX, TRANSACTION_TIMEOUT_MS, Settings, is_secret_option
 from streamserve.core.records import PartitionLag
 from streamserve.errors import ConfigError, StreamserveError
 
@@ -93,6 +93,40 @@ def producer_config(settings: Settings, transactional: bool = False) -> dict[str
 
 def admin_config(settings: Settings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.kafka_bootstrap, **settings.rdkafka_common}
+
+
+def check_client_options(settings: Settings) -> None:
+    """Raise a ConfigError naming the first STREAMSERVE_RDKAFKA_* variable librdkafka rejects,
+    before any client connects (the clients are built without bootstrap servers)."""
+    scopes: list[tuple[str, Callable[[dict[str, Any]], Any], dict[str, Any], dict[str, str]]] = [
+        ("CONSUMER_", Consumer, consumer_config(settings), settings.rdkafka_consumer),
+        ("PRODUCER_", Producer, producer_config(settings), settings.rdkafka_producer),
+    ]
+    for scope, factory, config, own in scopes:
+        bare = {"group.id": settings.group_id} if factory is Consumer else {}
+        quiet = {"log_level": 0}  # no "no bootstrap.servers" warning for a client never used
+        config = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+        if _rejection(factory, {**config, **quiet}) is None:
+            continue
+        for prefix, options in (("", settings.rdkafka_common), (scope, own)):
+            for option, value in options.items():
+                reason = _rejection(factory, {**bare, **quiet, option: value})
+                if reason is not None:
+                    var = RDKAFKA_PREFIX + prefix + option.replace(".", "_").upper()
+                    shown = "****" if is_secret_option(option) else repr(value)
+                    raise ConfigError(f"{var}={shown}: librdkafka rejects it ({reason})")
+        _construct(factory, config, scope[:-1].lower())  # together only: name them all
+
+
+def _rejection(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> str | None:
+    """librdkafka's reason for refusing ``config``, or None."""
+    try:
+        client = factory(config)
+    except KafkaException as exc:
+        return str(exc.args[0].str()).strip()
+    if isinstance(client, Consumer):
+        client.close()
+    return None
 
 
 def _construct(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any], scope: str) -> Any:

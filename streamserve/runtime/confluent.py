@@ -443,6 +443,7 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})
+        self.telemetry.health.joined_group = True
         self._partitions.assigned(partitions)
         self._unconfirmed.assigned(partitions)
         if partitions and self._last_activity is None:

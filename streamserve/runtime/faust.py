@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -158,6 +158,12 @@ def run_app(
     """Run ``app`` until SIGTERM/SIGINT, or until ``summary`` reaches the idle or max-events
     limits; keeps ``telemetry``'s health current."""
     activity = _Activity(time.monotonic())
+
+    async def joined(*_: Any, **__: Any) -> None:
+        if telemetry is not None:
+            telemetry.health.joined_group = True  # an empty assignment too
+
+    app.on_partitions_assigned.connect(cast(Any, joined))  # mode's stub wants a sync receiver
 
     @app.timer(STOP_CHECK_S)
     async def stop_when_done() -> None:

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 
 class Health:
-    """What /healthz and /readyz report: the loop's last turn, its partitions, the store."""
+    """What /healthz and /readyz report: the loop's last turn, the group, the model, the store."""
 
     def __init__(self, liveness_timeout_s: float, clock: Callable[[], float] = time.monotonic):
         self.liveness_timeout_s = liveness_timeout_s
         self._clock = clock
         self._last_turn = clock()
+        self.joined_group = False  # an assignment was heard (an empty one included)
         self.assigned = 0
         self.model_loaded = False
         self.store_available: Callable[[], bool] = lambda: False
@@ -26,10 +27,17 @@ class Health:
         return {"ok": since <= self.liveness_timeout_s, "last_loop_turn_s_ago": round(since, 3)}
 
     def ready(self) -> dict[str, object]:
-        """Partitions assigned, model loaded and the feature store reachable."""
-        checks = {
-            "partitions_assigned": self.assigned > 0,
-            "model_loaded": self.model_loaded,
+        """Can work: joined its consumer group with its model loaded.
+
+        Partitions and the feature store are reported, not required: a replica without
+        partitions is a standby that takes over the moment one is freed (requiring them
+        stalls a rolling update with as many replicas as partitions), and a Redis outage that
+        took every replica out of its Service would only hide their metrics.
+        """
+        checks = {"joined_group": self.joined_group, "model_loaded": self.model_loaded}
+        return {
+            "ok": all(checks.values()),
+            **checks,
+            "assigned_partitions": self.assigned,
             "feature_store_reachable": self.store_available(),
         }
-        return {"ok": all(checks.values()), "assigned_partitions": self.assigned, **checks}

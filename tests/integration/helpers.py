@@ -115,7 +115,7 @@ class Worker:
         return json.loads(body) if status else {}
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        """Until /readyz is ok: partitions assigned, model loaded, feature store reachable."""
+        """Until /readyz is ok: joined its group (partitions or not), model loaded."""
         wait_for(self._ready_or_exited, timeout_s, "the worker's /readyz")
         assert self.proc.poll() is None, f"the worker exited:\n{self.log.text()}"
 

@@ -27,6 +27,23 @@ def test_an_invalid_setting_stops_start_up_naming_the_variable(bundle_dir: Path)
     )
 
 
+def test_settings_that_used_to_fail_later_stop_start_up_naming_the_variable(
+    bundle_dir: Path,
+) -> None:
+    base = {"STREAMSERVE_MODEL_DIR": str(bundle_dir)}
+    refused = {
+        "STREAMSERVE_REDIS_URL": {"STREAMSERVE_REDIS_URL": "http://127.0.0.1:1/0"},
+        "STREAMSERVE_KAFKA_BOOTSTRAP": {"STREAMSERVE_KAFKA_BOOTSTRAP": ""},
+        "STREAMSERVE_DEAD_LETTER_TOPIC": {"STREAMSERVE_DEAD_LETTER_TOPIC": "events"},
+        "STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS": {"STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS": "x"},
+    }
+    for var, env in refused.items():
+        for command in ("worker", "config"):
+            result = run(command, env={**base, **env})
+            assert (result.returncode, "Traceback" in result.stderr) == (2, False), result.stderr
+            assert var in result.stderr
+
+
 def test_config_prints_the_effective_settings_with_secrets_masked() -> None:
     result = run(
         "config",

@@ -14,7 +14,15 @@ from streamserve.tools.audit import audit
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import free_port, free_ports, start_stack
 from tests.integration.conftest import Scenario, wait_for
-from tests.integration.helpers import StderrLines, get, produce_steadily, run, scrape, streamserve
+from tests.integration.helpers import (
+    StderrLines,
+    Worker,
+    get,
+    produce_steadily,
+    run,
+    scrape,
+    streamserve,
+)
 
 
 def endpoint_env(scenario: Scenario, port: int) -> dict[str, str]:
@@ -83,7 +91,9 @@ def test_http_endpoint_reports_what_the_worker_did(scenario: Scenario) -> None:
         assert get(port, "/nope")[0] == 404
 
 
-def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_path: Path) -> None:
+def test_a_feature_store_outage_leaves_the_worker_ready_and_alive_and_says_so(
+    scenario: Scenario, tmp_path: Path
+) -> None:
     with start_stack(scenario.stack.kafka_bootstrap, workdir=tmp_path / "redis") as own:
         scenario = scenario.with_settings(redis_url=own.redis_url)
         scenario.load_features(500, skip_every=0)
@@ -92,16 +102,33 @@ def test_readyz_fails_while_the_feature_store_is_down(scenario: Scenario, tmp_pa
             own.stop_redis()
             events = list(synthetic.generate_events(2_000, 500))
             produce_steadily(scenario, events, 1_000)  # lookups fail: the circuit opens
-            wait_for(lambda: get(port, "/readyz")[0] == 503, 20, "/readyz 503")
-            state = json.loads(get(port, "/readyz")[1])
-            assert state["feature_store_reachable"] is False and state["model_loaded"] is True
-            metrics = scrape(port)
-            assert metrics["streamserve_feature_store_up", ()] == 0
+            wait_for(lambda: scrape(port)["streamserve_paused", ()] == 1, 20, "paused")
+            status, body = get(port, "/readyz")
+            state = json.loads(body)
+            assert status == 200 and state["feature_store_reachable"] is False
+            assert scrape(port)["streamserve_feature_store_up", ()] == 0
             assert get(port, "/healthz")[0] == 200  # alive: waiting for Redis is not a hang
-            wait_for(lambda: scrape(port)["streamserve_paused", ()] == 1, 10, "paused")
             own.restart_redis()
-            wait_for(lambda: get(port, "/readyz")[0] == 200, 20, "ready again")
             wait_for(lambda: handled(scrape(port)) == 2_000, 60, "every event handled")
+            assert json.loads(get(port, "/readyz")[1])["feature_store_reachable"] is True
+
+
+def test_a_replica_without_partitions_is_ready(scenario: Scenario) -> None:
+    """Two replicas, one partition: a rolling update must not wait for the surplus one."""
+    scenario = scenario.with_settings(topic_partitions=1)
+    scenario.load_features(100, skip_every=0)
+    workers = [Worker(endpoint_env(scenario, free_port())) for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        states = [worker.readiness() for worker in workers]
+        assert sorted(int(str(state["assigned_partitions"])) for state in states) == [0, 1]
+        assert all(state["joined_group"] is True for state in states)
+        for worker in workers:
+            worker.stop()
+    finally:
+        for worker in workers:
+            worker.proc.kill()
 
 
 def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario) -> None:

@@ -163,3 +163,82 @@ def test_exactly_once_transactions_time_out_after_10_s_unless_told() -> None:
         worker_id="w",
     )
     assert producer_config(longer, transactional=True)["transaction.timeout.ms"] == "60000"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "STREAMSERVE_REDIS_URL",
+            "http://cache:6379",
+            "starts with redis://, rediss:// or unix://",
+        ),
+        ("STREAMSERVE_REDIS_URL", "cache:6379", "starts with redis://, rediss:// or unix://"),
+        ("STREAMSERVE_KAFKA_BOOTSTRAP", "", "at least one host:port"),
+        ("STREAMSERVE_KAFKA_BOOTSTRAP", "a:9092,,b:9092", "none empty"),
+    ],
+)
+def test_addresses_a_client_cannot_use_are_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"{var}='{value}'" in str(info.value) and message in str(info.value)
+
+
+def test_a_refused_redis_url_keeps_its_password_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSERVE_REDIS_URL", "http://app:hunter2@cache:6379")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "hunter2" not in str(info.value) and "app:****@cache" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "output", ["predictions_topic", "dead_letter_topic", "metrics_topic", "shadow_topic"]
+)
+def test_an_output_topic_that_is_the_input_topic_is_a_feedback_loop(
+    output: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(input_topic="events", shadow_model_dir=tmp_path, **{output: "events"})
+    var = "STREAMSERVE_" + output.upper()
+    assert f"{var} and STREAMSERVE_INPUT_TOPIC are both 'events'" in str(info.value)
+
+
+def test_the_shadow_topic_is_an_output_only_with_a_challenger() -> None:
+    assert load_settings(input_topic="events", shadow_topic="events").shadow_topic == "events"
+
+
+def test_the_dump_shows_what_applies_under_exactly_once() -> None:
+    shown = load_settings(processing_guarantee="exactly-once", group_id="g").masked()
+    assert shown["STREAMSERVE_COMMIT_INTERVAL_MS"] == "100"
+    assert re.fullmatch(r"g-.+-<slot>", shown["STREAMSERVE_TRANSACTIONAL_ID"])
+    named = load_settings(processing_guarantee="exactly-once", group_id="g", worker_id="w-1")
+    assert named.masked()["STREAMSERVE_TRANSACTIONAL_ID"] == "g-w-1"
+    assert load_settings().masked()["STREAMSERVE_COMMIT_INTERVAL_MS"] == "1000"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "reason"),
+    [
+        ("STREAMSERVE_RDKAFKA_FETCH_MAX_BYTEZ", "1", 'No such configuration property: "fetch'),
+        ("STREAMSERVE_RDKAFKA_PRODUCER_LINGER_MS", "soon", "Invalid value"),
+        ("STREAMSERVE_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS", "-3", "outside allowed range"),
+        ("STREAMSERVE_RDKAFKA_SASL_PASSWORD", "hunter2", None),  # accepted
+    ],
+)
+def test_a_librdkafka_option_it_rejects_is_named_before_any_client_connects(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, reason: str | None
+) -> None:
+    from streamserve.io.kafka import check_client_options
+
+    monkeypatch.setenv(var, value)
+    monkeypatch.setenv("STREAMSERVE_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    if reason is None:
+        check_client_options(load_settings())
+        return
+    with pytest.raises(ConfigError) as info:
+        check_client_options(load_settings())
+    assert str(info.value).startswith(f"{var}='{value}': librdkafka rejects it")
+    assert reason in str(info.value)

@@ -129,21 +129,23 @@ def test_liveness_fails_when_the_loop_stops_turning() -> None:
     assert health.live()["ok"]
 
 
-def test_readiness_needs_partitions_a_model_and_the_store() -> None:
+def test_readiness_means_joined_with_a_model_not_partitions_or_the_store() -> None:
     health = Health(30)
     store_up = [True]
     health.store_available = lambda: store_up[0]
     health.model_loaded = True
-    assert health.ready()["ok"] is False  # nothing assigned yet
-    health.assigned = 2
+    assert health.ready()["ok"] is False  # not in the group yet
+    health.joined_group = True  # a surplus replica: joined, no partitions
     assert health.ready() == {
         "ok": True,
-        "assigned_partitions": 2,
-        "partitions_assigned": True,
+        "joined_group": True,
         "model_loaded": True,
+        "assigned_partitions": 0,
         "feature_store_reachable": True,
     }
-    store_up[0] = False
+    store_up[0] = False  # an outage is reported, and the replica stays in its Service
+    assert health.ready()["ok"] is True and health.ready()["feature_store_reachable"] is False
+    health.model_loaded = False
     assert health.ready()["ok"] is False
 
 
