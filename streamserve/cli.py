@@ -133,8 +133,9 @@ def worker(
     settings = _worker_settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     if processes > 1:
-        from streamserve.runtime.processes import run_processes
+        from streamserve.runtime.processes import refuse_shared_member_id, run_processes
 
+        exit_on_error(lambda: refuse_shared_member_id(settings, processes))
         sys.exit(run_processes(settings, processes, overrides))
     from streamserve.io.http import serve
     from streamserve.runtime.confluent import build_worker

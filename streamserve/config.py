@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         description="Client id, name in metrics records; default `<hostname>-<slot>`, the "
         "lowest slot no live worker of the group holds on this host (runtime/identity.py).",
     )
+    static_membership: bool = Field(
+        False,
+        description="Join the group as a static member (group.instance.id: the worker id), so "
+        "a worker back within the session timeout keeps its partitions without a rebalance.",
+    )
     exit_when_idle_s: float = Field(
         0.0, ge=0, description="Exit after this long with no records (0: run forever)."
     )

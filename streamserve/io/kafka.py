@@ -69,9 +69,18 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "auto.commit.interval.ms": round(settings.commit_interval_s * 1000),
         },
         EXACTLY_ONCE_CONSUMER if settings.exactly_once else {},
+        {"group.instance.id": static_member_id(settings)} if settings.static_membership else {},
         settings.rdkafka_common,
         settings.rdkafka_consumer,
     )
+
+
+def static_member_id(settings: Settings) -> str:
+    """group.instance.id under STREAMSERVE_STATIC_MEMBERSHIP: the worker id (a pod's name, or
+    ``<hostname>-<slot>``), so each process of ``--processes N`` has its own."""
+    if settings.worker_id is None:
+        raise ValueError("the worker has no id yet: runtime.identity.with_worker_id")
+    return settings.worker_id
 
 
 def producer_config(settings: Settings, transactional: bool = False) -> dict[str, Any]:
@@ -98,6 +107,8 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 def check_client_options(settings: Settings) -> None:
     """Raise a ConfigError naming the first STREAMSERVE_RDKAFKA_* variable librdkafka rejects,
     before any client connects (the clients are built without bootstrap servers)."""
+    if settings.worker_id is None:  # taken at start; any id checks the options
+        settings = settings.model_copy(update={"worker_id": CLIENT_ID})
     scopes: list[tuple[str, Callable[[dict[str, Any]], Any], dict[str, Any], dict[str, str]]] = [
         ("CONSUMER_", Consumer, consumer_config(settings), settings.rdkafka_consumer),
         ("PRODUCER_", Producer, producer_config(settings), settings.rdkafka_producer),

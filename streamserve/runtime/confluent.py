@@ -68,6 +68,7 @@ PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
 REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this often
 COMMIT_WAIT_S = 0.005  # while offsets wait for a commit, look for its report this often
+SHUTDOWN_FLUSH_S = 30.0  # on stop, each producer waits this long for its acknowledgements
 
 
 @dataclass(frozen=True)
@@ -481,8 +482,8 @@ class Worker:
             except TransactionAborted as exc:
                 log.warning("%s: the next start reads its records again", exc)
             self._maybe_publish_metrics(force=True)
-            self.sink.flush(30)
-            self._metrics_sink.flush(30)
+            self.sink.flush(SHUTDOWN_FLUSH_S)
+            self._metrics_sink.flush(SHUTDOWN_FLUSH_S)
             self.checkpoint.commit()
         finally:
             self._watcher.stop()

@@ -12,9 +12,13 @@ undelivered output.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -24,7 +28,7 @@ from mode import Worker as ModeWorker
 from streamserve.config import Settings
 from streamserve.errors import StreamserveError
 from streamserve.io.http import serve
-from streamserve.io.kafka import CONSUMER_DEFAULTS
+from streamserve.io.kafka import CONSUMER_DEFAULTS, static_member_id
 from streamserve.runtime.faust_scorer import FaustScorer
 from streamserve.runtime.startup import prepare_topics
 from streamserve.runtime.summary import RunSummary
@@ -48,7 +52,11 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=session_ms / 1000,
         broker_commit_interval=settings.commit_interval_s,
+        consumer_group_instance_id=(
+            static_member_id(settings) if settings.static_membership else None
+        ),
         store="memory://",
+        datadir=_data_directory(settings.group_id),
     )
     set_fetch_wait(app, _fetch_wait_ms(settings))
     topic = app.topic(
@@ -59,6 +67,14 @@ def new_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         value_serializer="raw",
     )
     return app, topic
+
+
+def _data_directory(group_id: str) -> Path:
+    """Where Faust makes ``v1/tables`` (even for memory tables): under the temp directory, not
+    the working directory, which a container may not let it write."""
+    parent = Path(tempfile.gettempdir()) / f"streamserve-faust-{os.getuid()}"
+    parent.mkdir(mode=0o700, exist_ok=True)
+    return parent / re.sub(r"[^A-Za-z0-9._-]", "_", group_id)
 
 
 def _fetch_wait_ms(settings: Settings) -> int:

@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Any
 
-from streamserve.config import Settings, env_name
+from streamserve.config import RDKAFKA_PREFIX, Settings, env_name
+from streamserve.errors import ConfigError
 
 log = logging.getLogger("streamserve.runtime.processes")
 STOP_GRACE_S = 60.0  # a child still running this long after SIGTERM is killed
@@ -32,6 +33,18 @@ def die_with_parent() -> None:
     even by SIGKILL, so no worker or server outlives its supervisor."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def refuse_shared_member_id(settings: Settings, processes: int) -> None:
+    """A group.instance.id set for the whole set would be every child's: each would fence the
+    others. STREAMSERVE_STATIC_MEMBERSHIP gives each its own (its worker id)."""
+    for scope, options in (("", settings.rdkafka_common), ("CONSUMER_", settings.rdkafka_consumer)):
+        if "group.instance.id" in options:
+            raise ConfigError(
+                f"{RDKAFKA_PREFIX}{scope}GROUP_INSTANCE_ID would be the static member id of all "
+                f"{processes} processes (each would fence the others): unset it and set "
+                "STREAMSERVE_STATIC_MEMBERSHIP=true, which gives each process its own"
+            )
 
 
 def child_env(settings: Settings, index: int, overrides: dict[str, Any]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
@@ -24,7 +25,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def streamserve(
-    *args: str, env: dict[str, str], command: str = "streamserve"
+    *args: str, env: dict[str, str], command: str = "streamserve", cwd: Path | None = None
 ) -> subprocess.Popen[str]:
     """The `streamserve` command (or the harness's, ``command="streamserve_loadgen"``) in a child
     process that sees none of this process's STREAMSERVE_* variables, only ``env``."""
@@ -35,13 +36,18 @@ def streamserve(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
     )
 
 
 def run(
-    *args: str, env: dict[str, str], timeout: float = 60, command: str = "streamserve"
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 60,
+    command: str = "streamserve",
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    proc = streamserve(*args, env=env, command=command)
+    proc = streamserve(*args, env=env, command=command, cwd=cwd)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

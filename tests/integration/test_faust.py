@@ -36,14 +36,17 @@ def faust_env(scenario: Scenario) -> dict[str, str]:
 
 
 def test_faust_runtime_scores_like_offline_predict_and_dead_letters_the_malformed(
-    scenario: Scenario,
+    scenario: Scenario, tmp_path: Path
 ) -> None:
     stored = scenario.load_features(N_ENTITIES, SKIP_EVERY)
     values = scenario.preload(N_EVENTS, N_ENTITIES, MALFORMED_EVERY)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
 
-    result = run("worker", env=faust_env(scenario), timeout=120)
+    result = run("worker", env=faust_env(scenario), timeout=120, cwd=workdir)
 
     assert result.returncode == 0, result.stderr[-3000:]
+    assert list(workdir.iterdir()) == []  # a container's working directory may be read-only
     summary = json.loads(result.stdout.splitlines()[-1])
     s = scenario.settings
     report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)

@@ -159,3 +159,17 @@ def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
     for mount in SERVICES["grafana"]["volumes"]:
         source = mount.split(":")[0]
         assert (ROOT / source).exists(), f"grafana mounts missing {source}"
+
+
+def test_workers_restart_and_need_the_registry_only_when_it_runs() -> None:
+    from streamserve.runtime.confluent import SHUTDOWN_FLUSH_S
+
+    worker = SERVICES["worker"]
+    assert worker["restart"] == "on-failure"
+    grace = float(worker["stop_grace_period"].removesuffix("s"))
+    assert grace > 2 * SHUTDOWN_FLUSH_S  # the drain: both producers flush
+    assert SERVICES["schema-registry"]["profiles"] == ["registry"]
+    for name in OURS:
+        needs = SERVICES[name].get("depends_on", {})
+        if "schema-registry" in needs:
+            assert needs["schema-registry"]["required"] is False, name

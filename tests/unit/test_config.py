@@ -242,3 +242,22 @@ def test_a_librdkafka_option_it_rejects_is_named_before_any_client_connects(
         check_client_options(load_settings())
     assert str(info.value).startswith(f"{var}='{value}': librdkafka rejects it")
     assert reason in str(info.value)
+
+
+def test_static_membership_makes_each_worker_id_its_group_instance_id() -> None:
+    from streamserve.io.kafka import consumer_config
+
+    assert "group.instance.id" not in consumer_config(load_settings(worker_id="pod-0"))
+    static = load_settings(static_membership=True, worker_id="pod-0")
+    assert consumer_config(static)["group.instance.id"] == "pod-0"
+
+
+def test_one_group_instance_id_for_several_processes_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamserve.runtime.processes import refuse_shared_member_id
+
+    refuse_shared_member_id(load_settings(static_membership=True), 4)  # each its own: fine
+    monkeypatch.setenv("STREAMSERVE_RDKAFKA_CONSUMER_GROUP_INSTANCE_ID", "pod-0")
+    with pytest.raises(ConfigError, match="STREAMSERVE_STATIC_MEMBERSHIP=true"):
+        refuse_shared_member_id(load_settings(), 4)
