@@ -8,7 +8,7 @@ headers, whose names are defined once here, by the field names of ``DeadLetterHe
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -27,6 +27,8 @@ ErrorClass = Literal[
     "unknown_schema",  # its schema id is not in the registry, or of another format
     "undecodable",  # the payload does not decode with its writer schema
 ]
+
+ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
 
 HEADER_SOURCE_TOPIC = "streamserve-source-topic"
 HEADER_SOURCE_PARTITION = "streamserve-source-partition"

@@ -121,6 +121,7 @@ class Checkpoint:
         while in_flight and in_flight[0].delivery.done:
             batch = in_flight[0]
             if batch.delivery.errors:
+                self._ledger.undelivered(len(batch.delivery.errors))
                 self._failed = undelivered(batch.delivery.errors)
                 raise self._failed
             in_flight.popleft()

@@ -113,6 +113,7 @@ class Worker:
         self._unconfirmed = unconfirmed or Unconfirmed(
             settings.commit_interval_s, settings.commit_every_events
         )
+        self._unconfirmed.on_failure = ledger.commit_failed
         if settings.exactly_once:
             self.checkpoint = TransactionalCheckpoint(
                 producer,
@@ -124,6 +125,8 @@ class Worker:
         else:
             offsets = ConsumerOffsets(consumer, self._unconfirmed)
             self.checkpoint = Checkpoint(self.sink, offsets, ledger, settings.max_batches_in_flight)
+        checkpoint = self.checkpoint
+        self.telemetry.batches_in_flight.set_function(lambda: float(len(checkpoint)))
         self._hand = InHand(BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0))
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:

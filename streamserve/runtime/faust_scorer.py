@@ -146,7 +146,10 @@ class FaustScorer:
         self.sink = KafkaSink(make_producer(settings))
         self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
         ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
-        self.checkpoint = Checkpoint(self.sink, EventAcks(), ledger, settings.max_batches_in_flight)
+        self.checkpoint = checkpoint = Checkpoint(
+            self.sink, EventAcks(), ledger, settings.max_batches_in_flight
+        )
+        self.telemetry.batches_in_flight.set_function(lambda: float(len(checkpoint)))
         self._poller: asyncio.Task[None] | None = None
 
     async def score(self, events: Sequence[Any]) -> ScoredBatch:

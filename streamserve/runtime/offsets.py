@@ -91,6 +91,7 @@ class Unconfirmed:
         self._unrequested_ms: dict[Partition, tuple[int, int]] = {}  # stored, not asked for
         self._unrequested = 0  # events stored since the last commit request
         self.stored_events = 0  # events whose offsets wait for a commit
+        self.on_failure: Callable[[], None] = lambda: None  # a commit failed (for the metrics)
 
     def sent(self, batch: SentBatch) -> None:
         """A batch whose outputs went to the producer."""
@@ -181,7 +182,7 @@ class Unconfirmed:
             self.nothing_to_commit()
             return
         if error is not None:
-            log.warning("commit failed: %s", error.str())
+            self.failed(error)
         landed = False
         for tp in partitions:
             if tp.error is None and tp.offset >= 0:
@@ -191,6 +192,11 @@ class Unconfirmed:
         if landed and error is None:  # the timer's commits count too: none due right after
             self.requested()
         self._confirm()
+
+    def failed(self, error: KafkaError) -> None:
+        """A commit failed: the next one covers its offsets."""
+        log.warning("commit failed: %s", error.str())
+        self.on_failure()
 
     def nothing_to_commit(self) -> None:
         """The consumer has no stored offset newer than its committed ones: whatever waits was
@@ -286,4 +292,4 @@ class ConsumerOffsets:
             if exc.args[0].code() == KafkaError._NO_OFFSET:
                 self.unconfirmed.nothing_to_commit()
             else:
-                log.warning("commit failed: %s", exc.args[0].str())
+                self.unconfirmed.failed(exc.args[0])

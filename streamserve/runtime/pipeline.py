@@ -243,3 +243,13 @@ class BatchLedger:
             self.metrics.record_batch(stats)
         with shielded("prometheus"):
             self.telemetry.record_batch(stats)
+
+    def undelivered(self, records: int) -> None:
+        """Output records the broker refused (the checkpoint stops there)."""
+        with self.telemetry.guard.shielded("prometheus"):
+            self.telemetry.delivery_failures.inc(records)
+
+    def commit_failed(self) -> None:
+        """A commit of offsets or of a transaction failed (it is retried)."""
+        with self.telemetry.guard.shielded("prometheus"):
+            self.telemetry.commit_failures.inc()

@@ -149,12 +149,14 @@ class TransactionalCheckpoint:
                 error: KafkaError = exc.args[0]
                 if error.fatal():
                     raise  # fenced, or the producer can no longer be used: stop
+                self._ledger.commit_failed()
                 if error.retriable() and not error.txn_requires_abort() and attempt < COMMIT_TRIES:
                     log.warning("transaction commit failed (%s): trying again", error.str())
                     continue
                 refused = [e for b in batches for e in b.delivery.errors if e.code() not in PURGED]
                 self.abandon()
                 if refused:
+                    self._ledger.undelivered(len(refused))
                     raise undelivered(refused) from None
                 raise TransactionAborted(f"transaction aborted: {error.str()}") from None
         self._batches, self._opened_at = [], None

@@ -61,7 +61,18 @@ METRICS: tuple[MetricDef, ...] = (
         "Records handled, by outcome: `prediction` or `dead_letter`.",
         ("outcome",),
     ),
-    MetricDef("dead_letters", "counter", "Dead letters, by error class.", ("error_class",)),
+    MetricDef(
+        "dead_letters",
+        "counter",
+        "Dead letters, by error class (every class present from the start, at 0).",
+        ("error_class",),
+    ),
+    MetricDef(
+        "model_predictions",
+        "counter",
+        "Predictions, by the version of the model that made them.",
+        ("version",),
+    ),
     MetricDef(
         "degraded_predictions",
         "counter",
@@ -135,6 +146,18 @@ METRICS: tuple[MetricDef, ...] = (
         "the log has the traceback).",
         ("what",),
     ),
+    MetricDef(
+        "delivery_failures",
+        "counter",
+        "Output records the broker refused or that timed out (the worker stops, exit 5; "
+        "their input is read again at the next start).",
+    ),
+    MetricDef(
+        "commit_failures",
+        "counter",
+        "Offset commits (at least once) or transaction commits (exactly once) that failed; "
+        "retried, the log says why.",
+    ),
     MetricDef("feature_store_up", "gauge", "1 while the feature store answers (circuit closed)."),
     MetricDef(
         "consumer_lag_records",
@@ -143,7 +166,19 @@ METRICS: tuple[MetricDef, ...] = (
         ("topic", "partition"),
     ),
     MetricDef("assigned_partitions", "gauge", "Partitions assigned."),
+    MetricDef(
+        "batches_in_flight",
+        "gauge",
+        "Batches whose outputs await the broker's acknowledgement (at most "
+        "STREAMSERVE_MAX_BATCHES_IN_FLIGHT).",
+    ),
     MetricDef("paused", "gauge", "1 while consumption is paused (backpressure)."),
+    MetricDef(
+        "build_info",
+        "gauge",
+        "The worker's build (1): streamserve, librdkafka and XGBoost versions.",
+        ("version", "librdkafka", "xgboost"),
+    ),
     MetricDef("model_info", "gauge", "The model being served (1).", ("name", "version")),
     MetricDef(
         "model_reloads",

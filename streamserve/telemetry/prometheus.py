@@ -12,13 +12,23 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import confluent_kafka
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+import xgboost
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamserve import __version__
 from streamserve.core.model import ModelBundle
-from streamserve.core.records import PartitionLag
+from streamserve.core.records import ERROR_CLASSES, PartitionLag
 from streamserve.core.window import TRIGGERS
 from streamserve.telemetry.catalog import METRICS, MetricDef
 from streamserve.telemetry.guard import TelemetryGuard
@@ -27,6 +37,8 @@ from streamserve.telemetry.stages import StageTimes
 
 if TYPE_CHECKING:
     from streamserve.runtime.pipeline import BatchStats
+
+disable_created_metrics()  # no `*_created` series: a scrape carries what dashboards read
 
 
 class BulkHistogram(Collector):
@@ -103,12 +115,20 @@ class Telemetry:
         ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, ...
         self.health = health = Health(liveness_timeout_s)
         metrics = {m.key: _build(m, registry) for m in METRICS}  # the catalog, registered
+        build = (__version__, confluent_kafka.libversion()[0], xgboost.__version__)
+        metrics["build_info"].labels(*build).set(1)
         self.model_info: Gauge = metrics["model_info"]
         self.model_info.labels(model_name, model_version).set(1)
         self.shadow_info: Gauge = metrics["shadow_model_info"]
         self.model_reloads: Counter = metrics["model_reloads"]
         self.events: Counter = metrics["events"]
         self.dead_letters: Counter = metrics["dead_letters"]
+        for error_class in ERROR_CLASSES:
+            self.dead_letters.labels(error_class)  # at 0 until the first: rates need a start
+        self.model_predictions: Counter = metrics["model_predictions"]
+        self.batches_in_flight: Gauge = metrics["batches_in_flight"]
+        self.delivery_failures: Counter = metrics["delivery_failures"]
+        self.commit_failures: Counter = metrics["commit_failures"]
         self.degraded: Counter = metrics["degraded_predictions"]
         self.batches: Counter = metrics["batches"]
         self.batch_size: Histogram = metrics["batch_size"]
@@ -143,6 +163,8 @@ class Telemetry:
         """Count one completed batch (its outputs acknowledged)."""
         batch = stats.scored
         self._predictions.inc(len(batch.predictions))
+        if batch.predictions:
+            self.model_predictions.labels(batch.model_version).inc(len(batch.predictions))
         if batch.dead_letters:
             self._dead_letters.inc(len(batch.dead_letters))
         for error_class, count in batch.dead_letter_classes.items():

@@ -64,7 +64,8 @@ class Harness:
         self.pipeline: BatchPipeline = pipeline(bundle, MemoryStore({}, 24), self.producer)
         self.offsets = StoredOffsets()
         self.summary = RunSummary()
-        ledger = BatchLedger(self.summary, MetricsWindow("w", "m", "1"), Telemetry("m", "1"))
+        self.telemetry = Telemetry("m", "1")
+        ledger = BatchLedger(self.summary, MetricsWindow("w", "m", "1"), self.telemetry)
         sink = KafkaSink(self.producer)  # type: ignore[arg-type]
         self.checkpoint = Checkpoint(sink, self.offsets, ledger, max_in_flight)
 
@@ -114,6 +115,9 @@ def test_a_refused_output_stores_nothing_from_its_batch_on(harness: Harness) -> 
     harness.checkpoint.commit()
     assert harness.offsets.committed == {("events", 0): 10, ("events", 1): 10}
     assert harness.summary.events == BATCH
+    refused = len(second.stats.scored.predictions) + len(second.stats.scored.dead_letters)
+    scraped = harness.telemetry.registry.get_sample_value("streamserve_delivery_failures_total")
+    assert scraped == refused  # counted once
 
 
 def test_a_revoke_with_batches_in_flight_commits_exactly_what_was_acknowledged(
@@ -271,8 +275,10 @@ def test_revoked_partitions_no_longer_hold_the_worker_and_failed_commits_confirm
     clock.now += 1
     refused = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
     failed = SimpleNamespace(topic="events", partition=0, offset=10, error=refused)
+    failures = []
+    unconfirmed.on_failure = lambda: failures.append(1)
     unconfirmed.on_commit(refused, [failed])  # type: ignore[list-item]
-    assert unconfirmed.behind and "commit failed" in caplog.text
+    assert unconfirmed.behind and "commit failed" in caplog.text and failures == [1]
     unconfirmed.forget([TopicPartition("events", 0), TopicPartition("events", 3)])
     assert not unconfirmed.behind and unconfirmed.stored_events == 0
 

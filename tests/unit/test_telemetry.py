@@ -7,11 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import libversion
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from xgboost import __version__ as xgb
 
+from streamserve import __version__
 from streamserve.core.batch import ScoredBatch
-from streamserve.core.records import PartitionLag
+from streamserve.core.records import ERROR_CLASSES, PartitionLag
 from streamserve.runtime.pipeline import BatchStats
 from streamserve.telemetry import catalog
 from streamserve.telemetry.catalog import METRICS
@@ -76,17 +79,34 @@ def test_a_scored_batch_shows_in_every_metric_a_dashboard_reads() -> None:
     assert "process_resident_memory_bytes" in {name for name, _ in got}
 
 
+def test_an_on_call_engineer_sees_dead_letter_classes_versions_and_the_build() -> None:
+    telemetry = Telemetry("fraud", "7")
+    got = samples(telemetry)
+    classes = {
+        dict(labels)["error_class"]: value
+        for (name, labels), value in got.items()
+        if name == "streamserve_dead_letters_total"
+    }
+    assert classes == dict.fromkeys(ERROR_CLASSES, 0.0)  # before the first dead letter
+    build = [dict(labels) for name, labels in got if name == "streamserve_build_info"]
+    assert build == [{"version": __version__, "librdkafka": libversion()[0], "xgboost": xgb}]
+    batch = scored(3, Counter(), [4.0])
+    telemetry.record_batch(BatchStats(3, "idle", batch, "fraud", 2.0, 1.0, 0.01, NO_STAGES))
+    in_flight = [2]
+    telemetry.batches_in_flight.set_function(lambda: float(in_flight[0]))
+    got = samples(telemetry)
+    assert got["streamserve_model_predictions_total", (("version", "7"),)] == 3
+    assert got["streamserve_batches_in_flight", ()] == 2
+
+
 def test_the_registry_exports_the_catalog_and_the_readme_shows_it() -> None:
     telemetry = Telemetry("fraud", "7")
     batch = scored(3, Counter(malformed_json=2), [4.0])
     telemetry.record_batch(BatchStats(5, "time", batch, "fraud", 2.0, 1.0, 0.01, NO_STAGES))
     telemetry.set_lag([PartitionLag("events", 0, 3)])
     text = generate_latest(telemetry.registry).decode()
-    families = [
-        f
-        for f in text_string_to_metric_families(text)
-        if f.name.startswith("streamserve") and not f.name.endswith("_created")  # client's own
-    ]
+    assert "_created" not in text  # prometheus-client's own series, of no use to a dashboard
+    families = [f for f in text_string_to_metric_families(text) if f.name.startswith("streamserve")]
     exported = {f.name: f.type for f in families}
     assert exported == {m.name: m.kind for m in METRICS}
     declared = {m.name: set(m.labels) for m in METRICS}
