@@ -26,7 +26,7 @@ from streamserve.errors import (
     RegistryUnavailable,
     StreamserveError,
 )
-from streamserve.telemetry.logs import setup_logging
+from streamserve.telemetry.logs import fatal, setup_logging
 
 EXIT_CODES: list[tuple[type[StreamserveError], int]] = [
     (ConfigError, 2),
@@ -48,10 +48,10 @@ def exit_on_error(
         return action()
     except StreamserveError as exc:
         code = next((c for kind, c in exit_codes if isinstance(exc, kind)), 5)
-        click.echo(f"streamserve: {exc}", err=True)
+        fatal(str(exc))
         sys.exit(code)
     except KafkaException as exc:
-        click.echo(f"streamserve: Kafka error: {exc.args[0].str()}", err=True)
+        fatal(f"Kafka error: {exc.args[0].str()}")
         sys.exit(5)
 
 

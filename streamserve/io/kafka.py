@@ -7,6 +7,7 @@ The worker's clients favour latency and at-least-once delivery; the operator too
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +21,7 @@ from streamserve.config import RDKAFKA_PREFIX, TRANSACTION_TIMEOUT_MS, Settings,
 from streamserve.core.records import PartitionLag
 from streamserve.errors import ConfigError, StreamserveError
 
+RDKAFKA_LOG = logging.getLogger("streamserve.librdkafka")
 CLIENT_ID = "streamserve"  # a client's id before the worker has one (runtime/identity.py)
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
@@ -115,13 +117,12 @@ def check_client_options(settings: Settings) -> None:
     ]
     for scope, factory, config, own in scopes:
         bare = {"group.id": settings.group_id} if factory is Consumer else {}
-        quiet = {"log_level": 0}  # no "no bootstrap.servers" warning for a client never used
         config = {k: v for k, v in config.items() if k != "bootstrap.servers"}
-        if _rejection(factory, {**config, **quiet}) is None:
+        if _rejection(factory, config) is None:
             continue
         for prefix, options in (("", settings.rdkafka_common), (scope, own)):
             for option, value in options.items():
-                reason = _rejection(factory, {**bare, **quiet, option: value})
+                reason = _rejection(factory, {**bare, option: value})
                 if reason is not None:
                     var = RDKAFKA_PREFIX + prefix + option.replace(".", "_").upper()
                     shown = "****" if is_secret_option(option) else repr(value)
@@ -130,9 +131,10 @@ def check_client_options(settings: Settings) -> None:
 
 
 def _rejection(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> str | None:
-    """librdkafka's reason for refusing ``config``, or None."""
+    """librdkafka's reason for refusing ``config``, or None (its log lines, never polled, are
+    not shown)."""
     try:
-        client = factory(config)
+        client = factory({**config, "logger": RDKAFKA_LOG})
     except KafkaException as exc:
         return str(exc.args[0].str()).strip()
     if isinstance(client, Consumer):
@@ -141,9 +143,11 @@ def _rejection(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any])
 
 
 def _construct(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any], scope: str) -> Any:
-    """Build a client; an option librdkafka rejects becomes a ConfigError naming its variable."""
+    """Build a client whose librdkafka log lines go to the ``streamserve.librdkafka`` logger
+    (JSON with STREAMSERVE_LOG_FORMAT=json; served when the client is polled); an option
+    librdkafka rejects becomes a ConfigError."""
     try:
-        return factory(config)
+        return factory({**config, "logger": RDKAFKA_LOG})
     except KafkaException as exc:
         raise ConfigError(
             f"librdkafka rejected the {scope} configuration ({exc.args[0].str()}); "

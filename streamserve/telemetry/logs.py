@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -32,6 +33,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def fatal(message: str) -> None:
+    """The line a command ends with when it stops on an error: ``streamserve: <message>`` on
+    stderr, or a CRITICAL JSON object with STREAMSERVE_LOG_FORMAT=json (also when the settings
+    themselves were refused, before logging was set up)."""
+    handlers = logging.getLogger().handlers
+    as_json = any(isinstance(h.formatter, JsonFormatter) for h in handlers) or (
+        os.environ.get("STREAMSERVE_LOG_FORMAT") == "json"
+    )
+    if not as_json:
+        print(f"streamserve: {message}", file=sys.stderr, flush=True)
+        return
+    record = logging.LogRecord("streamserve", logging.CRITICAL, "", 0, message, None, None)
+    print(JsonFormatter().format(record), file=sys.stderr, flush=True)
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

@@ -202,3 +202,21 @@ def test_json_logs_have_a_banner_the_assignment_and_batch_stats(scenario: Scenar
     batches = [line for line in lines if "batch_id" in line]
     assert sum(b["records"] for b in batches) == 300
     assert all(b["level"] == "DEBUG" and b["lookup_ms"] >= 0 for b in batches)
+
+
+def test_json_logs_carry_librdkafkas_own_lines_and_the_fatal_one(scenario: Scenario) -> None:
+    env = {
+        **scenario.env(),
+        "STREAMSERVE_LOG_FORMAT": "json",
+        "STREAMSERVE_LOG_LEVEL": "DEBUG",
+        "STREAMSERVE_RDKAFKA_CONSUMER_DEBUG": "cgrp",  # librdkafka logs its group protocol
+    }
+    result = run("worker", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every one is JSON
+    librdkafka = [line for line in lines if line["logger"] == "streamserve.librdkafka"]
+    assert any("JOIN" in line["message"] for line in librdkafka), result.stderr[-2000:]
+    refused = run("worker", env={**env, "STREAMSERVE_MODEL_DIR": str(scenario.bundle_dir / "x")})
+    assert refused.returncode == 3, refused.stderr  # the model bundle's exit code
+    last = json.loads(refused.stderr.splitlines()[-1])
+    assert last["level"] == "CRITICAL" and "is not a directory" in last["message"]
