@@ -140,6 +140,9 @@ class Worker:
         self._collections = FullCollections(time.monotonic())
         self._failed = False  # the loop raised: nothing more is completed or committed
         self._registry_retry_at: float | None = None  # waiting for the Schema Registry
+        self.telemetry.schema_registry_up.set_function(
+            lambda: 0.0 if self._registry_retry_at is not None else 1.0
+        )
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batches in hand, commits and returns."""

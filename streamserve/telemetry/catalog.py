@@ -158,6 +158,12 @@ METRICS: tuple[MetricDef, ...] = (
         "Offset commits (at least once) or transaction commits (exactly once) that failed; "
         "retried, the log says why.",
     ),
+    MetricDef(
+        "schema_registry_up",
+        "gauge",
+        "0 while the worker waits for the Schema Registry to answer (a registry format met a "
+        "schema id it has not seen), else 1.",
+    ),
     MetricDef("feature_store_up", "gauge", "1 while the feature store answers (circuit closed)."),
     MetricDef(
         "consumer_lag_records",

@@ -129,6 +129,8 @@ class Telemetry:
         self.batches_in_flight: Gauge = metrics["batches_in_flight"]
         self.delivery_failures: Counter = metrics["delivery_failures"]
         self.commit_failures: Counter = metrics["commit_failures"]
+        self.schema_registry_up: Gauge = metrics["schema_registry_up"]
+        self.schema_registry_up.set(1)
         self.degraded: Counter = metrics["degraded_predictions"]
         self.batches: Counter = metrics["batches"]
         self.batch_size: Histogram = metrics["batch_size"]

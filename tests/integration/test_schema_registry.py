@@ -101,8 +101,11 @@ def test_a_registry_away_when_a_new_schema_arrives_pauses_and_loses_nothing(
             "the worker to pause",
         )
         assert worker.summary.events == 500 and worker.summary.dead_letters == 0
+        up = "streamserve_schema_registry_up"
+        assert worker.telemetry.registry.get_sample_value(up) == 0
         client.get_schema = real_get_schema
         wait_for(lambda: worker.summary.events == 1_000, 60, "the rest once it is back")
+        assert worker.telemetry.registry.get_sample_value(up) == 1
     finally:
         worker.stop()
         runner.join(60)

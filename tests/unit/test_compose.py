@@ -151,10 +151,21 @@ def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
     ):
         assert needed in exprs
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
+    for needed in (
+        "streamserve_model_predictions_total",
+        "streamserve_model_reloads_total",
+        "streamserve_feature_age_seconds_bucket",
+        "streamserve_feature_store_stale_total",
+    ):
+        assert needed in exprs  # model version, reloads and staleness have panels
     datasources = yaml.safe_load(
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"]
-    assert {d["uid"] for d in datasources} >= {p["datasource"]["uid"] for p in DASHBOARD["panels"]}
+    variable = next(v for v in DASHBOARD["templating"]["list"] if v["type"] == "datasource")
+    assert variable["query"] == "prometheus"  # any Prometheus data source can be picked
+    assert variable["current"]["value"] in {d["uid"] for d in datasources}  # provisioned default
+    uses = {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in [p, *p["targets"]]}
+    assert uses == {"${" + variable["name"] + "}"}
     assert datasources[0]["url"] == "http://prometheus:9090"
     for mount in SERVICES["grafana"]["volumes"]:
         source = mount.split(":")[0]
