@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from compose_spec import PyCompose
 
 from streamserve.cli import main as streamserve_main
 from streamserve.config import RDKAFKA_PREFIX, settings_env_names
@@ -38,6 +39,17 @@ def command_lines(service: dict) -> list[list[str]]:
     if test[:1] == ["CMD"]:
         found.append(test[1:])
     return found
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    """compose-spec (the Rust compose_spec crate's parser) refuses an unknown key, an unknown
+    `restart` or `depends_on` condition, a malformed duration. YAML merge keys (`<<`) are
+    resolved first, as Docker Compose does."""
+    PyCompose.from_json(json.dumps(COMPOSE))
+    misspelt = json.loads(json.dumps(COMPOSE))
+    misspelt["services"]["worker"]["restrat"] = "always"
+    with pytest.raises(ValueError, match="restrat"):
+        PyCompose.from_json(json.dumps(misspelt))
 
 
 def test_every_streamserve_variable_is_a_real_setting() -> None:
