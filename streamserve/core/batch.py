@@ -59,7 +59,7 @@ class OutputRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Headers
-
+    timestamp_ms: int | None = None  # None: the producer's clock
 
 Position = tuple[str, int, int]  # (topic, partition, offset) of a consumed record
 
@@ -216,7 +216,9 @@ class BatchScorer:
                 strict=True,
             )
         ]
-        dead_letters = [dead_letter(records[r.index], r, batch_id) for r in batch.rejections]
+        dead_letters = [
+            dead_letter(records[r.index], r, batch_id, scored_at_ms) for r in batch.rejections
+        ]
         names = self.layout.feature_names
         return ScoredBatch(
             predictions=predictions,
@@ -242,8 +244,11 @@ def _key_bytes(entity_id: str | int) -> bytes:
     return entity_id.encode() if isinstance(entity_id, str) else str(entity_id).encode()
 
 
-def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> OutputRecord:
-    """The original key and value, untouched, with headers naming the error and the source.
+def dead_letter(
+    record: SourceRecord, rejection: Rejection, batch_id: str, failed_at_ms: int
+) -> OutputRecord:
+    """The original key, value and timestamp, untouched, with headers naming the error, the
+    source, when it failed and the worker it failed in.
 
     A record so big that the dead letter would pass ``MAX_DEAD_LETTER_BYTES`` keeps its key but
     loses its value and original headers (the reason says so): it is still on the input topic,
@@ -263,8 +268,11 @@ def dead_letter(record: SourceRecord, rejection: Rejection, batch_id: str) -> Ou
         (rec.HEADER_SOURCE_PARTITION, str(record.partition())),
         (rec.HEADER_SOURCE_OFFSET, str(record.offset())),
         (rec.HEADER_BATCH_ID, batch_id),
+        (rec.HEADER_FAILED_AT, str(failed_at_ms)),
+        (rec.HEADER_WORKER_ID, rec.worker_of(batch_id)),
     ]
-    return OutputRecord(key=key, value=value, headers=headers)
+    kind, timestamp_ms = record.timestamp()
+    return OutputRecord(key, value, headers, timestamp_ms if kind and timestamp_ms > 0 else None)
 
 
 def _split_outputs(scores: np.ndarray) -> tuple[list[float], list[list[float]] | None]:

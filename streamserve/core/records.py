@@ -36,6 +36,8 @@ HEADER_SOURCE_OFFSET = "streamserve-source-offset"
 HEADER_BATCH_ID = "streamserve-batch-id"
 HEADER_ERROR_CLASS = "streamserve-error-class"
 HEADER_ERROR_REASON = "streamserve-error-reason"
+HEADER_FAILED_AT = "streamserve-failed-at"
+HEADER_WORKER_ID = "streamserve-worker-id"
 
 
 class Prediction(msgspec.Struct, omit_defaults=True):
@@ -74,6 +76,18 @@ class DeadLetterHeaders(msgspec.Struct):
     source_partition: str = msgspec.field(name=HEADER_SOURCE_PARTITION)
     source_offset: str = msgspec.field(name=HEADER_SOURCE_OFFSET)
     batch_id: str = msgspec.field(name=HEADER_BATCH_ID)
+    failed_at: str = msgspec.field(name=HEADER_FAILED_AT)  # epoch milliseconds, in decimal
+    worker_id: str = msgspec.field(name=HEADER_WORKER_ID)
+
+
+def batch_id(worker_id: str, started_ms: int, seq: int) -> str:
+    """``<worker id>-<worker start, hex ms>-<n>``: unique across workers and restarts."""
+    return f"{worker_id}-{started_ms:x}-{seq}"
+
+
+def worker_of(batch: str) -> str:
+    """The worker id a ``batch_id`` starts with."""
+    return batch.rsplit("-", 2)[0]
 
 
 class LatencySummary(msgspec.Struct):

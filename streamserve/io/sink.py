@@ -73,8 +73,8 @@ class KafkaSink:
     def send_with_headers(
         self, topic: str, records: Sequence[OutputRecord], delivery: Delivery
     ) -> None:
-        for key, value, headers in records:
-            self.produce(topic, value, key, headers, delivery.on_delivery)
+        for key, value, headers, timestamp_ms in records:
+            self.produce(topic, value, key, headers, delivery.on_delivery, timestamp_ms)
             delivery.pending += 1
 
     def produce(
@@ -84,11 +84,20 @@ class KafkaSink:
         key: bytes | None,
         headers: Headers | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Produce one record, waiting out a full queue."""
+        """Produce one record (its timestamp: ``timestamp_ms``, else now), waiting out a full
+        queue."""
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                self.producer.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,
+                    on_delivery=on_delivery,
+                    timestamp=timestamp_ms or 0,  # 0: the producer's clock
+                )
                 return
             except BufferError:
                 self.poll(QUEUE_FULL_WAIT_S)

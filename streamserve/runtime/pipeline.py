@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamserve.config import Settings
+from streamserve.core import records as rec
 from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
@@ -102,7 +103,7 @@ class BatchPipeline:
         self._clock_ms = clock_ms
         # batch ids: worker id, this pipeline's start (hex ms), sequence; unique across
         # restarts of a worker whose id stays the same (a StatefulSet's pod name, say)
-        self._id_prefix = f"{worker_id}-{int(clock_ms()):x}-"
+        self._started_ms = int(clock_ms())
         self._seq = 0
 
     @classmethod
@@ -130,7 +131,7 @@ class BatchPipeline:
         self._seq += 1
         serving = self._serving()
         prepared = serving.model.scorer.prepare(records)
-        batch_id = f"{self._id_prefix}{self._seq}"
+        batch_id = rec.batch_id(self.worker_id, self._started_ms, self._seq)
         taken_ms = (
             np.repeat([ms for _, ms in taken], [count for count, _ in taken])
             if taken

@@ -74,6 +74,7 @@ class Produced:
     value: bytes | None
     headers: Any
     report: Any
+    timestamp_ms: int = 0  # 0: the producer's clock
 
 
 @dataclass
@@ -96,8 +97,10 @@ class FakeProducer:
             queued += 1
         return queued
 
-    def produce(self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
-        self.pending.append(Produced(topic, key, value, headers, on_delivery))
+    def produce(
+        self, topic: str, value: Any, key: Any, headers: Any, on_delivery: Any, timestamp: int = 0
+    ) -> None:
+        self.pending.append(Produced(topic, key, value, headers, on_delivery, timestamp))
 
     def poll(self, timeout: float = 0) -> int:
         if self.auto_ack or len(self.pending) >= self.queue_room:

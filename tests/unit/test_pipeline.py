@@ -91,6 +91,9 @@ def test_dead_letters_keep_the_original_bytes_and_say_why(bundle: ModelBundle, w
         assert headers[rec.HEADER_ERROR_REASON]
         assert headers[rec.HEADER_BATCH_ID] == "w-1388-1"
         assert headers[rec.HEADER_SOURCE_PARTITION] == "3"
+        # when and where it failed; the record keeps its own time (the fakes' clock: 5,000 ms)
+        assert (headers[rec.HEADER_FAILED_AT], headers[rec.HEADER_WORKER_ID]) == ("5000", "w")
+        assert out.timestamp_ms == source.timestamp()[1] == 1_000
 
 
 def test_missing_store_features_are_nan_and_counted(bundle: ModelBundle, world) -> None:
