@@ -61,6 +61,7 @@ class OutputRecord(NamedTuple):
     headers: Headers
     timestamp_ms: int | None = None  # None: the producer's clock
 
+
 Position = tuple[str, int, int]  # (topic, partition, offset) of a consumed record
 
 
