@@ -78,16 +78,22 @@ def read_topics(
 
 
 def scan_to_end(
-    cluster: Cluster, topics: list[str], visit: Callable[[Message], None], timeout_s: float = 60
+    cluster: Cluster,
+    topics: list[str],
+    visit: Callable[[Message], None],
+    timeout_s: float = 60,
+    reader: Consumer | None = None,
 ) -> list[str]:
     """Pass every record of ``topics`` to ``visit``, up to the end of each partition as the reader
-    finds it; returns the topics that do not exist (they read as empty).
+    finds it; returns the topics that do not exist (they read as empty). ``reader``: a consumer
+    already assigned where to start, with ``enable.partition.eof`` (left open), instead of one
+    from the beginning.
 
     The end comes from fetch responses (end-of-partition events), which brokers get right even
     where ListOffsets is off. Records are not kept, so a topic of millions costs no memory here.
     Gives up when nothing arrives for ``timeout_s``, naming where each unfinished partition is.
     """
-    consumer, missing = from_beginning(cluster, topics, eof=True)
+    consumer, missing = (reader, []) if reader else from_beginning(cluster, topics, eof=True)
     try:
         position = {(tp.topic, tp.partition): -1 for tp in consumer.assignment()}
         unfinished = set(position)
@@ -117,7 +123,8 @@ def scan_to_end(
                     raise StreamserveError(f"reading {topics}: {error.str()}")
         return missing
     finally:
-        consumer.close()
+        if reader is None:
+            consumer.close()
 
 
 @dataclass

@@ -82,6 +82,8 @@ def test_every_command_runs_on_a_plain_install(scenario: Scenario, tmp_path: Pat
         Case(["worker"], 0, '"events": 300', env),
         Case(["lag"], 0, "total lag 0", env),
         Case(["audit"], 0, "OK", env),
+        Case(["dead-letters", "count"], 0, "6 selected of 6 dead letters", env),
+        Case(["dead-letters", "replay", "--to", f"replayed-{scenario.uid}"], 0, "dry run", env),
         Case(["probe"], 1, "", {"STREAMSERVE_HTTP_PORT": str(free_port())}),
         Case(["worker"], 2, "streamserve[faust]", {**env, "STREAMSERVE_RUNTIME": "faust"}),
         Case(
