@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, Final, NamedTuple, Protocol, TypedDict
 
 import msgspec
 import numpy as np
@@ -176,13 +176,19 @@ class BatchScorer:
         )
         timestamps[timestamps <= 0] = np.nan
         latencies = scored_at_ms - timestamps
+        event_times = [None if t != t else int(t) for t in timestamps.tolist()]
         missing = np.isnan(matrix)
         manifest = self.bundle.manifest
         name, version, degraded = manifest.name, manifest.version, lookup.degraded
         primary, every = _split_outputs(inference.scores)
         every_row: Sequence[Any] = every or [None] * len(scored)
+        threshold = manifest.decision_threshold if every is None else None
+        decided: Sequence[bool | None] = (
+            [None] * len(scored) if threshold is None else (inference.scores >= threshold).tolist()
+        )
         latency_values = [None if v != v else v for v in latencies.tolist()]
         encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
+        schema_version: Final = rec.PREDICTION_SCHEMA_VERSION
         keys = {entity: _key_bytes(entity) for entity in dict.fromkeys(events.entity_ids)}
         predictions: list[PlainRecord] = [
             {
@@ -195,25 +201,41 @@ class BatchScorer:
                         name,
                         version,
                         stamp,
+                        event_time,
                         lat,
                         n,
                         topic,
                         partition,
                         offset,
                         batch_id,
+                        schema_version,
                         all_,
                         degraded,
+                        decision,
+                        threshold,
                     )
                 ),
             }
-            for (topic, partition, offset), event_id, entity_id, score, lat, n, all_ in zip(
+            for (
+                (topic, partition, offset),
+                event_id,
+                entity_id,
+                score,
+                event_time,
+                lat,
+                n,
+                all_,
+                decision,
+            ) in zip(
                 positions,
                 events.event_ids,
                 events.entity_ids,
                 primary,
+                event_times,
                 latency_values,
                 missing.sum(axis=1).tolist(),
                 every_row,
+                decided,
                 strict=True,
             )
         ]

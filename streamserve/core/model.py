@@ -68,7 +68,10 @@ class EventDef(msgspec.Struct, forbid_unknown_fields=True):
     entity_field: Name = "entity_id"
 
 
-class Manifest(msgspec.Struct, forbid_unknown_fields=True):
+DEFAULT_THRESHOLD = 0.5  # a decision threshold for comparing models when none is set
+
+
+class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The bundle's manifest.json."""
 
     name: Name
@@ -77,7 +80,13 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     model_file: Name = "model.ubj"
     store: StoreDef = msgspec.field(default_factory=StoreDef)
     event: EventDef = msgspec.field(default_factory=EventDef)
-    decision_threshold: float = 0.5  # a score at or above it is a positive decision
+    # a score at or above it is a positive decision; set, predictions carry their decision
+    decision_threshold: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold, DEFAULT_THRESHOLD unless the manifest sets one."""
+        return DEFAULT_THRESHOLD if self.decision_threshold is None else self.decision_threshold
 
     @property
     def inputs(self) -> tuple[object, ...]:

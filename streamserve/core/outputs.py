@@ -53,14 +53,18 @@ def framed_protobuf(schema_id: int, message_class: Any) -> EncodePrediction:
             model_name=p.model_name,
             model_version=p.model_version,
             scored_at_ms=p.scored_at_ms,
+            event_time_ms=p.event_time_ms,
             latency_ms=p.latency_ms,
             missing_features=p.missing_features,
             source_topic=p.source_topic,
             source_partition=p.source_partition,
             source_offset=p.source_offset,
             batch_id=p.batch_id,
+            schema_version=p.schema_version,
             scores=p.scores,
             degraded=p.degraded,
+            decision=p.decision,
+            threshold=p.threshold,
         )
         return header + message.SerializeToString()
 

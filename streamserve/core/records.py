@@ -8,7 +8,7 @@ headers, whose names are defined once here, by the field names of ``DeadLetterHe
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -40,6 +40,9 @@ HEADER_FAILED_AT = "streamserve-failed-at"
 HEADER_WORKER_ID = "streamserve-worker-id"
 
 
+PREDICTION_SCHEMA_VERSION: Final = 2  # 2: event_time_ms, schema_version, decision, threshold
+
+
 class Prediction(msgspec.Struct, omit_defaults=True):
     """One scored event, published keyed by entity id."""
 
@@ -49,14 +52,19 @@ class Prediction(msgspec.Struct, omit_defaults=True):
     model_name: str
     model_version: str
     scored_at_ms: int
-    latency_ms: float | None  # None when the input record carries no timestamp
+    event_time_ms: int | None  # the input record's timestamp; None when it carries none
+    latency_ms: float | None  # scored_at_ms - event_time_ms; None without a timestamp
     missing_features: int
     source_topic: str  # provenance: the input record this prediction scored
     source_partition: int
     source_offset: int
     batch_id: str
+    # PREDICTION_SCHEMA_VERSION: which fields a reader can expect (the schema's `$id` names it)
+    schema_version: Literal[2]
     scores: list[float] | None = None  # every output of a multi-output model
     degraded: bool = False  # scored without store features: the feature store was down
+    decision: bool | None = None  # score >= threshold, when the manifest sets a threshold
+    threshold: float | None = None  # the manifest's decision_threshold that decided it
 
 
 class Provenance(msgspec.Struct):

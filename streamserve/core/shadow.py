@@ -30,8 +30,8 @@ def shadow_batch(
         )
         ours, theirs = served.scores[at_ours], shadow.scores[at_theirs]
     deltas = np.abs(primary_score(theirs) - primary_score(ours)).astype(np.float64)
-    ours_decide = decisions(ours, champion.bundle.manifest.decision_threshold)
-    theirs_decide = decisions(theirs, challenger.bundle.manifest.decision_threshold)
+    ours_decide = decisions(ours, champion.bundle.manifest.threshold)
+    theirs_decide = decisions(theirs, challenger.bundle.manifest.threshold)
     flips = int(np.count_nonzero(ours_decide != theirs_decide))
     return ShadowBatch(predictions, challenger.bundle.version, deltas, flips)
 

@@ -131,18 +131,22 @@ def avro_prediction_schema() -> dict[str, Any]:
             {"name": "model_name", "type": "string"},
             {"name": "model_version", "type": "string"},
             {"name": "scored_at_ms", "type": "long"},
+            {"name": "event_time_ms", "type": ["null", "long"], "default": None},
             {"name": "latency_ms", "type": ["null", "double"], "default": None},
             {"name": "missing_features", "type": "int"},
             {"name": "source_topic", "type": "string"},
             {"name": "source_partition", "type": "int"},
             {"name": "source_offset", "type": "long"},
             {"name": "batch_id", "type": "string"},
+            {"name": "schema_version", "type": "int"},
             {
                 "name": "scores",
                 "type": ["null", {"type": "array", "items": "double"}],
                 "default": None,
             },
             {"name": "degraded", "type": "boolean", "default": False},
+            {"name": "decision", "type": ["null", "boolean"], "default": None},
+            {"name": "threshold", "type": ["null", "double"], "default": None},
         ],
     }
 
@@ -171,10 +175,10 @@ def proto_prediction_file() -> Any:
         field = message.field.add(
             name=name, number=len(message.field) + 1, label=label, type=kinds[kind.split()[-1]]
         )
-        if name == "latency_ms":  # unknown without a record timestamp: explicit presence
+        if name in PREDICTION_PROTO_OPTIONAL:  # unknown or unset: explicit presence
             field.proto3_optional = True
             field.oneof_index = len(message.oneof_decl)
-            message.oneof_decl.add(name="_latency_ms")
+            message.oneof_decl.add(name=f"_{name}")
     return proto
 
 
@@ -185,12 +189,17 @@ PREDICTION_PROTO_FIELDS = (
     ("model_name", "string"),
     ("model_version", "string"),
     ("scored_at_ms", "int64"),
+    ("event_time_ms", "int64"),
     ("latency_ms", "double"),
     ("missing_features", "int32"),
     ("source_topic", "string"),
     ("source_partition", "int32"),
     ("source_offset", "int64"),
     ("batch_id", "string"),
+    ("schema_version", "int32"),
     ("scores", "repeated double"),
     ("degraded", "bool"),
+    ("decision", "bool"),
+    ("threshold", "double"),
 )
+PREDICTION_PROTO_OPTIONAL = {"event_time_ms", "latency_ms", "decision", "threshold"}

@@ -42,12 +42,17 @@ def event_schema(manifest: Manifest) -> dict[str, Any]:
 
 def prediction_schema() -> dict[str, Any]:
     """A prediction's value (the JSON Schema registered for JSON Schema output, too)."""
-    return _schema(
-        "Prediction",
-        "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
-        "names its source record (provenance) and carries no headers.",
-        records.Prediction,
-    )
+    version = records.PREDICTION_SCHEMA_VERSION
+    return {
+        "$id": f"urn:streamserve:schema:prediction:v{version}",
+        **_schema(
+            f"Prediction (schema version {version})",
+            "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
+            "names its source record (provenance) and carries no headers. `schema_version` "
+            "says which version of this schema a record follows.",
+            records.Prediction,
+        ),
+    }
 
 
 def all_schemas(manifest: Manifest | None = None) -> dict[str, dict[str, Any]]:

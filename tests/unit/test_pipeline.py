@@ -133,3 +133,24 @@ def test_each_batch_gets_its_own_id_and_the_serving_model(bundle: ModelBundle, w
     assert restarted.run(records[:10]).batch_id == "w-1770-1"
     assert (first.stats.trigger, second.stats.trigger) == ("size", "time")
     assert first.stats.model_name == bundle.name and first.stats.size == 10
+
+
+def test_a_prediction_carries_its_events_time_its_schema_version_and_a_set_thresholds_decision(
+    bundle: ModelBundle, world
+) -> None:
+    records = world[0]
+    producer = FakeProducer(auto_ack=False)
+    run(bundle, world, producer)
+    for out in on_topic(producer, "predictions"):
+        value = msgspec.json.decode(out.value)
+        source = records[value["source_offset"]]
+        assert value["event_time_ms"] == source.timestamp()[1] == value["scored_at_ms"] - 4_000
+        assert value["schema_version"] == rec.PREDICTION_SCHEMA_VERSION
+        assert "decision" not in value and "threshold" not in value  # the manifest sets none
+    manifest = msgspec.structs.replace(bundle.manifest, decision_threshold=0.3)
+    decided = FakeProducer(auto_ack=False)
+    run(ModelBundle(manifest=manifest, booster=bundle.booster), world, decided)
+    values = [msgspec.json.decode(o.value) for o in on_topic(decided, "predictions")]
+    assert {v["threshold"] for v in values} == {0.3}
+    assert all(v["decision"] is (v["score"] >= 0.3) for v in values)
+    assert {v["decision"] for v in values} == {True, False}  # both occur in this batch

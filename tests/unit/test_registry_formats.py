@@ -292,7 +292,8 @@ def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers
     )
     read_back = [deserialize(p.value, context) for p in framed.pending]
     # plain JSON leaves out the fields at their default; an Avro record has every field
-    defaults = {"scores": None, "degraded": False} if output_format == "avro" else {}
+    unset = {"scores": None, "degraded": False, "decision": None, "threshold": None}
+    defaults = unset if output_format == "avro" else {}
     assert read_back == [{**defaults, **p} for p in expected]
 
 
