@@ -38,9 +38,13 @@ def kustomization() -> dict[str, Any]:
     return dict(yaml.safe_load((BASE / "kustomization.yaml").read_text()))
 
 
-def rendered() -> dict[str, dict[str, Any]]:
-    """Each object by kind, with the labels the kustomization adds (what `kubectl apply -k`
-    sends; its other transformers are not used here)."""
+OVERLAYS = sorted((BASE / "overlays").iterdir())
+
+
+def rendered(overlay: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each object by kind, with the labels the kustomization adds and, with ``overlay``, its
+    patches merged in (what `kubectl apply -k` sends for the strategic-merge patches of maps
+    used here; kustomize's other transformers are not used)."""
     added: dict[str, str] = {}
     for entry in kustomization()["labels"]:
         added |= entry["pairs"]
@@ -50,7 +54,23 @@ def rendered() -> dict[str, dict[str, Any]]:
             metadata = document["metadata"]
             metadata["labels"] = {**metadata.get("labels", {}), **added}
             objects[document["kind"]] = document
+    if overlay is not None:
+        layer = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+        assert layer["resources"] == ["../.."]  # the base
+        for patch in layer["patches"]:
+            change = yaml.safe_load((overlay / patch["path"]).read_text())
+            target = objects[change["kind"]]
+            assert target["metadata"]["name"] == change["metadata"]["name"]
+            _merge(target, change)
     return objects
+
+
+def _merge(into: dict[str, Any], change: dict[str, Any]) -> None:
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def test_the_kustomization_lists_every_file_and_only_existing_ones() -> None:
@@ -94,10 +114,21 @@ def worker_container() -> dict[str, Any]:
     return dict(rendered()["StatefulSet"]["spec"]["template"]["spec"]["containers"][0])
 
 
+@pytest.mark.parametrize("overlay", [None, *OVERLAYS], ids=lambda o: o.name if o else "base")
+def test_overlays_patch_only_what_exists_and_stay_valid(overlay: Path | None) -> None:
+    for kind, document in rendered(overlay).items():
+        if kind in CUSTOM:
+            model = CUSTOM[kind].model_validate(document)
+            assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == document
+        else:
+            kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("overlay", [None, *OVERLAYS], ids=lambda o: o.name if o else "base")
 def test_the_worker_settings_are_valid_and_the_pod_name_is_the_worker_id(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, overlay: Path | None
 ) -> None:
-    config = rendered()["ConfigMap"]["data"]
+    config = rendered(overlay)["ConfigMap"]["data"]
     for var, value in config.items():
         monkeypatch.setenv(var, value)
     settings = load_settings()  # an unknown or invalid variable raises, naming it
