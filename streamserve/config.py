@@ -10,21 +10,23 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streamserve.config_env import (
+    ENV_PREFIX,
+    RDKAFKA_PREFIX,
+    RdkafkaSource,
+    env_name,
+    is_secret_option,
+    mask_url,
+)
 from streamserve.errors import ConfigError
 
-ENV_PREFIX = "STREAMSERVE_"
-RDKAFKA_PREFIX = ENV_PREFIX + "RDKAFKA_"
-_RDKAFKA_SCOPES = ("CONSUMER_", "PRODUCER_")
-_SECRET_WORDS = ("password", "secret", "token", "key")
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url reads
 # exactly-once: how long the broker keeps a dead worker's open transaction (io/kafka.py says why)
 TRANSACTION_TIMEOUT_MS = 10_000
@@ -222,7 +224,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _RdkafkaSource(settings_cls), env_settings)
+        return (init_settings, RdkafkaSource(settings_cls), env_settings)
 
     @property
     def exactly_once(self) -> bool:
@@ -378,57 +380,9 @@ class Settings(BaseSettings):
         return self.worker_id or f"{socket.gethostname()}-<slot>"
 
 
-class _RdkafkaSource(PydanticBaseSettingsSource):
-    """Collects STREAMSERVE_RDKAFKA_[CONSUMER_|PRODUCER_]<OPTION> into three option dicts."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return rdkafka_options(os.environ)
-
-
-def rdkafka_options(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Split STREAMSERVE_RDKAFKA_* variables into common, consumer and producer options."""
-    found: dict[str, dict[str, str]] = {
-        "rdkafka_common": {},
-        "rdkafka_consumer": {},
-        "rdkafka_producer": {},
-    }
-    for var, value in environ.items():
-        if not var.startswith(RDKAFKA_PREFIX):
-            continue
-        rest = var[len(RDKAFKA_PREFIX) :]
-        target = "rdkafka_common"
-        for scope in _RDKAFKA_SCOPES:
-            if rest.startswith(scope):
-                target, rest = "rdkafka_" + scope[:-1].lower(), rest[len(scope) :]
-        found[target][rest.lower().replace("_", ".")] = value
-    return found
-
-
-def env_name(field_name: str) -> str:
-    """The environment variable that sets a settings field."""
-    return ENV_PREFIX + field_name.upper()
-
-
 def settings_env_names() -> list[str]:
     """Every variable the settings model reads directly (not the librdkafka pass-through)."""
     return [env_name(n) for n in Settings.model_fields if not n.startswith("rdkafka_")]
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL such as redis://user:pass@host:6379/0."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def is_secret_option(option: str) -> bool:
-    """A librdkafka option whose value is never shown (sasl.password, ssl.key.password...)."""
-    return any(word in option for word in _SECRET_WORDS) and not option.endswith(".location")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -17,7 +17,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamserve.config import RDKAFKA_PREFIX, TRANSACTION_TIMEOUT_MS, Settings, is_secret_option
+from streamserve.config import TRANSACTION_TIMEOUT_MS, Settings
+from streamserve.config_env import RDKAFKA_PREFIX, is_secret_option
 from streamserve.core.records import PartitionLag
 from streamserve.errors import ConfigError, StreamserveError
 

@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Any
 
-from streamserve.config import RDKAFKA_PREFIX, Settings, env_name
+from streamserve.config import Settings
+from streamserve.config_env import RDKAFKA_PREFIX, env_name
 from streamserve.errors import ConfigError
 
 log = logging.getLogger("streamserve.runtime.processes")

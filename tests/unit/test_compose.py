@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from compose_spec import PyCompose
 
 from streamserve.cli import main as streamserve_main
-from streamserve.config import RDKAFKA_PREFIX, settings_env_names
+from streamserve.config import settings_env_names
+from streamserve.config_env import RDKAFKA_PREFIX
 from streamserve.telemetry.catalog import METRICS
 from streamserve_loadgen.cli import main as loadgen_main
 
