@@ -16,7 +16,7 @@ help: ## List the targets
 # The product (.) with its Faust extra, and the harness (loadgen/: embedded stack, demo, load tools)
 $(STAMP): pyproject.toml loadgen/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[faust,registry,dev]" -e "./loadgen[bench]"
+	$(BIN)/python -m pip install -q -e ".[faust,registry,onedal,dev]" -e "./loadgen[bench]"
 	touch $(STAMP)
 
 # Feast itself, in a venv of its own: only the tests that compare the `feast` layout with Feast's
@@ -26,7 +26,7 @@ $(FEAST_STAMP):
 	$(FEAST_VENV)/bin/python -m pip install -q "feast[redis]==$(FEAST_VERSION)"
 	touch $(FEAST_STAMP)
 
-install: $(STAMP) $(FEAST_STAMP) ## Create .venv (streamserve[faust,registry,dev], the harness) and .venv-feast
+install: $(STAMP) $(FEAST_STAMP) ## Create .venv (streamserve[faust,registry,onedal,dev], the harness) and .venv-feast
 
 test: unit integration ## Run the whole test suite: unit, then integration on the embedded stack
 

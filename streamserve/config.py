@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         description="Batches whose outputs may await the broker's acknowledgement at once.",
     )
     predict_threads: int = Field(1, ge=1, le=256, description="XGBoost nthread for predict.")
+    predictor: Literal["auto", "xgboost", "onedal"] = Field(
+        "auto",
+        description="What scores a batch: xgboost (XGBoost's predict), onedal (oneDAL's, "
+        "streamserve[onedal]) or auto (oneDAL when installed); a fast path is taken only when "
+        "it gives XGBoost's scores within 1e-6 on a sample at load, else XGBoost's, logged.",
+    )
     metrics_interval_s: float = Field(
         10.0, gt=0, le=3600, description="Seconds between metrics records."
     )

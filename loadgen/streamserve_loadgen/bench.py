@@ -344,7 +344,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         bench.prepare()
         argv = procs.streamserve_argv("worker")
         drain = {
-            "worker": bench.drain("worker", argv),
+            "worker": bench.drain("worker", argv),  # STREAMSERVE_PREDICTOR=auto: oneDAL here
+            "worker_xgboost": bench.drain("worker-xgboost", argv, predictor="xgboost"),
             # right after the at-least-once drain of the same events, for a side-by-side ratio
             "worker_exactly_once": bench.drain(
                 "worker-exactly-once", argv, processing_guarantee="exactly-once"
@@ -384,6 +385,13 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         faust_live = bench.latency(
             "worker", plan.live_rate, seconds=plan.live_seconds, label="faust", runtime="faust"
         )
+        xgboost_live = bench.latency(
+            "worker",
+            plan.live_rate,
+            seconds=plan.live_seconds,
+            label="xgboost",
+            predictor="xgboost",
+        )
         sustained = [
             bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
             for target in ("worker", "passthrough")
@@ -415,6 +423,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "far": far,
         "live": live,
         "faust_live": faust_live,
+        "xgboost_live": xgboost_live,
         "sustained": sustained,
         "idle": idle,
         "latency": latency,

@@ -79,6 +79,7 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if "feast" in results
             else {}
         ),
+        **_predictor_goals(results),
         "faust_vs_bare_faust": _goal(
             drain["faust"]["events_per_s"] / drain["faust_bare"]["events_per_s"], ">=", 0.70
         ),
@@ -87,9 +88,30 @@ def goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def live_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs at the live rate: worker and pass-through, and the Faust runtime's."""
-    faust = [results["faust_live"]] if "faust_live" in results else []
-    return [*results["live"], *faust]
+    """The runs at the live rate: worker and pass-through, the Faust runtime's, and the worker
+    with XGBoost's predictor."""
+    extra = [results[k] for k in ("faust_live", "xgboost_live") if k in results]
+    return [*results["live"], *extra]
+
+
+def _predictor_goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 28's: the default predictor (oneDAL where installed) against XGBoost's own."""
+    drain = results["drain"]
+    if "worker_xgboost" not in drain or "xgboost_live" not in results:
+        return {}
+    fast, xgb, bare = drain["worker"], drain["worker_xgboost"], drain["bareloop"]
+    live = {row["target"]: row for row in results["live"]}["worker"]
+    return {
+        "predictor_cpu_per_event_vs_xgboost": _goal(
+            fast["cpu_us_per_event"] / xgb["cpu_us_per_event"], "<=", 0.8
+        ),
+        "predictor_drain_vs_bareloop": _goal(
+            fast["events_per_s"] / bare["events_per_s"], ">=", 1.15
+        ),
+        "predictor_live_p50_minus_xgboost_ms": _goal(
+            live["latency_ms"]["p50"] - results["xgboost_live"]["latency_ms"]["p50"], "<=", 0
+        ),
+    }
 
 
 def _goal(value: float, op: str, target: float) -> dict[str, Any]:
@@ -195,6 +217,20 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         f"take() batches: {bare['events_per_s']:,.0f} events/s "
         f"({faust['events']:,} events each)"
     )
+    if "worker_xgboost" in drain:
+        xgb = drain["worker_xgboost"]
+        console.print(
+            f"worker with STREAMSERVE_PREDICTOR=xgboost: {xgb['events_per_s']:,.0f} events/s at "
+            f"{xgb['cpu_us_per_event']:.1f} µs CPU/event (the default, auto, above: "
+            f"{drain['worker']['events_per_s']:,.0f} at {drain['worker']['cpu_us_per_event']:.1f})"
+        )
+    if "xgboost_live" in results:
+        row = results["xgboost_live"]
+        console.print(
+            f"worker with STREAMSERVE_PREDICTOR=xgboost at {row['offered_per_s']:,} events/s: "
+            f"p50 / p99 {_p50_p99(row)} ms, "
+            f"{row['cpu_us_per_event'] * row['offered_per_s'] / 1e4:.1f}% of a core"
+        )
     if "faust_live" in results:
         row = results["faust_live"]
         passthrough = {r["target"]: r for r in results["live"]}["passthrough"]

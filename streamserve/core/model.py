@@ -11,6 +11,12 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
+from streamserve.core.predictors import (
+    Predictor,
+    PredictorChoice,
+    XGBoostPredictor,
+    choose,
+)
 from streamserve.errors import ModelBundleError
 
 MANIFEST_FILE = "manifest.json"
@@ -197,6 +203,12 @@ class ModelBundle:
 
     manifest: Manifest
     booster: xgb.Booster
+    predictor: Predictor = None  # type: ignore[assignment]  # default: XGBoost's own
+    predictor_reason: str = "XGBoost's own"
+
+    def __post_init__(self) -> None:
+        if self.predictor is None:
+            object.__setattr__(self, "predictor", XGBoostPredictor(self.booster))
 
     @property
     def name(self) -> str:
@@ -210,11 +222,14 @@ class ModelBundle:
         """Scores of a float32 matrix (manifest feature order): shape (rows,) or (rows, outputs)."""
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float32)
-        return np.asarray(self.booster.inplace_predict(matrix, validate_features=False))
+        return self.predictor.predict(matrix)
 
 
-def load_bundle(bundle_dir: Path, nthread: int = 1) -> ModelBundle:
-    """Load a bundle and refuse it when manifest and booster disagree."""
+def load_bundle(
+    bundle_dir: Path, nthread: int = 1, predictor: PredictorChoice = "xgboost"
+) -> ModelBundle:
+    """Load a bundle and refuse it when manifest and booster disagree; score it with
+    ``predictor`` when that gives XGBoost's scores (core/predictors.py), else with XGBoost."""
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise ModelBundleError(f"model bundle {bundle_dir} is not a directory")
@@ -230,7 +245,8 @@ def load_bundle(bundle_dir: Path, nthread: int = 1) -> ModelBundle:
         raise ModelBundleError(f"cannot load model {model_path}: {first_line}") from None
     booster.set_param({"nthread": nthread})
     check_agreement(manifest, booster)
-    return ModelBundle(manifest=manifest, booster=booster)
+    chosen = choose(booster, predictor)
+    return ModelBundle(manifest, booster, chosen.predictor, chosen.reason)
 
 
 def check_agreement(manifest: Manifest, booster: xgb.Booster) -> None:

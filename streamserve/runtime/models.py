@@ -25,7 +25,7 @@ from streamserve.core.batch import BatchScorer, FeatureStore
 from streamserve.core.formats import WriterSchemas
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.outputs import EncodePrediction
-from streamserve.errors import ConfigError, FeatureStoreError, ModelBundleError
+from streamserve.errors import ConfigError, FeatureStoreError, MissingExtraError, ModelBundleError
 from streamserve.io import store as store_io
 from streamserve.telemetry.prometheus import Telemetry
 
@@ -108,7 +108,18 @@ class Models:
     def load(self, bundle_dir: Path) -> Model:
         """Load, check against its manifest, and try one prediction; ModelBundleError if bad."""
         fingerprint = bundle_fingerprint(bundle_dir)
-        bundle = load_bundle(bundle_dir, nthread=self.settings.predict_threads)
+        try:
+            bundle = load_bundle(bundle_dir, self.settings.predict_threads, self.settings.predictor)
+        except ImportError:  # STREAMSERVE_PREDICTOR=onedal without its extra
+            raise MissingExtraError("STREAMSERVE_PREDICTOR=onedal", "onedal") from None
+        log.info(
+            "model %s %s scores with %s: %s",
+            bundle.name,
+            bundle.version,
+            bundle.predictor.name,
+            bundle.predictor_reason,
+            extra={"predictor": bundle.predictor.name},
+        )
         width = len(bundle.manifest.features)
         try:
             scores = bundle.predict(np.full((1, width), np.nan, dtype=np.float32))

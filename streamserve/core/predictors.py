@@ -1,0 +1,177 @@
+"""What turns a batch's feature matrix into scores: XGBoost's own predict, called without its
+Python wrapper, or oneDAL's (``streamserve[onedal]``), chosen at load by STREAMSERVE_PREDICTOR.
+
+A fast path is taken only when it gives XGBoost's scores: at load both score a sample that
+reaches both sides of every split of the model (and its missing-value branches), and any score
+further than ``MAX_SCORE_DIFF`` from XGBoost's refuses it, as does a model it cannot convert.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import xgboost as xgb
+
+try:  # the C call under Booster.inplace_predict; absent in some other XGBoost: the wrapper
+    from xgboost.core import _LIB, _check_call, c_bst_ulong
+except ImportError:  # pragma: no cover
+    _LIB = None  # type: ignore[assignment]
+
+log = logging.getLogger("streamserve.predictors")
+
+PredictorChoice = Literal["auto", "xgboost", "onedal"]
+MAX_SCORE_DIFF = 1e-6
+SAMPLE_ROWS = 2_000
+MISSING_SHARE = 0.1  # of the sample's values: NaN, for the missing-value branches
+
+
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores of a C-contiguous float32 matrix: (rows,) or (rows, outputs)."""
+        ...
+
+
+class XGBoostPredictor:
+    """``Booster.inplace_predict`` without its Python wrapper: the same C call with its
+    configuration built once (about 60 µs less per call here, a third of a 15-row predict)."""
+
+    name = "xgboost"
+
+    def __init__(self, booster: xgb.Booster) -> None:
+        self._booster = booster
+        self._config = json.dumps(
+            {
+                "type": 0,
+                "training": False,
+                "iteration_begin": 0,
+                "iteration_end": 0,
+                "missing": float("nan"),
+                "strict_shape": False,
+                "cache_id": 0,
+            }
+        ).encode()
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if _LIB is None:  # pragma: no cover
+            return np.asarray(self._booster.inplace_predict(matrix, validate_features=False))
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        rows, columns = matrix.shape
+        interface = b'{"data": [%d, true], "shape": [%d, %d], "typestr": "<f4", "version": 3}' % (
+            matrix.ctypes.data,
+            rows,
+            columns,
+        )
+        shape = ctypes.POINTER(c_bst_ulong)()
+        dims = c_bst_ulong()
+        scores = ctypes.POINTER(ctypes.c_float)()
+        _check_call(
+            _LIB.XGBoosterPredictFromDense(
+                self._booster.handle,
+                interface,
+                self._config,
+                None,
+                ctypes.byref(shape),
+                ctypes.byref(dims),
+                ctypes.byref(scores),
+            )
+        )
+        out_shape = tuple(int(shape[i]) for i in range(dims.value))
+        return np.ctypeslib.as_array(scores, shape=out_shape).copy()  # XGBoost reuses its buffer
+
+
+class OneDalPredictor:
+    """oneDAL's gradient-boosting inference on the converted booster (daal4py)."""
+
+    name = "onedal"
+
+    def __init__(self, booster: xgb.Booster) -> None:
+        from daal4py import mb  # the onedal extra
+
+        self._model = mb.convert_model(booster)
+        self._classes = int(getattr(self._model, "n_classes_", 0) or 0)
+        self._classifier = bool(self._model.is_classifier_)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if not self._classifier:
+            return np.asarray(self._model.predict(matrix), dtype=np.float32).reshape(-1)
+        probabilities = np.asarray(self._model.predict_proba(matrix), dtype=np.float32)
+        return probabilities[:, 1].copy() if self._classes == 2 else probabilities
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The predictor a bundle scores with, and why (for the log)."""
+
+    predictor: Predictor
+    reason: str
+
+
+def choose(booster: xgb.Booster, wanted: PredictorChoice) -> Choice:
+    """``wanted``'s predictor if it gives XGBoost's scores on a sample that reaches every
+    split's sides, else XGBoost's (``auto``: oneDAL when it is installed and passes)."""
+    reference = XGBoostPredictor(booster)
+    if wanted == "xgboost":
+        return Choice(reference, "STREAMSERVE_PREDICTOR=xgboost")
+    try:
+        fast = OneDalPredictor(booster)
+    except ImportError:
+        if wanted == "onedal":
+            raise
+        return Choice(reference, "oneDAL not installed (pip install 'streamserve[onedal]')")
+    except Exception as exc:  # a model the conversion does not support
+        return Choice(reference, f"oneDAL cannot convert this model: {exc}")
+    sample = split_sample(booster)
+    expected, got = reference.predict(sample), fast.predict(sample)
+    if expected.shape != got.shape:
+        return Choice(reference, f"oneDAL scores have shape {got.shape}, not {expected.shape}")
+    difference = float(np.max(np.abs(expected.astype(np.float64) - got))) if len(sample) else 0.0
+    if not difference <= MAX_SCORE_DIFF:
+        return Choice(
+            reference,
+            f"oneDAL scores differ from XGBoost's by up to {difference:.3g} on {len(sample):,} "
+            f"sample rows (more than {MAX_SCORE_DIFF:g})",
+        )
+    return Choice(
+        fast,
+        f"oneDAL scores equal XGBoost's within {difference:.2g} on {len(sample):,} sample rows",
+    )
+
+
+def split_sample(booster: xgb.Booster, rows: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarray:
+    """Rows whose values sit just below, at and just above the model's split thresholds of
+    their feature, with a share of NaN: between them they take both sides of every split and
+    every missing-value branch."""
+    columns = booster.num_features()
+    names = booster.feature_names or [f"f{i}" for i in range(columns)]
+    index = {name: i for i, name in enumerate(names)}
+    thresholds: list[set[float]] = [set() for _ in range(columns)]
+    for tree in booster.get_dump(dump_format="json"):
+        _collect(json.loads(tree), index, thresholds)
+    rng = np.random.default_rng(seed)
+    sample = rng.normal(size=(rows, columns)).astype(np.float32)
+    for column, found in enumerate(thresholds):
+        if not found:
+            continue
+        points = np.array(sorted(found), dtype=np.float32)
+        nearby = np.concatenate(
+            [points, np.nextafter(points, -np.inf), np.nextafter(points, np.inf)]
+        ).astype(np.float32)
+        sample[:, column] = rng.choice(nearby, size=rows)
+    sample[rng.random(sample.shape) < MISSING_SHARE] = np.nan
+    return sample
+
+
+def _collect(node: dict[str, Any], index: dict[str, int], thresholds: list[set[float]]) -> None:
+    if "split" in node:
+        column = index.get(str(node["split"]))
+        if column is not None and "split_condition" in node:
+            thresholds[column].add(float(node["split_condition"]))
+        for child in node.get("children", ()):
+            _collect(child, index, thresholds)
