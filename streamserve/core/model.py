@@ -245,7 +245,7 @@ def load_bundle(
         raise ModelBundleError(f"cannot load model {model_path}: {first_line}") from None
     booster.set_param({"nthread": nthread})
     check_agreement(manifest, booster)
-    chosen = choose(booster, predictor)
+    chosen = choose(booster, predictor, nthread)
     return ModelBundle(manifest, booster, chosen.predictor, chosen.reason)
 
 

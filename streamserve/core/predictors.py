@@ -87,13 +87,17 @@ class XGBoostPredictor:
 
 
 class OneDalPredictor:
-    """oneDAL's gradient-boosting inference on the converted booster (daal4py)."""
+    """oneDAL's gradient-boosting inference on the converted booster (daal4py), on ``threads``
+    threads (oneDAL's default, every core, spins idle threads: in a drain here its 2 threads
+    cost more CPU than 1 saved)."""
 
     name = "onedal"
 
-    def __init__(self, booster: xgb.Booster) -> None:
-        from daal4py import mb  # the onedal extra
+    def __init__(self, booster: xgb.Booster, threads: int = 1) -> None:
+        import daal4py  # the onedal extra
+        from daal4py import mb
 
+        daal4py.daalinit(threads)  # process-wide, like XGBoost's nthread here
         self._model = mb.convert_model(booster)
         self._classes = int(getattr(self._model, "n_classes_", 0) or 0)
         self._classifier = bool(self._model.is_classifier_)
@@ -113,14 +117,15 @@ class Choice:
     reason: str
 
 
-def choose(booster: xgb.Booster, wanted: PredictorChoice) -> Choice:
-    """``wanted``'s predictor if it gives XGBoost's scores on a sample that reaches every
-    split's sides, else XGBoost's (``auto``: oneDAL when it is installed and passes)."""
+def choose(booster: xgb.Booster, wanted: PredictorChoice, threads: int = 1) -> Choice:
+    """``wanted``'s predictor (on ``threads`` threads) if it gives XGBoost's scores on a sample
+    that reaches every split's sides, else XGBoost's (``auto``: oneDAL when it is installed
+    and passes)."""
     reference = XGBoostPredictor(booster)
     if wanted == "xgboost":
         return Choice(reference, "STREAMSERVE_PREDICTOR=xgboost")
     try:
-        fast = OneDalPredictor(booster)
+        fast = OneDalPredictor(booster, threads)
     except ImportError:
         if wanted == "onedal":
             raise

@@ -59,7 +59,7 @@ class Case:
 
 def test_every_command_runs_on_a_plain_install(scenario: Scenario, tmp_path: Path) -> None:
     python = plain_install(tmp_path / "venv")
-    for extra_module in ("faust", "fastavro", "psutil", "streamserve_loadgen"):
+    for extra_module in ("faust", "fastavro", "daal4py", "psutil", "streamserve_loadgen"):
         probe = subprocess.run([python, "-c", f"import {extra_module}"], capture_output=True)
         assert probe.returncode != 0, f"{extra_module} is in the plain install"
 
@@ -86,6 +86,7 @@ def test_every_command_runs_on_a_plain_install(scenario: Scenario, tmp_path: Pat
         Case(["dead-letters", "replay", "--to", f"replayed-{scenario.uid}"], 0, "dry run", env),
         Case(["probe"], 1, "", {"STREAMSERVE_HTTP_PORT": str(free_port())}),
         Case(["worker"], 2, "streamserve[faust]", {**env, "STREAMSERVE_RUNTIME": "faust"}),
+        Case(["worker"], 2, "streamserve[onedal]", {**env, "STREAMSERVE_PREDICTOR": "onedal"}),
         Case(
             ["worker"],
             2,

@@ -113,3 +113,10 @@ def test_the_sample_takes_both_sides_of_every_split_and_the_missing_branch() -> 
         values = sample[:, column]
         assert (values < np.float32(threshold)).any() and (values >= np.float32(threshold)).any()
         assert np.isnan(values).any()
+
+
+def test_onedal_runs_on_the_threads_it_is_given_not_every_core() -> None:
+    import daal4py
+
+    OneDalPredictor(trained("binary:logistic"), threads=1)
+    assert daal4py.num_threads() == 1  # STREAMSERVE_PREDICT_THREADS, as for XGBoost
