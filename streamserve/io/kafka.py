@@ -128,7 +128,7 @@ def check_client_options(settings: Settings) -> None:
                     var = RDKAFKA_PREFIX + prefix + option.replace(".", "_").upper()
                     shown = "****" if is_secret_option(option) else repr(value)
                     raise ConfigError(f"{var}={shown}: librdkafka rejects it ({reason})")
-        _construct(factory, config, scope[:-1].lower())  # together only: name them all
+        _construct(factory, config, scope[:-1].lower())  # refused only together: say so
 
 
 def _rejection(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> str | None:
