@@ -3,8 +3,9 @@
 fastavro decodes every field of every record into dicts through generic dispatch: about 4 µs
 for an 8-field event with nullable unions, three times the JSON path's cost. The reader written
 here walks each record's bytes in schema order, keeps the model's fields and skips the rest
-(see ``column_reader``). Logical types are read as their underlying number (a timestamp-millis
-as its long). Writer schemas with types it does not handle (arrays, maps, recursive records)
+(see ``column_reader``), arrays and maps included, block by block (a block written with its
+byte size is jumped over whole). Logical types are read as their underlying number (a
+timestamp-millis as its long). Writer schemas with types it does not handle (recursive records)
 are left to fastavro: ``compile_avro_reader`` returns None for them.
 """
 
@@ -149,8 +150,8 @@ def _emit_named(
     named: dict[str, Any],
     depth: int,
 ) -> None:
-    """Records, enums and fixed: a record is read into a nested target or skipped; an enum or
-    a fixed is skipped (the model reads neither)."""
+    """Records, enums, fixed, arrays and maps: a record is read into a nested target or
+    skipped; the others are skipped (the model reads none of them)."""
     kind = schema.get("type")
     if kind == "record":
         named.setdefault(schema["name"], schema)
@@ -162,5 +163,40 @@ def _emit_named(
     elif kind == "fixed":
         named.setdefault(schema["name"], schema)
         lines.append(f"{pad}p += {int(schema['size'])}")
+    elif kind in ("array", "map"):
+        _emit_skip_blocks(schema, lines, pad, named, depth)
     else:
         raise Unsupported(f"type {kind}")
+
+
+def _emit_skip_blocks(
+    schema: dict[str, Any], lines: list[str], pad: str, named: dict[str, Any], depth: int
+) -> None:
+    """Skip an array's or a map's blocks: a count (zigzag long), then that many items (a map
+    item: a string key, then its value), until a count of 0; a negative count is followed by
+    the block's size in bytes, which is jumped. A count larger than the record is refused
+    (items of no bytes, nulls, would otherwise loop for as long as the count says)."""
+    if depth > 8:
+        raise Unsupported("arrays or maps nested too deeply")
+    count = f"k{depth}"
+    lines += [
+        f"{pad}while True:",
+        f"{pad}    {count}, p = varint(b, p)",
+        f"{pad}    {count} = ({count} >> 1) ^ -({count} & 1)",
+        f"{pad}    if {count} == 0: break",
+        f"{pad}    if {count} < 0:",
+        f"{pad}        n, p = varint(b, p)",
+        f"{pad}        n = (n >> 1) ^ -(n & 1)",
+        f"{pad}        if n < 0 or p + n > len(b): raise ValueError('bad block size')",
+        f"{pad}        p += n",
+        f"{pad}        continue",
+        f"{pad}    if {count} > len(b): raise ValueError('block count beyond the record')",
+        f"{pad}    for _ in range({count}):",
+    ]
+    if schema["type"] == "map":
+        _emit_value("string", None, lines, pad + "        ", named, depth + 1)
+        item = schema["values"]
+    else:
+        item = schema["items"]
+    _emit_value(item, None, lines, pad + "        ", named, depth + 1)
+    lines.append(f"{pad}        pass")

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import random
+import struct
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -69,6 +70,11 @@ AVRO_SCHEMA: dict[str, Any] = {
             ],
         },
         {"name": "previous", "type": ["null", "Merchant"]},
+        # unread, of every shape the batch reader skips block by block
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "attrs", "type": ["null", {"type": "map", "values": ["null", "long"]}]},
+        {"name": "history", "type": {"type": "array", "items": "Merchant"}},
+        {"name": "grid", "type": {"type": "array", "items": {"type": "array", "items": "null"}}},
     ],
 }
 
@@ -157,6 +163,10 @@ def random_avro(rng: random.Random) -> dict[str, Any]:
         "digest": rng.randbytes(4),
         "merchant": maybe(rng, merchant),
         "previous": maybe(rng, dict(merchant)),
+        "tags": ["".join(rng.choices("xyzé", k=rng.randrange(8))) for _ in range(rng.randrange(6))],
+        "attrs": maybe(rng, {f"k{i}": maybe(rng, rng.randrange(-9, 2**40)) for i in range(4)}),
+        "history": [dict(merchant) for _ in range(rng.randrange(3))],
+        "grid": [[None] * rng.randrange(4) for _ in range(rng.randrange(3))],
     }
 
 
@@ -252,7 +262,9 @@ def test_protobuf_reader_reads_what_the_library_reads() -> None:
     assert_read_fast("protobuf", schema, values)
 
 
-@pytest.mark.parametrize("path", ["colour", "flag", "merchant", "skipped_text", "digest"])
+@pytest.mark.parametrize(
+    "path", ["colour", "flag", "merchant", "skipped_text", "digest", "tags", "attrs"]
+)
 def test_avro_fields_that_are_not_numbers_are_dead_letters_as_fastavro_reads_them(
     path: str,
 ) -> None:
@@ -295,13 +307,53 @@ def test_protobuf_out_of_order_repeated_and_unknown_fields_decode_as_the_library
     )
 
 
-@pytest.mark.parametrize(
-    "field_type",
-    [{"type": "array", "items": "long"}, {"type": "map", "values": "string"}, "NoSuchType"],
-)
-def test_avro_arrays_maps_and_unknown_names_are_left_to_fastavro(field_type: Any) -> None:
-    schema = {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
+def test_avro_unknown_or_recursive_names_are_left_to_fastavro() -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "x", "type": "NoSuchType"}]}
     assert compile_avro_reader(schema, Wanted("id", "entity", ()), 5) is None
+    linked = {
+        "type": "record",
+        "name": "Node",
+        "fields": [{"name": "next", "type": ["null", "Node"]}],
+    }
+    assert compile_avro_reader(linked, Wanted("id", "entity", ()), 5) is None
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_avro_array_blocks_written_with_their_size_are_read_as_fastavro_reads_them() -> None:
+    """Writers may frame an array's block as (-count, byte size, items): the batch reader
+    jumps the block; fastavro reads it item by item."""
+
+    def zigzag(n: int) -> bytes:
+        return encode_varint((n << 1) ^ (n >> 63))
+
+    schema_json = {
+        "type": "record",
+        "name": "E",
+        "fields": [
+            {"name": "tags", "type": {"type": "array", "items": "long"}},
+            {"name": "event_id", "type": "string"},
+            {"name": "entity_id", "type": "string"},
+            {"name": "amount", "type": ["null", "double"]},
+        ],
+    }
+    items = b"".join(zigzag(v) for v in (5, -300, 2**40))
+    tail = zigzag(4) + b"ev-1" + zigzag(2) + b"u1" + zigzag(1) + struct.pack("<d", 2.5)
+    values = [
+        HEADER + zigzag(-3) + zigzag(len(items)) + items + zigzag(0) + tail,  # sized block
+        HEADER + zigzag(3) + items + zigzag(0) + tail,  # counted block
+        HEADER + zigzag(-3) + zigzag(len(items) + 999) + items + zigzag(0) + tail,  # lies
+        HEADER + zigzag(2**40) + tail,  # a count beyond the record
+    ]
+    schema = parse_writer_schema(SCHEMA_ID, "AVRO", json.dumps(schema_json))
+    assert_same_outcomes("avro", schema, values, ["amount"])
 
 
 @pytest.mark.parametrize(
