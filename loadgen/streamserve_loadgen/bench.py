@@ -22,7 +22,12 @@ from streamserve.config import load_settings
 from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
 from streamserve_loadgen import procs, synthetic
-from streamserve_loadgen.bench_pairs import REGISTRY_FORMATS, feast_steps, format_drains
+from streamserve_loadgen.bench_pairs import (
+    AVRO_ARRAYS,
+    REGISTRY_FORMATS,
+    feast_steps,
+    format_drains,
+)
 from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
 from streamserve_loadgen.chart import plot_bench, plot_series
 from streamserve_loadgen.decode_cost import decode_costs
@@ -115,7 +120,7 @@ class Bench:
                 plan.entities,
                 [
                     self.drain_topic,
-                    *(self.topic(f"drain-{f}") for f in REGISTRY_FORMATS),
+                    *(self.topic(f"drain-{f}") for f in (*REGISTRY_FORMATS, AVRO_ARRAYS)),
                 ],
                 PARTITIONS,
             )

@@ -16,12 +16,13 @@ from streamserve.core.model import read_manifest
 from streamserve.io.registry import registry_client
 from streamserve.io.store import RedisFeatureStore, connect
 from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
-from streamserve_loadgen.formats import framed, serializer
+from streamserve_loadgen.formats import avro_with_unread_array, framed, serializer
 
 if TYPE_CHECKING:
     from streamserve_loadgen.bench import Bench
 
 REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
+AVRO_ARRAYS = "avro_arrays"  # Avro, half in a schema version with an unread array
 
 
 def format_drains(bench: Bench, argv: list[str]) -> dict[str, dict[str, Any]]:
@@ -31,21 +32,23 @@ def format_drains(bench: Bench, argv: list[str]) -> dict[str, dict[str, Any]]:
     run as before."""
     manifest = read_manifest(bench.model_dir)
     events = bench.events()
+    client = registry_client({"url": bench.registry_url})
     for input_format in REGISTRY_FORMATS:
         topic = bench.topic(f"drain-{input_format}")
-        client = registry_client({"url": bench.registry_url})
         serialize = serializer(input_format, client, topic, manifest)
         bench.load_topic(topic, framed(events, serialize), input_format)
+    topic = bench.topic(f"drain-{AVRO_ARRAYS}")
+    serialize = avro_with_unread_array(client, topic, manifest)
+    bench.load_topic(topic, framed(events, serialize), "avro (half with an unread array)")
     drains = {}
-    for input_format in REGISTRY_FORMATS:
-        drains[f"json_before_{input_format}"] = bench.drain(
-            f"worker-json-before-{input_format}", argv
-        )
-        drains[input_format] = bench.drain(
-            f"worker-{input_format}",
+    for name in (*REGISTRY_FORMATS, AVRO_ARRAYS):
+        step = name.replace("_", "-")
+        drains[f"json_before_{name}"] = bench.drain(f"worker-json-before-{step}", argv)
+        drains[name] = bench.drain(
+            f"worker-{step}",
             argv,
-            input_topic=bench.topic(f"drain-{input_format}"),
-            input_format=input_format,
+            input_topic=bench.topic(f"drain-{name}"),
+            input_format="avro" if name == AVRO_ARRAYS else name,
             schema_registry_url=bench.registry_url,
         )
     return drains

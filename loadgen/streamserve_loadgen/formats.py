@@ -43,6 +43,32 @@ def serializer(input_format: str, client: Any, topic: str, manifest: Manifest) -
     raise ValueError(f"no serializer for {input_format}")
 
 
+def avro_with_unread_array(client: Any, topic: str, manifest: Manifest) -> Serialize:
+    """Half the events (alternately) in a second version of the Avro event schema that adds
+    an array the model does not read (``tags``, three strings): a producer rolling out a field
+    the model has no use for."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    first = serializer("avro", client, topic, manifest)
+    schema = avro_event_schema(manifest)
+    schema["fields"].append(
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
+    )
+    context = SerializationContext(topic, MessageField.VALUE)
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+
+    second = AvroSerializer(client, json.dumps(schema))
+    count = [0]
+
+    def serialize(event: dict[str, Any]) -> bytes:
+        count[0] += 1
+        if count[0] % 2:
+            return first(event)
+        return second({**event, "tags": ["promo", "mobile", f"t{count[0] % 7}"]}, context)
+
+    return serialize
+
+
 def _fill(message: Any, event: dict[str, Any]) -> Any:
     """Set the fields the message has from ``event`` (nested dicts into nested messages)."""
     for field in message.DESCRIPTOR.fields:
