@@ -226,11 +226,15 @@ def _where(message: Message) -> tuple[int, int]:
     return message.partition(), message.offset()  # type: ignore[return-value]
 
 
+def header_pairs(message: Message) -> list[tuple[str, str | bytes | None]]:
+    """A consumed record's headers as (name, bytes) pairs, in their order."""
+    raw = message.headers() or []
+    return list(raw.items() if isinstance(raw, dict) else raw)
+
+
 def header_map(message: Message) -> dict[str, str]:
     """A consumed record's headers as text."""
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}
+    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in header_pairs(message)}
 
 
 _decode_provenance = msgspec.json.Decoder(Provenance).decode

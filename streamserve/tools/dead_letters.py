@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from streamserve.core import records as rec
 from streamserve.errors import DeliveryError, StreamserveError
 from streamserve.io.kafka import Cluster
-from streamserve.tools.audit import header_map, scan_to_end
+from streamserve.tools.audit import header_map, header_pairs, scan_to_end
 
 HEADER_REPLAY_OF = "streamserve-replay-of"
 _OURS = "streamserve-"
@@ -167,9 +167,7 @@ def replay(
     def send(message: Message, headers: dict[str, str]) -> None:
         if not execute:
             return
-        raw = message.headers() or []
-        pairs = raw.items() if isinstance(raw, dict) else raw
-        original = [(k, v) for k, v in pairs if not k.startswith(_OURS)]
+        original = [(k, v) for k, v in header_pairs(message) if not k.startswith(_OURS)]
         where = f"{message.topic()}:{message.partition()}:{message.offset()}"
         kind, timestamp = message.timestamp()
         producer.produce(
