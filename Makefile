@@ -1,8 +1,11 @@
 # streamserve — `make help` lists the targets.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+# the product's extras in $(VENV); `make test EXTRAS=faust,registry,dev VENV=.venv-no-onedal`
+# runs the suite without oneDAL (its tests skip, auto scores with XGBoost)
+EXTRAS ?= faust,registry,onedal,dev
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml loadgen/pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | cat - pyproject.toml loadgen/pyproject.toml | cksum | cut -d' ' -f1)
 FEAST_VENV := .venv-feast
 FEAST_VERSION := 0.67.0
 FEAST_STAMP := $(FEAST_VENV)/.installed-$(FEAST_VERSION)
@@ -16,7 +19,7 @@ help: ## List the targets
 # The product (.) with its Faust extra, and the harness (loadgen/: embedded stack, demo, load tools)
 $(STAMP): pyproject.toml loadgen/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[faust,registry,onedal,dev]" -e "./loadgen[bench]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]" -e "./loadgen[bench]"
 	touch $(STAMP)
 
 # Feast itself, in a venv of its own: only the tests that compare the `feast` layout with Feast's

@@ -401,6 +401,13 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
             for target in ("worker", "passthrough")
         ]
+        xgboost_sustained = bench.latency(
+            "worker",
+            plan.sustained_rate,
+            seconds=plan.sustained_seconds,
+            label="xgboost",
+            predictor="xgboost",
+        )
         idle = bench.idle_cpu()
         latency = [
             bench.latency(target, rate)
@@ -430,6 +437,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         "faust_live": faust_live,
         "xgboost_live": xgboost_live,
         "sustained": sustained,
+        "xgboost_sustained": xgboost_sustained,
         "idle": idle,
         "latency": latency,
         "bursts": bursts,

@@ -4,6 +4,7 @@ freshness and the local feature cache, against the real embedded broker and Redi
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from confluent_kafka import Message
 
 from streamserve.core.model import read_manifest
+from streamserve.core.predictors import MAX_SCORE_DIFF
 from streamserve.io import store as store_io
 from streamserve.io.kafka import Cluster
 from streamserve.runtime.confluent import Worker, build_worker
@@ -25,6 +28,20 @@ from tests.conftest import TREES, is_scorable, offline_scores
 from tests.integration.conftest import Scenario, make_scenario, value_json, wait_for
 
 N_ENTITIES = 200
+PREDICTORS = ["xgboost", "onedal"]
+
+
+@pytest.fixture(params=PREDICTORS)
+def predictor(request: pytest.FixtureRequest) -> str:
+    """Each predictor a bundle can be scored with (oneDAL's only where its extra is installed)."""
+    if request.param == "onedal":
+        pytest.importorskip("daal4py", reason="streamserve[onedal] is not installed")
+    return str(request.param)
+
+
+def scored_with(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The worker's "model M V scores with P: reason" lines, in order."""
+    return [r.getMessage() for r in caplog.records if " scores with " in r.getMessage()]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +70,10 @@ def assert_scored_by(
     expected = offline_scores(bundle, values, stored)
     assert published and published.keys() <= expected.keys()
     np.testing.assert_allclose(
-        [published[k] for k in published], [expected[k] for k in published], rtol=1e-6, atol=1e-7
+        [published[k] for k in published],
+        [expected[k] for k in published],
+        rtol=0,
+        atol=MAX_SCORE_DIFF,
     )
 
 
@@ -63,18 +83,25 @@ def reloads(worker: Worker, outcome: str) -> float:
 
 
 def test_a_new_bundle_takes_over_and_a_bad_one_is_rejected_without_losing_events(
-    scenario: Scenario, challenger_dir: Path, tmp_path: Path
+    scenario: Scenario,
+    challenger_dir: Path,
+    tmp_path: Path,
+    predictor: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The served directory is a symlink an operator switches: first to a broken bundle (the
     old model keeps serving), then to a good one (it takes over); every event is scored once,
-    each by the model that was serving when its batch started."""
+    each by the model that was serving when its batch started, with the predictor asked for."""
     good = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "v2")
     broken = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "broken")
     (broken / "model.ubj").write_bytes(b"not a model")
     current = tmp_path / "current"
     current.symlink_to(scenario.bundle_dir)
-    scenario = scenario.with_settings(model_dir=current, model_reload_s=0.1, exit_when_idle_s=0)
+    scenario = scenario.with_settings(
+        model_dir=current, model_reload_s=0.1, exit_when_idle_s=0, predictor=predictor
+    )
     stored = scenario.load_features(N_ENTITIES, skip_every=10)
+    caplog.set_level(logging.INFO, logger="streamserve")
     worker = build_worker(scenario.settings)
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
@@ -104,6 +131,10 @@ def test_a_new_bundle_takes_over_and_a_bad_one_is_rejected_without_losing_events
         counted.update(record["predictions_by_model_version"])
     assert counted == by_version
     assert scenario.metrics()[-1]["model_version"] == "2"
+    lines = scored_with(caplog)
+    assert len(lines) == 2 and lines[0].startswith("model fraud-demo 1 scores with ")
+    assert all(f"scores with {predictor}: " in line for line in lines), lines
+    assert lines[1].startswith("model fraud-demo 2 ")
 
 
 def switch(link: Path, target: Path) -> None:
@@ -129,14 +160,25 @@ def test_a_redis_pointer_key_selects_the_served_bundle(
 
 
 def test_a_challenger_scores_every_event_to_the_shadow_topic(
-    scenario: Scenario, challenger_dir: Path, tmp_path: Path
+    scenario: Scenario,
+    challenger_dir: Path,
+    tmp_path: Path,
+    predictor: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     challenger = same_store(challenger_dir, scenario.bundle_dir, tmp_path / "challenger")
-    scenario = scenario.with_settings(shadow_model_dir=challenger)
+    scenario = scenario.with_settings(shadow_model_dir=challenger, predictor=predictor)
     settings = scenario.settings
     stored = scenario.load_features(N_ENTITIES, skip_every=10)
     values = scenario.preload(1_000, N_ENTITIES, malformed_every=50)
+    caplog.set_level(logging.INFO, logger="streamserve")
     summary = build_worker(scenario.settings).run()
+    lines = scored_with(caplog)
+    assert {line.split(" scores with ")[0] for line in lines} == {
+        "model fraud-demo 1",
+        "model fraud-demo 2",
+    }
+    assert all(f"scores with {predictor}: " in line for line in lines), lines
     predictions, dead_letters = scenario.outputs(expected=1_000)
     topic = settings.shadow_topic
     shadows = read_topics(Cluster.of(settings), [topic], len(predictions), idle_s=1.0)[topic]
@@ -160,6 +202,30 @@ def test_a_challenger_scores_every_event_to_the_shadow_topic(
     assert sum(r["decision_flips"] for r in records) == flips
     deltas = np.abs(np.array(list(theirs.values())) - np.array([ours[k] for k in theirs]))
     assert max(r["score_delta_max"] for r in records) == pytest.approx(deltas.max(), abs=1e-5)
+
+
+def test_a_model_onedal_would_score_differently_is_served_by_xgboost_and_the_log_says_why(
+    scenario: Scenario, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A margin objective (oneDAL would answer probabilities): with the default predictor (auto)
+    the worker keeps XGBoost's scores and names the reason."""
+    pytest.importorskip("daal4py", reason="streamserve[onedal] is not installed")
+    model_file = scenario.bundle_dir / "model.ubj"
+    booster = xgb.Booster(model_file=str(model_file))
+    booster.set_param({"objective": "binary:logitraw"})
+    booster.save_model(str(model_file))
+    stored = scenario.load_features(N_ENTITIES, skip_every=10)
+    values = scenario.preload(300, N_ENTITIES)
+    caplog.set_level(logging.INFO, logger="streamserve")
+    build_worker(scenario.settings).run()
+    predictions, _ = scenario.outputs(expected=300)
+    [line] = scored_with(caplog)
+    assert line.startswith(
+        "model fraud-demo 1 scores with xgboost: oneDAL does not take this model: "
+        "objective binary:logitraw"
+    )
+    assert_scored_by(scenario.bundle_dir, predictions, values, stored)
+    assert any(value_json(m)["score"] < 0 for m in predictions)  # margins, not probabilities
 
 
 def test_features_older_than_the_models_max_age_become_missing_and_are_counted(
