@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,7 +21,6 @@ from streamserve.config_env import (
     RDKAFKA_PREFIX,
     RdkafkaSource,
     env_name,
-    is_secret_option,
     mask_url,
 )
 from streamserve.errors import ConfigError
@@ -350,40 +348,6 @@ class Settings(BaseSettings):
             self.metrics_topic,
             *shadow,
         ]
-
-    def masked(self) -> dict[str, str]:
-        """Effective configuration as environment variables, secrets masked (for logs)."""
-        shown: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if name.startswith("rdkafka_"):
-                continue
-            if name in ("redis_url", "schema_registry_url") and value is not None:
-                url = value.get_secret_value() if isinstance(value, SecretStr) else value
-                shown[env_name(name)] = mask_url(url)
-            elif name == "worker_id" and value is None:
-                shown[env_name(name)] = self._worker_id_shown()
-            elif name == "commit_interval_ms":
-                shown[env_name(name)] = f"{self.commit_interval_s * 1000:g}"
-            elif name == "transactional_id" and self.exactly_once:
-                shown[env_name(name)] = self.transactional_id or (
-                    f"{self.group_id}-{self._worker_id_shown()}"
-                )
-            else:
-                shown[env_name(name)] = "" if value is None else str(value)
-        for scope, options in (
-            ("", self.rdkafka_common),
-            ("CONSUMER_", self.rdkafka_consumer),
-            ("PRODUCER_", self.rdkafka_producer),
-        ):
-            for option, value in sorted(options.items()):
-                var = RDKAFKA_PREFIX + scope + option.replace(".", "_").upper()
-                shown[var] = "****" if is_secret_option(option) else value
-        return shown
-
-    def _worker_id_shown(self) -> str:
-        """STREAMSERVE_WORKER_ID, or what a worker takes at start (runtime/identity.py)."""
-        return self.worker_id or f"{socket.gethostname()}-<slot>"
 
 
 def settings_env_names() -> list[str]:

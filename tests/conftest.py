@@ -1,11 +1,14 @@
-"""Fixtures shared by every tier: a small demo bundle and helpers to score rows offline."""
+"""Fixtures shared by every tier: a small demo bundle, helpers to score rows offline, and the
+published schemas (``schemas/``) to validate records against."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -14,6 +17,13 @@ from streamserve.core.model import ModelBundle, load_bundle
 from streamserve_loadgen import synthetic
 
 TREES = 60  # enough trees to make scores depend on every feature kind, quick to train
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """A validator of the published schema ``schemas/<name>``."""
+    return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import xgboost as xgb
 from confluent_kafka import Consumer, Producer
 
 from streamserve.config import Settings
-from streamserve.core.events import build_event_type
+from streamserve.core.decoding.events import build_event_type
 from streamserve.core.model import read_manifest
 from streamserve.runtime.summary import RunSummary
 

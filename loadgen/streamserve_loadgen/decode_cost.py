@@ -11,8 +11,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from streamserve.core.events import EventDecoder
-from streamserve.core.formats import FramedDecoder, InputFormat
+from streamserve.core.decoding.events import EventDecoder
+from streamserve.core.decoding.formats import FramedDecoder, InputFormat
 from streamserve.core.model import Manifest
 from streamserve.io.registry import RegistrySchemas, registry_client
 from streamserve_loadgen import synthetic

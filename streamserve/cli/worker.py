@@ -14,6 +14,7 @@ import click
 
 from streamserve import __version__
 from streamserve.cli.common import command_settings, exit_on_error, worker_settings
+from streamserve.config_shown import masked
 from streamserve.errors import MissingExtraError
 from streamserve.telemetry.logs import setup_logging
 
@@ -67,12 +68,12 @@ def worker(
         exit_on_error(lambda: refuse_shared_member_id(settings, processes))
         sys.exit(run_processes(settings, processes, overrides))
     from streamserve.io.http import serve
-    from streamserve.runtime.confluent import build_worker
     from streamserve.runtime.identity import with_worker_id
+    from streamserve.runtime.startup import build_worker
 
     settings = with_worker_id(settings)  # a restart on this host takes its predecessor's slot
     log = logging.getLogger("streamserve")
-    config = settings.masked()
+    config = masked(settings)
     log.info(
         "streamserve %s worker %s starting; configuration: %s",
         __version__,
@@ -133,7 +134,7 @@ def probe(ready: bool, timeout_s: float) -> None:
 def show_config(as_json: bool) -> None:
     """Print the effective configuration, secrets masked; exit 2 if it is invalid (librdkafka
     options included)."""
-    shown = worker_settings().masked()
+    shown = masked(worker_settings())
     if as_json:
         click.echo(json.dumps(shown, indent=2))
     else:

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, Protocol, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 import msgspec
 import numpy as np
 
 from streamserve.core import records as rec
-from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
+from streamserve.core.decoding.events import DecodedEvents, EventDecoder, Rejection
+from streamserve.core.decoding.formats import FramedDecoder, InputFormat, WriterSchemas
 from streamserve.core.features import FeatureLayout, StoreKey, StoreKeys, StoreLookup, StoreRows
-from streamserve.core.formats import FramedDecoder, InputFormat, WriterSchemas
 from streamserve.core.model import ModelBundle
 
 MAX_REASON_CHARS = 500
@@ -63,6 +63,7 @@ class OutputRecord(NamedTuple):
 
 
 Position = tuple[str, int, int]  # (topic, partition, offset) of a consumed record
+PREDICTION_FIELDS = rec.Prediction.__struct_fields__
 
 
 @dataclass
@@ -165,82 +166,18 @@ class BatchScorer:
     def encode(self, inference: Inference, scored_at_ms: int, batch_id: str) -> ScoredBatch:
         """Prediction records for the scored events, dead letters for the rejected ones;
         ``lookup.degraded`` flags predictions made without the store's features."""
-        batch, lookup, matrix = inference.batch, inference.lookup, inference.matrix
-        records, events, positions = batch.records, batch.events, batch.positions
-        scored: Sequence[SourceRecord] = records
-        if batch.rejections:
-            scored = [records[i] for i in events.indices]
-            positions = [positions[i] for i in events.indices]
-        timestamps = np.fromiter(
-            (r.timestamp()[1] for r in scored), dtype=np.float64, count=len(scored)
-        )
-        timestamps[timestamps <= 0] = np.nan
-        latencies = scored_at_ms - timestamps
-        event_times = [None if t != t else int(t) for t in timestamps.tolist()]
-        missing = np.isnan(matrix)
-        manifest = self.bundle.manifest
-        name, version, degraded = manifest.name, manifest.version, lookup.degraded
-        primary, every = _split_outputs(inference.scores)
-        every_row: Sequence[Any] = every or [None] * len(scored)
-        threshold = manifest.decision_threshold if every is None else None
-        decided: Sequence[bool | None] = (
-            [None] * len(scored) if threshold is None else (inference.scores >= threshold).tolist()
-        )
-        latency_values = [None if v != v else v for v in latencies.tolist()]
-        encode, make, stamp = self._encode, rec.Prediction, scored_at_ms
-        schema_version: Final = rec.PREDICTION_SCHEMA_VERSION
-        keys = {entity: _key_bytes(entity) for entity in dict.fromkeys(events.entity_ids)}
+        batch, lookup = inference.batch, inference.lookup
+        missing = np.isnan(inference.matrix)
+        columns, latencies = self._prediction_columns(inference, missing, scored_at_ms, batch_id)
+        encode, make = self._encode, rec.Prediction
+        entity_ids = batch.events.entity_ids
+        keys = {entity: _key_bytes(entity) for entity in dict.fromkeys(entity_ids)}
         predictions: list[PlainRecord] = [
-            {
-                "key": keys[entity_id],
-                "value": encode(
-                    make(
-                        event_id,
-                        entity_id,
-                        score,
-                        name,
-                        version,
-                        stamp,
-                        event_time,
-                        lat,
-                        n,
-                        topic,
-                        partition,
-                        offset,
-                        batch_id,
-                        schema_version,
-                        all_,
-                        degraded,
-                        decision,
-                        threshold,
-                    )
-                ),
-            }
-            for (
-                (topic, partition, offset),
-                event_id,
-                entity_id,
-                score,
-                event_time,
-                lat,
-                n,
-                all_,
-                decision,
-            ) in zip(
-                positions,
-                events.event_ids,
-                events.entity_ids,
-                primary,
-                event_times,
-                latency_values,
-                missing.sum(axis=1).tolist(),
-                every_row,
-                decided,
-                strict=True,
-            )
+            {"key": keys[entity_id], "value": encode(prediction)}
+            for entity_id, prediction in zip(entity_ids, map(make, *columns), strict=True)
         ]
         dead_letters = [
-            dead_letter(records[r.index], r, batch_id, scored_at_ms) for r in batch.rejections
+            dead_letter(batch.records[r.index], r, batch_id, scored_at_ms) for r in batch.rejections
         ]
         names = self.layout.feature_names
         return ScoredBatch(
@@ -253,13 +190,55 @@ class BatchScorer:
             },
             store_keys=len(batch.store_keys.keys),
             store_misses=lookup.absent,
-            model_version=version,
-            degraded=degraded,
+            model_version=self.bundle.manifest.version,
+            degraded=lookup.degraded,
             stale_keys=lookup.stale,
             partly_stale_keys=lookup.partly_stale,
             feature_ages_s=lookup.ages_s,
             cache_hits=lookup.cache_hits,
         )
+
+    def _prediction_columns(
+        self, inference: Inference, missing: np.ndarray, scored_at_ms: int, batch_id: str
+    ) -> tuple[list[Sequence[Any]], np.ndarray]:
+        """One column per ``Prediction`` field, in its declaration's order (a field without
+        a column here fails the first batch), and the latencies in milliseconds."""
+        batch, events = inference.batch, inference.batch.events
+        records, positions = batch.records, batch.positions
+        if batch.rejections:
+            records = [records[i] for i in events.indices]
+            positions = [positions[i] for i in events.indices]
+        count = len(records)
+        timestamps = np.fromiter((r.timestamp()[1] for r in records), dtype=np.float64, count=count)
+        timestamps[timestamps <= 0] = np.nan
+        latencies = scored_at_ms - timestamps
+        manifest = self.bundle.manifest
+        primary, every = _split_outputs(inference.scores)
+        threshold = manifest.decision_threshold if every is None else None
+        topics, partitions, offsets = zip(*positions, strict=True) if count else ((), (), ())
+        by_field: dict[str, Sequence[Any]] = {
+            "event_id": events.event_ids,
+            "entity_id": events.entity_ids,
+            "score": primary,
+            "model_name": [manifest.name] * count,
+            "model_version": [manifest.version] * count,
+            "scored_at_ms": [scored_at_ms] * count,
+            "event_time_ms": [None if t != t else int(t) for t in timestamps.tolist()],
+            "latency_ms": [None if v != v else v for v in latencies.tolist()],
+            "missing_features": missing.sum(axis=1).tolist(),
+            "source_topic": topics,
+            "source_partition": partitions,
+            "source_offset": offsets,
+            "batch_id": [batch_id] * count,
+            "schema_version": [rec.PREDICTION_SCHEMA_VERSION] * count,
+            "scores": every or [None] * count,
+            "degraded": [inference.lookup.degraded] * count,
+            "decision": [None] * count
+            if threshold is None
+            else (inference.scores >= threshold).tolist(),
+            "threshold": [threshold] * count,
+        }
+        return [by_field[name] for name in PREDICTION_FIELDS], latencies
 
 
 def _key_bytes(entity_id: str | int) -> bytes:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streamserve.core.column_reader import varint
+from streamserve.core.decoding.column_reader import varint
 from streamserve.core.model import Manifest, feast_path
 
 STRING_TYPE, INT32_TYPE, INT64_TYPE = 2, 3, 4  # feast.types.ValueType of a join key

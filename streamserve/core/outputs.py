@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from streamserve.core import records as rec
-from streamserve.core.wire import HEADER
+from streamserve.core.decoding.wire import HEADER
 
 EncodePrediction = Callable[[rec.Prediction], bytes]
 
@@ -42,30 +42,13 @@ def framed_avro(schema_id: int, schema: dict[str, Any]) -> EncodePrediction:
 
 def framed_protobuf(schema_id: int, message_class: Any) -> EncodePrediction:
     """Protobuf output: the header, the message index (0: the file's first message), then the
-    prediction as ``message_class`` (ids as text)."""
-    header = HEADER.pack(0, schema_id) + b"\x00"
+    prediction as ``message_class`` (``prediction_schemas.proto_file``'s; ids as text)."""
+    header, fields = HEADER.pack(0, schema_id) + b"\x00", msgspec.structs.asdict
 
     def write(p: rec.Prediction) -> bytes:
-        message = message_class(
-            event_id=str(p.event_id),
-            entity_id=str(p.entity_id),
-            score=p.score,
-            model_name=p.model_name,
-            model_version=p.model_version,
-            scored_at_ms=p.scored_at_ms,
-            event_time_ms=p.event_time_ms,
-            latency_ms=p.latency_ms,
-            missing_features=p.missing_features,
-            source_topic=p.source_topic,
-            source_partition=p.source_partition,
-            source_offset=p.source_offset,
-            batch_id=p.batch_id,
-            schema_version=p.schema_version,
-            scores=p.scores,
-            degraded=p.degraded,
-            decision=p.decision,
-            threshold=p.threshold,
-        )
+        values = fields(p)
+        values["event_id"], values["entity_id"] = str(p.event_id), str(p.entity_id)
+        message = message_class(**values)
         return header + message.SerializeToString()
 
     return write

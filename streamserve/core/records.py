@@ -15,6 +15,7 @@ import msgspec
 MAX_ID_CHARS = 1024  # a longer id is refused: it would make an oversized output key and record
 EntityId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | int
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | int
+Int32 = Annotated[int, msgspec.Meta(extra={"bits": 32})]  # Avro int, Protobuf int32
 
 ErrorClass = Literal[
     "empty_value",  # tombstone or zero-length value
@@ -43,6 +44,8 @@ HEADER_WORKER_ID = "streamserve-worker-id"
 PREDICTION_SCHEMA_VERSION: Final = 2  # 2: event_time_ms, schema_version, decision, threshold
 
 
+# The JSON Schema, Avro and Protobuf schemas of predictions are derived from this declaration
+# (``prediction_schemas``); a Protobuf field's number is its position here: new fields go last.
 class Prediction(msgspec.Struct, omit_defaults=True):
     """One scored event, published keyed by entity id."""
 
@@ -54,9 +57,9 @@ class Prediction(msgspec.Struct, omit_defaults=True):
     scored_at_ms: int
     event_time_ms: int | None  # the input record's timestamp; None when it carries none
     latency_ms: float | None  # scored_at_ms - event_time_ms; None without a timestamp
-    missing_features: int
+    missing_features: Int32
     source_topic: str  # provenance: the input record this prediction scored
-    source_partition: int
+    source_partition: Int32
     source_offset: int
     batch_id: str
     # PREDICTION_SCHEMA_VERSION: which fields a reader can expect (the schema's `$id` names it)

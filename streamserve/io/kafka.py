@@ -22,6 +22,7 @@ from streamserve.config_env import RDKAFKA_PREFIX, is_secret_option
 from streamserve.core.records import PartitionLag
 from streamserve.errors import ConfigError, StreamserveError
 
+log = logging.getLogger("streamserve.kafka")
 RDKAFKA_LOG = logging.getLogger("streamserve.librdkafka")
 CLIENT_ID = "streamserve"  # a client's id before the worker has one (runtime/identity.py)
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -259,3 +260,15 @@ def consumer_lag(consumer: Consumer) -> list[PartitionLag]:
             continue
         lags.append(PartitionLag(tp.topic, tp.partition, max(high - tp.offset, 0)))
     return lags
+
+
+def raise_fatal_errors(messages: Iterable[Any]) -> None:
+    """Raise a fatal consumer error among ``messages``; log the others (end-of-partition
+    events are normal)."""
+    for message in messages:
+        error = message.error()
+        if error is None or error.code() == KafkaError._PARTITION_EOF:
+            continue
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error: %s", error.str())

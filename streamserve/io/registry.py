@@ -11,8 +11,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamserve.core.formats import InputFormat
-from streamserve.core.writer_schema import SchemaParseError, WriterSchema, parse_writer_schema
+from streamserve.core.decoding.formats import InputFormat
+from streamserve.core.decoding.writer_schema import (
+    SchemaParseError,
+    WriterSchema,
+    parse_writer_schema,
+)
 from streamserve.errors import ConfigError, MissingExtraError, RegistryUnavailable
 
 log = logging.getLogger("streamserve.registry")
@@ -48,7 +52,7 @@ def registry_client(config: Mapping[str, str]) -> Any:
 
 
 class RegistrySchemas:
-    """Writer schemas by id (the ``WriterSchemas`` port of core/formats.py)."""
+    """Writer schemas by id (the ``WriterSchemas`` port of core/decoding/formats.py)."""
 
     def __init__(self, client: Any, input_format: InputFormat) -> None:
         self._client = client

@@ -47,6 +47,57 @@ def undelivered(errors: list[KafkaError]) -> DeliveryError:
     return DeliveryError(f"{len(errors)} output records were not delivered: {errors[0].str()}")
 
 
+class BatchCheckpoint(Protocol):
+    """What the loop asks of a checkpoint, at least once (``Checkpoint``) or exactly once
+    (``transactions.TransactionalCheckpoint``): sent batches, in order, completed once the
+    broker acknowledged them, and their offsets committed."""
+
+    def __len__(self) -> int:
+        """Batches in flight: sent, not completed."""
+        ...
+
+    def __iter__(self) -> Iterator[SentBatch]: ...
+
+    @property
+    def full(self) -> bool:
+        """STREAMSERVE_MAX_BATCHES_IN_FLIGHT are in flight."""
+        ...
+
+    @property
+    def events_in_flight(self) -> int: ...
+
+    @property
+    def behind(self) -> bool:
+        """Input not confirmed committed is past its limit: score no more for now."""
+        ...
+
+    def retry_commit(self) -> None: ...
+
+    def before_produce(self) -> None:
+        """Wait for room (and, exactly once, for an open transaction) before producing."""
+        ...
+
+    def add(self, batch: SentBatch) -> None: ...
+
+    def advance(self) -> int:
+        """Complete the acknowledged batches at the head; returns how many."""
+        ...
+
+    def due_in_s(self) -> float:
+        """How long the loop may sleep before the checkpoint needs a turn."""
+        ...
+
+    def drain(self) -> None:
+        """Wait until every batch in flight is completed."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The loop failed: complete nothing more (exactly once: abort the transaction)."""
+        ...
+
+
 class Checkpoint:
     """Batches whose outputs await the broker's acknowledgement, completed strictly in order.
 

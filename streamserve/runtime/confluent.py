@@ -1,21 +1,16 @@
 """The confluent-kafka worker loop: consume -> batch -> score -> produce -> checkpoint.
 
 Kafka is only touched from the loop's thread: the consumer's rebalance callbacks run inside
-``consume`` there, so a revoke can finish every batch in hand before its partitions go. A
-batch closes as soon as the scoring stage can take it (core/window.py). The pipeline
-(pipeline.py) decodes it here and scores it here too when the stage was free and the consumer
-held nothing more; otherwise on the scoring threads (lookup, then predict), overlapped with the
-loop filling the next batch. The loop sleeps in the consumer with nothing in hand and on the
-scoring stage's future while a batch is scored, never on a timer. Its outputs are produced, and
-the checkpoint (checkpoint.py) stores its offsets once the broker acknowledged them, with up to
-STREAMSERVE_MAX_BATCHES_IN_FLIGHT batches awaiting acknowledgement at once.
+``consume`` there, so a revoke can finish every batch in hand before its partitions go. A batch
+closes as soon as the scoring stage (stage.py) can take it (core/window.py); its outputs are
+produced, and the checkpoint stores its offsets once the broker acknowledged them. The loop
+sleeps in the consumer with nothing in hand and on the scoring stage while a batch is scored.
 
 Backpressure: when the lookup thread falls behind (Redis slow, or down under the `wait` policy)
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
 signals are served) until scoring catches up, then resumes; the same while what a crash would
-make the group score again is past its limit (offsets.py); when the checkpoint is full, the loop
-serves delivery reports until a batch completes. Memory stays bounded by one batch filling, one
-being looked up, one being predicted and the batches in flight.
+make the group score again is past its limit (offsets.py) or the Schema Registry is away; when
+the checkpoint is full, the loop serves delivery reports until a batch completes.
 """
 
 from __future__ import annotations
@@ -23,14 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
-import msgspec
 from confluent_kafka import (
     Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
     Producer,
     TopicPartition,
 )
@@ -41,10 +31,12 @@ from streamserve.core.window import BatchWindow, Trigger
 from streamserve.errors import RegistryUnavailable, StoreUnavailable
 from streamserve.io import kafka as kafka_io
 from streamserve.io.sink import KafkaSink
-from streamserve.runtime.checkpoint import Checkpoint
+from streamserve.runtime.checkpoint import BatchCheckpoint, Checkpoint
+from streamserve.runtime.clock import wall_ms
 from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collector
 from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.in_hand import InHand
+from streamserve.runtime.metrics_records import MetricsRecords
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets, Unconfirmed
 from streamserve.runtime.partitions import (
@@ -54,29 +46,21 @@ from streamserve.runtime.partitions import (
     seek_to_committed,
     seek_to_first,
 )
-from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, OpenBatch
-from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
-from streamserve.runtime.startup import load_models, prepare_topics, wall_ms
+from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
+from streamserve.runtime.registry_outage import RegistryOutage
+from streamserve.runtime.scoring import ScoringThreads
+from streamserve.runtime.stage import ScoringStage
 from streamserve.runtime.summary import RunSummary
 from streamserve.runtime.transactions import TransactionAborted, TransactionalCheckpoint
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.interval import MetricsInterval
 
 log = logging.getLogger("streamserve.worker")
 
 IDLE_POLL_S = 0.1  # how often a worker with nothing to do checks its stop conditions
 PAUSE_AFTER_S = 0.05  # the next batch is ready but scoring is still busy: pause after this long
 GAUGES_EVERY_S = 1.0  # how often the lag and pause gauges are refreshed
-REGISTRY_RETRY_S = 1.0  # while the Schema Registry is away, ask it again this often
 COMMIT_WAIT_S = 0.005  # while offsets wait for a commit, look for its report this often
 SHUTDOWN_FLUSH_S = 30.0  # on stop, each producer waits this long for its acknowledgements
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """A decoded batch whose feature lookup and predict run on the scoring threads."""
-
-    batch: OpenBatch
-    submitted: Submitted
 
 
 class Worker:
@@ -103,46 +87,42 @@ class Worker:
         self.telemetry = serving_telemetry(models)
         model = models.serving.model
         self.worker_id = worker_id(settings)
-        self._metrics = MetricsWindow(self.worker_id, model.bundle.name, model.bundle.version)
+        interval = MetricsInterval(self.worker_id, model.bundle.name, model.bundle.version)
         self.sink = KafkaSink(producer)
         self._metrics_sink = KafkaSink(metrics_producer) if metrics_producer else self.sink
+        self._metrics = MetricsRecords(
+            interval,
+            self._metrics_sink,
+            settings.metrics_topic,
+            settings.metrics_interval_s,
+            self.telemetry.guard,
+            lambda: models.store_available,
+        )
         self._scoring_threads = ScoringThreads(settings.store_outage_policy)
         self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
-        ledger = BatchLedger(self.summary, self._metrics, self.telemetry)
-        self.checkpoint: Checkpoint | TransactionalCheckpoint
+        ledger = BatchLedger(self.summary, interval, self.telemetry)
         self._unconfirmed = unconfirmed or Unconfirmed(
             settings.commit_interval_s, settings.commit_every_events
         )
         self._unconfirmed.on_failure = ledger.commit_failed
-        if settings.exactly_once:
-            self.checkpoint = TransactionalCheckpoint(
-                producer,
-                consumer,
-                ledger,
-                settings.commit_interval_s,
-                settings.max_batches_in_flight,
-            )
-        else:
-            offsets = ConsumerOffsets(consumer, self._unconfirmed)
-            self.checkpoint = Checkpoint(self.sink, offsets, ledger, settings.max_batches_in_flight)
-        checkpoint = self.checkpoint
+        self.checkpoint = checkpoint = make_checkpoint(
+            settings, producer, consumer, self.sink, ledger, self._unconfirmed
+        )
         self.telemetry.batches_in_flight.set_function(lambda: float(len(checkpoint)))
         self._hand = InHand(BatchWindow(settings.max_batch_size, settings.max_wait_ms / 1000.0))
         self._adaptive: AdaptiveBatching | None = None
         if settings.latency_target_ms:
             target_s, wait_s = settings.latency_target_ms / 1000, settings.max_wait_ms / 1000
             self._adaptive = AdaptiveBatching(target_s, settings.max_batch_size, wait_s)
-        self._scoring: Scoring | None = None
+        self._stage = ScoringStage(self.pipeline, self._hand, checkpoint, self._observe_sent)
         self._last_activity: float | None = None  # last assignment or record (monotonic)
         self._watcher = ModelWatcher(models, self.telemetry)
         self._partitions = Assignment(consumer, self._count_assigned)
         self._gauges_due = 0.0
         self._collections = FullCollections(time.monotonic())
         self._failed = False  # the loop raised: nothing more is completed or committed
-        self._registry_retry_at: float | None = None  # waiting for the Schema Registry
-        self.telemetry.schema_registry_up.set_function(
-            lambda: 0.0 if self._registry_retry_at is not None else 1.0
-        )
+        self._registry = registry = RegistryOutage()
+        self.telemetry.schema_registry_up.set_function(lambda: 0.0 if registry.away else 1.0)
 
     def stop(self) -> None:
         """Ask the loop to stop fetching; it finishes the batches in hand, commits and returns."""
@@ -156,7 +136,7 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        self._metrics.start(wall_ms())
+        self._metrics.interval.start(wall_ms())
         tune_garbage_collector()
         self._watcher.start()
         try:
@@ -175,25 +155,25 @@ class Worker:
         """One turn of the loop: take records, close a batch or send a scored one, or wait for
         the scoring stage; then complete what the broker acknowledged."""
         now = self._take()
-        trigger = self._hand.window.trigger(now, stage_free=self._lookup_free(0))
+        trigger = self._hand.window.trigger(now, stage_free=self._stage.lookup_free(0))
         if trigger:
-            self._close_batch(trigger)
-        elif self._scoring and self._scored(0):
-            self._send_scored()
-        elif self._scoring:
+            self._dispatch_or_wait(trigger)
+        elif self._stage and self._stage.predicted(0):
+            self._stage.send_predicted()
+        elif self._stage:
             self._wait_for_scoring(now)
         self.sink.poll(0)
         self.checkpoint.advance()
         if self._partitions.paused and self._may_resume():
             self._partitions.resume()  # caught up (or the batch in hand was abandoned)
         self._maybe_publish_metrics()
-        self._turned(now)
+        self._after_turn(now)
 
     def _take(self) -> float:
         """Take what the consumer holds, up to the batch's room; with nothing in hand, wait for
         a record first (the loop sleeps in the consumer). Returns the time after consuming."""
         room = self._hand.window.room()
-        if self._scoring is None and not self._hand:
+        if not self._stage and not self._hand:
             messages = self.consumer.consume(1, self._idle_wait_s())
             if messages and room > 1:
                 messages += self.consumer.consume(room - 1, 0)
@@ -204,7 +184,7 @@ class Worker:
         now = time.monotonic()
         records = [m for m in messages if m.error() is None]
         if len(records) != len(messages):
-            self._check_errors(messages)
+            kafka_io.raise_fatal_errors(messages)
         if records:
             self._last_activity = now
             self.summary.record_arrived()
@@ -219,40 +199,34 @@ class Worker:
         return min(IDLE_POLL_S, self.checkpoint.due_in_s())
 
     def _wait_for_scoring(self, now: float) -> None:
-        """Nothing to do until the scoring stage moves on: sleep until the batch being scored
-        has its features (while the next one waits) or is predicted, or the window is up."""
-        assert self._scoring is not None
-        submitted = self._scoring.submitted
+        """Nothing to do until the scoring stage moves on, or the window is up."""
         remaining_s = self._hand.window.remaining_s(now)
-        timeout_s = min(IDLE_POLL_S if remaining_s is None else remaining_s, self._idle_wait_s())
-        if self._hand:
-            submitted.looked_up_within(timeout_s)  # then the next batch goes
-        else:
-            submitted.predicted_within(timeout_s)  # then this one is sent
+        self._stage.wait(
+            min(IDLE_POLL_S if remaining_s is None else remaining_s, self._idle_wait_s())
+        )
 
-    def _close_batch(self, trigger: Trigger) -> None:
+    def _dispatch_or_wait(self, trigger: Trigger) -> None:
         """Dispatch the full (or timed-out) batch, or pause if scoring is still behind or the
         Schema Registry is away."""
-        waiting_s = (self._registry_retry_at or 0.0) - time.monotonic()
+        waiting_s = self._registry.wait_s(time.monotonic())
         if waiting_s > 0:
-            if self._scoring and self._scored(0):
-                self._send_scored()  # the batch before this one needs no registry
+            if self._stage and self._stage.predicted(0):
+                self._stage.send_predicted()  # the batch before this one needs no registry
             self.stop_event.wait(min(waiting_s, PAUSE_AFTER_S))  # paused: no need to spin
             return
-        if not self._lookup_free(PAUSE_AFTER_S):
+        if not self._stage.lookup_free(PAUSE_AFTER_S):
             self._partitions.pause()  # scoring is behind: take no more records for now
             return
         if self.checkpoint.behind:
             self._wait_for_commit()
             return
         try:
-            self._dispatch(trigger)
+            self._stage.dispatch(trigger)
         except RegistryUnavailable as exc:
-            self._wait_for_registry(exc)
+            self._registry.failed(exc, time.monotonic())
+            self._partitions.pause()
             return
-        if self._registry_retry_at is not None:
-            log.warning("Schema Registry answers again: resuming")
-            self._registry_retry_at = None
+        self._registry.answered()
         self._partitions.resume()
 
     def _may_resume(self) -> bool:
@@ -261,7 +235,7 @@ class Worker:
         if self.checkpoint.behind:
             self.checkpoint.retry_commit()
             return False
-        return self._lookup_free(0) and self._registry_retry_at is None
+        return self._stage.lookup_free(0) and not self._registry.away
 
     def _wait_for_commit(self) -> None:
         """Input not confirmed committed passed its limit (catching up, or a rebalance holds
@@ -272,18 +246,9 @@ class Worker:
         self.checkpoint.retry_commit()
         self.stop_event.wait(COMMIT_WAIT_S)
 
-    def _wait_for_registry(self, exc: RegistryUnavailable) -> None:
-        """A new schema id could not be fetched: keep the batch (nothing is dead-lettered or
-        committed), pause, and try again in a while; the loop keeps turning meanwhile."""
-        if self._registry_retry_at is None:
-            log.warning("%s: paused, retrying every %.0f s", exc, REGISTRY_RETRY_S)
-        self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
-        self._partitions.pause()
-
     def _fail(self) -> None:
         """The loop raised: leave everything not completed uncommitted, to be read again."""
-        in_hand = len(self._hand) + (len(self._scoring.batch.records) if self._scoring else 0)
-        in_hand += self.checkpoint.events_in_flight
+        in_hand = len(self._hand) + self._stage.events + self.checkpoint.events_in_flight
         log.exception(
             "worker failed; %d records in hand stay uncommitted and will be re-read",
             in_hand,
@@ -295,7 +260,7 @@ class Worker:
         self.checkpoint.abandon()  # exactly-once: abort the open transaction
         self.consumer.close()  # commits only offsets stored after acknowledged delivery
 
-    def _turned(self, now: float) -> None:
+    def _after_turn(self, now: float) -> None:
         """Tell /healthz the loop is alive; refresh the gauges and collect cycles now and then."""
         self.telemetry.health.loop_turned()
         if now >= self._gauges_due:
@@ -310,79 +275,14 @@ class Worker:
         if self.stop_event.is_set():
             return True
         if settings.max_events:
-            in_hand = len(self._hand) + self.checkpoint.events_in_flight
-            in_hand += len(self._scoring.batch.records) if self._scoring else 0
+            in_hand = len(self._hand) + self._stage.events + self.checkpoint.events_in_flight
             if self.summary.events + in_hand >= settings.max_events:
                 return True
         if not settings.exit_when_idle_s or self._last_activity is None:
             return False  # idle time counts from the first assignment on
         return time.monotonic() - self._last_activity >= settings.exit_when_idle_s
 
-    def _check_errors(self, messages: list[Message]) -> None:
-        """Raise a fatal consumer error; log the others (end-of-partition events are normal)."""
-        for message in messages:
-            error = message.error()
-            if error is None or error.code() == KafkaError._PARTITION_EOF:
-                continue
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("consumer error: %s", error.str())
-
-    def _scored(self, timeout_s: float) -> bool:
-        """Whether the batch being scored is predicted; waits up to ``timeout_s``."""
-        return self._scoring is None or self._scoring.submitted.predicted_within(timeout_s)
-
-    def _lookup_free(self, timeout_s: float) -> bool:
-        """Whether the lookup thread is free for the next batch (the batch being scored has
-        its features); waits up to ``timeout_s``."""
-        return self._scoring is None or self._scoring.submitted.looked_up_within(timeout_s)
-
-    def _dispatch(self, trigger: Trigger) -> None:
-        """Decode the batch in hand and score it: here when the scoring stage is free and the
-        consumer held nothing more (trigger ``idle``: no thread hand-offs, the loop has nothing
-        else to do), else on the scoring threads, where its lookup overlaps the predict of the
-        batch before it, which is sent once this one is submitted.
-
-        Batches overlap: one filling or being decoded here, one being looked up while the one
-        before it is predicted (Redis I/O and XGBoost release the GIL), and up to
-        STREAMSERVE_MAX_BATCHES_IN_FLIGHT whose outputs await acknowledgement. They are sent
-        in order, and the checkpoint completes them in order.
-        """
-        if not self._hand:
-            return
-        records, taken = self._hand.next_batch()
-        batch = self.pipeline.open(records, trigger, taken)  # may raise: the records stay
-        previous = self._scoring
-        if previous is None and trigger == "idle":
-            predicted = self.pipeline.score_here(batch)  # None: the store did not answer
-            if predicted is not None:
-                self._hand.opened(len(records), time.monotonic())
-                self._send(batch, predicted)
-                return
-        if previous is not None:
-            # the lookup thread takes one batch at a time; a store error of the batch before
-            # is raised here, while both batches' records are still in hand
-            previous.submitted.looked_up.result()
-        self._scoring = Scoring(batch, self.pipeline.score_async(batch))
-        self._hand.opened(len(records), time.monotonic())
-        if previous is not None:
-            self._send_scoring(previous)
-
-    def _send_scored(self) -> None:
-        scoring = self._scoring
-        if scoring is not None:
-            self._send_scoring(scoring)  # raises before producing anything if not scored
-            self._scoring = None
-
-    def _send_scoring(self, scoring: Scoring) -> None:
-        predicted = scoring.submitted.predicted.result()  # re-raises a store error here
-        self._send(scoring.batch, predicted)
-
-    def _send(self, batch: OpenBatch, predicted: Predicted) -> None:
-        """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
-        self.checkpoint.before_produce()
-        sent = self.pipeline.send(batch, predicted)
-        self.checkpoint.add(sent)
+    def _observe_sent(self, sent: SentBatch) -> None:
         if self._adaptive is not None:
             self._adaptive.observe(sent.stats.size, sent.stats.service_s)
 
@@ -402,11 +302,11 @@ class Worker:
             try:
                 try:
                     while self._hand:  # more than a batch when some came in while full
-                        self._dispatch("stop")
+                        self._stage.dispatch("stop")
                 except RegistryUnavailable:
-                    self._send_scored()  # the batch before it needs no registry
+                    self._stage.send_predicted()  # the batch before it needs no registry
                     raise
-                self._send_scored()
+                self._stage.send_predicted()
             except StoreUnavailable:
                 self._abandon_unscored("feature store down")
             except RegistryUnavailable:
@@ -415,38 +315,22 @@ class Worker:
 
     def _abandon_unscored(self, why: str) -> None:
         """Drop the batches not produced yet; this worker reads them again."""
-        records = self._drop_in_hand()
+        records = self._stage.drop()
         seek_to_first(self.consumer, records)
         log.warning("%s: %d records left unscored, to be read again", why, len(records))
 
     def _rewind(self, exc: TransactionAborted) -> None:
         """The open transaction was aborted: drop the batches in hand and read every partition
         still ours again from its committed offset."""
-        self._drop_in_hand()
+        self._stage.drop()
         assigned = seek_to_committed(self.consumer)
         log.warning("%s; reading %s again from the committed offsets", exc, names(assigned))
 
-    def _drop_in_hand(self) -> list[Message]:
-        """Forget the batch being scored and the one filling; returns their records."""
-        scored = list(self._scoring.batch.records) if self._scoring else []
-        self._scoring = None
-        return [*scored, *self._hand.clear()]  # type: ignore[list-item]
-
     def _maybe_publish_metrics(self, force: bool = False) -> None:
+        """The metrics record, when its interval is over (``force``: on stop, if any events)."""
         now = wall_ms()
-        due = now - self._metrics.started_ms >= self.settings.metrics_interval_s * 1000
-        if not (due or (force and self._metrics.events_in)):
-            return
-        with self.telemetry.guard.shielded("metrics record"):
-            record = self._metrics.close(
-                now, kafka_io.consumer_lag(self.consumer), self.models.store_available
-            )
-            if record.events_in or due:
-                self._metrics_sink.publish(
-                    self.settings.metrics_topic,
-                    msgspec.json.encode(record),
-                    self.worker_id.encode(),
-                )
+        if self._metrics.due(now) or (force and self._metrics.interval.events_in):
+            self._metrics.publish(now, lambda: kafka_io.consumer_lag(self.consumer))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", names(partitions), extra={"partitions": listed(partitions)})
@@ -497,21 +381,19 @@ class Worker:
             self.consumer.close()
 
 
-def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
-    """Validate everything a worker needs, in order, before it consumes a single record.
-
-    Worker id (a slot on this host, unless STREAMSERVE_WORKER_ID names it) -> feature store
-    reachable -> model bundles (manifest vs booster) -> topics -> clients.
-    """
-    settings = with_worker_id(settings)
-    models = load_models(settings)
-    prepare_topics(settings)
-    producer = kafka_io.make_producer(settings, transactional=settings.exactly_once)
+def make_checkpoint(
+    settings: Settings,
+    producer: Producer,
+    consumer: Consumer,
+    sink: KafkaSink,
+    ledger: BatchLedger,
+    unconfirmed: Unconfirmed,
+) -> BatchCheckpoint:
+    """Exactly once: each batch's offsets go in the producer's transaction; at least once: they
+    are stored once its outputs are acknowledged and the consumer commits them."""
+    in_flight = settings.max_batches_in_flight
     if settings.exactly_once:
-        # metrics records go outside the transactions (they are no input's outputs)
-        metrics_producer = kafka_io.make_producer(settings)
-        consumer = kafka_io.make_consumer(settings)
-        return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
-    unconfirmed = Unconfirmed(settings.commit_interval_s, settings.commit_every_events)
-    consumer = kafka_io.make_consumer(settings, on_commit=unconfirmed.on_commit)
-    return Worker(settings, models, consumer, producer, stop_event, unconfirmed=unconfirmed)
+        return TransactionalCheckpoint(
+            producer, consumer, ledger, settings.commit_interval_s, in_flight
+        )
+    return Checkpoint(sink, ConsumerOffsets(consumer, unconfirmed), ledger, in_flight)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
-import msgspec
 
 from streamserve.config import Settings
 from streamserve.core.batch import ScoredBatch
@@ -26,13 +25,15 @@ from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
 from streamserve.io.sink import KafkaSink
 from streamserve.runtime.checkpoint import Checkpoint
+from streamserve.runtime.clock import wall_ms
 from streamserve.runtime.identity import with_worker_id, worker_id
+from streamserve.runtime.metrics_records import MetricsRecords
 from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.scoring import ScoringThreads
-from streamserve.runtime.startup import load_models, wall_ms
+from streamserve.runtime.startup import load_models
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.interval import MetricsInterval
 
 DELIVERY_POLL_S = 0.001  # how often the loop serves delivery reports while any are due
 DELIVERY_TIMEOUT_S = 30.0
@@ -137,15 +138,23 @@ class FaustScorer:
         model = models.serving.model
         self.summary = RunSummary()
         self.telemetry = serving_telemetry(models)
-        self.metrics = MetricsWindow(self.worker_id, model.bundle.name, model.bundle.version)
-        self.metrics.start(wall_ms())
+        interval = MetricsInterval(self.worker_id, model.bundle.name, model.bundle.version)
+        interval.start(wall_ms())
         self.watcher = ModelWatcher(models, self.telemetry)
         self.failure: Exception | None = None
         self._on_failure = on_failure
         self._scoring_threads = ScoringThreads(settings.store_outage_policy)
         self.sink = KafkaSink(make_producer(settings))
+        self.metrics = MetricsRecords(
+            interval,
+            self.sink,
+            settings.metrics_topic,
+            settings.metrics_interval_s,
+            self.telemetry.guard,
+            lambda: models.store_available,
+        )
         self.pipeline = BatchPipeline.of_worker(settings, models, self._scoring_threads, self.sink)
-        ledger = BatchLedger(self.summary, self.metrics, self.telemetry)
+        ledger = BatchLedger(self.summary, interval, self.telemetry)
         self.checkpoint = checkpoint = Checkpoint(
             self.sink, EventAcks(), ledger, settings.max_batches_in_flight
         )
@@ -191,13 +200,7 @@ class FaustScorer:
 
     def publish_metrics(self) -> None:
         """Send the metrics record of the interval that ends now (lag is not known here)."""
-        with self.telemetry.guard.shielded("metrics record"):
-            record = self.metrics.close(wall_ms(), [], self.models.store_available)
-            self.sink.publish(
-                self.settings.metrics_topic,
-                msgspec.json.encode(record),
-                self.worker_id.encode(),
-            )
+        self.metrics.publish(wall_ms(), list)
 
     def drain(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """On stop: wait (blocking, the loop is stopping) for the batches in flight."""

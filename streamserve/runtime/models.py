@@ -22,7 +22,7 @@ import redis
 
 from streamserve.config import Settings
 from streamserve.core.batch import BatchScorer, FeatureStore
-from streamserve.core.formats import WriterSchemas
+from streamserve.core.decoding.formats import WriterSchemas
 from streamserve.core.model import ModelBundle, load_bundle
 from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError, FeatureStoreError, MissingExtraError, ModelBundleError

@@ -17,14 +17,15 @@ import numpy as np
 
 from streamserve.config import Settings
 from streamserve.core import records as rec
-from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
+from streamserve.core.batch import Position, PreparedBatch, SourceRecord
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.identity import worker_id
 from streamserve.runtime.models import Models, Serving
 from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.batch_stats import BatchStats
+from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.prometheus import Telemetry
 from streamserve.telemetry.stages import StageTimes
 
@@ -52,20 +53,6 @@ class OpenBatch:
     opened_at: float  # perf_counter
     opened_ms: float  # wall clock
     taken_ms: np.ndarray  # wall clock, per record: when the loop took it from the consumer
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What one batch did: the one record that every count and metric is taken from."""
-
-    size: int
-    trigger: Trigger
-    scored: ScoredBatch
-    model_name: str
-    lookup_ms: float
-    predict_ms: float
-    service_s: float  # from opening the batch to its outputs being handed to the producer
-    stages: StageTimes  # per prediction
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity
@@ -222,7 +209,7 @@ def log_sent(batch_id: str, stats: BatchStats) -> None:
 class BatchLedger:
     """Books a completed batch in the run summary, the metrics record and Prometheus."""
 
-    def __init__(self, summary: RunSummary, metrics: MetricsWindow, telemetry: Telemetry) -> None:
+    def __init__(self, summary: RunSummary, metrics: MetricsInterval, telemetry: Telemetry) -> None:
         self.summary = summary
         self.metrics = metrics
         self.telemetry = telemetry

@@ -1,26 +1,26 @@
-"""What both runtimes (confluent.py, faust.py) do before the first record, and their wall clock."""
+"""Start-up, the one place a worker is assembled from its settings: models (feature store,
+bundles, Schema Registry), topics, then the Kafka clients and the worker (``build_worker``);
+the Faust runtime (faust.py) shares the first two."""
 
 from __future__ import annotations
 
 import base64
 import json
-import time
+import threading
 
 from threadpoolctl import threadpool_limits
 
 from streamserve.config import Settings
-from streamserve.core.formats import WriterSchemas
+from streamserve.core.decoding.formats import WriterSchemas
 from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.io.registry import require_format
+from streamserve.runtime.confluent import Worker
+from streamserve.runtime.identity import with_worker_id
 from streamserve.runtime.models import Models
-
-
-def wall_ms() -> int:
-    """Wall-clock milliseconds, as stamped on predictions and metrics records."""
-    return time.time_ns() // 1_000_000
+from streamserve.runtime.offsets import Unconfirmed
 
 
 def load_models(settings: Settings) -> Models:
@@ -61,10 +61,8 @@ def prediction_encoder(settings: Settings) -> EncodePrediction | None:
     schema registered, or looked up, under the prediction and shadow topics' subjects)."""
     if settings.output_format == "json":
         return None
-    from streamserve.core import outputs
+    from streamserve.core import outputs, prediction_schemas
     from streamserve.io.registry import prediction_schema_id, registry_client
-    from streamserve.tools.event_schemas import avro_prediction_schema, proto_prediction_file
-    from streamserve.tools.schemas import prediction_schema
 
     topics = [settings.predictions_topic]
     if settings.shadow_model_dir is not None:
@@ -73,18 +71,18 @@ def prediction_encoder(settings: Settings) -> EncodePrediction | None:
     client = registry_client(settings.schema_registry_config())
     auto = settings.schema_registry_auto_register
     if settings.output_format == "avro":
-        schema = avro_prediction_schema()
+        schema = prediction_schemas.avro_schema()
         schema_id = prediction_schema_id(client, subjects, "AVRO", json.dumps(schema), auto)
         return outputs.framed_avro(schema_id, schema)
     if settings.output_format == "protobuf":
         from google.protobuf import descriptor_pool, message_factory
 
-        proto = proto_prediction_file()
+        proto = prediction_schemas.proto_file()
         message = descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
         serialized = base64.b64encode(proto.SerializeToString()).decode()
         schema_id = prediction_schema_id(client, subjects, "PROTOBUF", serialized, auto)
         return outputs.framed_protobuf(schema_id, message_factory.GetMessageClass(message))
-    as_json = json.dumps(prediction_schema())
+    as_json = json.dumps(prediction_schemas.json_schema())
     return outputs.framed_json(prediction_schema_id(client, subjects, "JSON", as_json, auto))
 
 
@@ -95,3 +93,23 @@ def prepare_topics(settings: Settings) -> None:
         kafka_io.ensure_topics(admin, settings.topic_names(), settings.topic_partitions)
     else:
         kafka_io.require_topics(admin, settings.topic_names())
+
+
+def build_worker(settings: Settings, stop_event: threading.Event | None = None) -> Worker:
+    """Validate everything a worker needs, in order, before it consumes a single record.
+
+    Worker id (a slot on this host, unless STREAMSERVE_WORKER_ID names it) -> feature store
+    reachable -> model bundles (manifest vs booster) -> topics -> clients.
+    """
+    settings = with_worker_id(settings)
+    models = load_models(settings)
+    prepare_topics(settings)
+    producer = kafka_io.make_producer(settings, transactional=settings.exactly_once)
+    if settings.exactly_once:
+        # metrics records go outside the transactions (they are no input's outputs)
+        metrics_producer = kafka_io.make_producer(settings)
+        consumer = kafka_io.make_consumer(settings)
+        return Worker(settings, models, consumer, producer, stop_event, metrics_producer)
+    unconfirmed = Unconfirmed(settings.commit_interval_s, settings.commit_every_events)
+    consumer = kafka_io.make_consumer(settings, on_commit=unconfirmed.on_commit)
+    return Worker(settings, models, consumer, producer, stop_event, unconfirmed=unconfirmed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,12 +15,10 @@ from streamserve.core.records import (
     TimingSummary,
 )
 from streamserve.core.window import TRIGGERS
-
-if TYPE_CHECKING:
-    from streamserve.runtime.pipeline import BatchStats
+from streamserve.telemetry.batch_stats import BatchStats
 
 
-class MetricsWindow:
+class MetricsInterval:
     """What happened since the last record; ``close`` turns it into one and starts afresh."""
 
     def __init__(self, worker_id: str, model_name: str, model_version: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import confluent_kafka
 import numpy as np
@@ -30,13 +30,11 @@ from streamserve import __version__
 from streamserve.core.model import ModelBundle
 from streamserve.core.records import ERROR_CLASSES, PartitionLag
 from streamserve.core.window import TRIGGERS
+from streamserve.telemetry.batch_stats import BatchStats
 from streamserve.telemetry.catalog import METRICS, MetricDef
 from streamserve.telemetry.guard import TelemetryGuard
 from streamserve.telemetry.health import Health
 from streamserve.telemetry.stages import StageTimes
-
-if TYPE_CHECKING:
-    from streamserve.runtime.pipeline import BatchStats
 
 disable_created_metrics()  # no `*_created` series: a scrape carries what dashboards read
 

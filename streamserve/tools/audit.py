@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 import msgspec
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from streamserve.core.formats import WriterSchemas
+from streamserve.core.decoding.formats import WriterSchemas
+from streamserve.core.decoding.wire import HEADER, HEADER_BYTES, MAGIC_BYTE
 from streamserve.core.records import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_REASON,
@@ -23,7 +24,6 @@ from streamserve.core.records import (
     HEADER_SOURCE_TOPIC,
     Provenance,
 )
-from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE
 from streamserve.errors import StreamserveError
 from streamserve.io.kafka import Cluster
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from streamserve.core.events import feature_path_tree
+from streamserve.core.decoding.events import feature_path_tree
 from streamserve.core.model import Manifest
 
 Tree = dict[str, "Tree | None"]  # a field path tree: leaf features map to None
@@ -114,92 +114,3 @@ def render_proto(proto: Any) -> str:
 
 def _namespace(manifest: Manifest) -> str:
     return "streamserve." + re.sub(r"[^0-9A-Za-z_]", "_", manifest.name)
-
-
-def avro_prediction_schema() -> dict[str, Any]:
-    """A prediction (``records.Prediction``) as an Avro record; a test keeps the two in step."""
-    ids = ["string", "long"]
-    return {
-        "type": "record",
-        "name": "Prediction",
-        "namespace": "streamserve",
-        "doc": "One scored event, keyed by entity id; names the input record it scored.",
-        "fields": [
-            {"name": "event_id", "type": ids},
-            {"name": "entity_id", "type": ids},
-            {"name": "score", "type": "double"},
-            {"name": "model_name", "type": "string"},
-            {"name": "model_version", "type": "string"},
-            {"name": "scored_at_ms", "type": "long"},
-            {"name": "event_time_ms", "type": ["null", "long"], "default": None},
-            {"name": "latency_ms", "type": ["null", "double"], "default": None},
-            {"name": "missing_features", "type": "int"},
-            {"name": "source_topic", "type": "string"},
-            {"name": "source_partition", "type": "int"},
-            {"name": "source_offset", "type": "long"},
-            {"name": "batch_id", "type": "string"},
-            {"name": "schema_version", "type": "int"},
-            {
-                "name": "scores",
-                "type": ["null", {"type": "array", "items": "double"}],
-                "default": None,
-            },
-            {"name": "degraded", "type": "boolean", "default": False},
-            {"name": "decision", "type": ["null", "boolean"], "default": None},
-            {"name": "threshold", "type": ["null", "double"], "default": None},
-        ],
-    }
-
-
-def proto_prediction_file() -> Any:
-    """A prediction as a proto3 ``FileDescriptorProto`` of one message, `Prediction`. Ids are
-    strings (a numeric id is written as its decimal text)."""
-    from google.protobuf import descriptor_pb2
-
-    field_type = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="streamserve/prediction.proto", package="streamserve", syntax="proto3"
-    )
-    message = proto.message_type.add(name="Prediction")
-    kinds = {
-        "string": field_type.TYPE_STRING,
-        "double": field_type.TYPE_DOUBLE,
-        "int64": field_type.TYPE_INT64,
-        "int32": field_type.TYPE_INT32,
-        "bool": field_type.TYPE_BOOL,
-    }
-    for name, kind in PREDICTION_PROTO_FIELDS:
-        label = (
-            field_type.LABEL_REPEATED if kind == "repeated double" else field_type.LABEL_OPTIONAL
-        )
-        field = message.field.add(
-            name=name, number=len(message.field) + 1, label=label, type=kinds[kind.split()[-1]]
-        )
-        if name in PREDICTION_PROTO_OPTIONAL:  # unknown or unset: explicit presence
-            field.proto3_optional = True
-            field.oneof_index = len(message.oneof_decl)
-            message.oneof_decl.add(name=f"_{name}")
-    return proto
-
-
-PREDICTION_PROTO_FIELDS = (
-    ("event_id", "string"),
-    ("entity_id", "string"),
-    ("score", "double"),
-    ("model_name", "string"),
-    ("model_version", "string"),
-    ("scored_at_ms", "int64"),
-    ("event_time_ms", "int64"),
-    ("latency_ms", "double"),
-    ("missing_features", "int32"),
-    ("source_topic", "string"),
-    ("source_partition", "int32"),
-    ("source_offset", "int64"),
-    ("batch_id", "string"),
-    ("schema_version", "int32"),
-    ("scores", "repeated double"),
-    ("degraded", "bool"),
-    ("decision", "bool"),
-    ("threshold", "double"),
-)
-PREDICTION_PROTO_OPTIONAL = {"event_time_ms", "latency_ms", "decision", "threshold"}

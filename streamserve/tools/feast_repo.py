@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from streamserve.core.column_reader import varint
+from streamserve.core.decoding.column_reader import varint
 from streamserve.core.feast import VALUE_TYPES
 from streamserve.core.model import (
     FeastDef,

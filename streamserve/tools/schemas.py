@@ -14,16 +14,14 @@ from typing import Any
 
 import msgspec
 
-from streamserve.core import records
-from streamserve.core.events import build_event_type
+from streamserve.core import prediction_schemas, records
+from streamserve.core.decoding.events import build_event_type
 from streamserve.core.model import Manifest
-
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _schema(title: str, description: str, type_: Any) -> dict[str, Any]:
     return {
-        "$schema": DRAFT,
+        "$schema": prediction_schemas.JSON_SCHEMA_DRAFT,
         "title": title,
         "description": description,
         **msgspec.json.schema(type_),
@@ -34,25 +32,10 @@ def event_schema(manifest: Manifest) -> dict[str, Any]:
     """The input event a bundle's manifest reads (other fields are allowed and ignored)."""
     return _schema(
         f"Event ({manifest.name})",
-        "Input event on the events topic. Field names come from the model manifest; this file "
-        "is the demo bundle's. `streamserve model schema DIR` prints any bundle's.",
+        f"Input event on the events topic, as model {manifest.name} reads it: field names come "
+        "from its manifest (`streamserve model schema DIR` prints any bundle's).",
         build_event_type(manifest),
     )
-
-
-def prediction_schema() -> dict[str, Any]:
-    """A prediction's value (the JSON Schema registered for JSON Schema output, too)."""
-    version = records.PREDICTION_SCHEMA_VERSION
-    return {
-        "$id": f"urn:streamserve:schema:prediction:v{version}",
-        **_schema(
-            f"Prediction (schema version {version})",
-            "Value of a record on the predictions (and shadow) topic, keyed by entity id; it "
-            "names its source record (provenance) and carries no headers. `schema_version` "
-            "says which version of this schema a record follows.",
-            records.Prediction,
-        ),
-    }
 
 
 def all_schemas(manifest: Manifest | None = None) -> dict[str, dict[str, Any]]:
@@ -61,7 +44,9 @@ def all_schemas(manifest: Manifest | None = None) -> dict[str, dict[str, Any]]:
     events = {"event.schema.json": event_schema(manifest)} if manifest else {}
     return {
         **events,
-        "prediction.schema.json": prediction_schema(),
+        "prediction.schema.json": prediction_schemas.json_schema(),
+        # Avro output's schema; its field order is also Protobuf output's field numbers
+        "prediction.avsc": prediction_schemas.avro_schema(),
         "dead-letter-headers.schema.json": _schema(
             "Dead-letter headers",
             "Kafka headers streamserve adds to a dead letter (UTF-8 strings); the record's key, "

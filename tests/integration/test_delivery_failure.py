@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamserve.io.kafka import Cluster
-from streamserve.tools.audit import audit
 from streamserve_loadgen.embedded import free_port
 from tests.integration.conftest import Scenario
-from tests.integration.helpers import run
+from tests.integration.helpers import audited, run
 
 
 @pytest.mark.parametrize("runtime", ["faust", "confluent"])
@@ -33,6 +31,5 @@ def test_undelivered_outputs_stop_the_worker_and_their_events_are_read_again(
     assert failed.returncode == 5, failed.stderr[-3000:]
     assert "not delivered" in failed.stderr and "timed out" in failed.stderr
     assert healthy.returncode == 0, healthy.stderr[-3000:]
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (300, 0, 0), report.render()

@@ -23,9 +23,10 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamserve.core.records import HEADER_BATCH_ID
 from streamserve.io.kafka import Cluster
-from streamserve.runtime.confluent import Worker, build_worker
+from streamserve.runtime.confluent import Worker
 from streamserve.runtime.pipeline import OpenBatch, SentBatch
 from streamserve.runtime.scoring import Predicted
+from streamserve.runtime.startup import build_worker
 from streamserve.runtime.transactions import TransactionalCheckpoint
 from streamserve.tools.audit import header_map, scan_to_end, source_of
 from streamserve_loadgen import synthetic

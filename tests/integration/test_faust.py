@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import pytest
 from confluent_kafka import Producer
 
-from streamserve.io.kafka import Cluster
-from streamserve.tools.audit import audit, header_map, source_of
+from streamserve.tools.audit import header_map, source_of
 from streamserve_loadgen import synthetic
+from tests.conftest import validator
 from tests.integration.conftest import (
     Scenario,
     assert_scores_equal_offline_predict,
     inputs_of,
     value_json,
 )
-from tests.integration.helpers import run
+from tests.integration.helpers import audited, run
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 N_EVENTS, N_ENTITIES, SKIP_EVERY, MALFORMED_EVERY = 2_000, 300, 10, 50
-
-
-@functools.cache
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
 
 
 def faust_env(scenario: Scenario) -> dict[str, str]:
@@ -48,8 +40,7 @@ def test_faust_runtime_scores_like_offline_predict_and_dead_letters_the_malforme
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(workdir.iterdir()) == []  # a container's working directory may be read-only
     summary = json.loads(result.stdout.splitlines()[-1])
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0), report.render()
     assert (summary["predictions"], summary["dead_letters"]) == (
         report.predictions,
@@ -108,7 +99,6 @@ def test_faust_runtime_stopped_mid_stream_commits_what_it_delivered(scenario: Sc
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-3000:]
     handled = [json.loads(r.stdout.splitlines()[-1])["events"] for r in (first, second)]
     assert 500 <= handled[0] < N_EVENTS
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0), report.render()
     assert sum(handled) == N_EVENTS

@@ -17,7 +17,7 @@ import redis
 from streamserve.core.features import FeatureLayout, check_freshness
 from streamserve.core.model import FeastDef, read_manifest
 from streamserve.io.store import RedisFeatureStore, connect
-from streamserve.runtime.confluent import build_worker
+from streamserve.runtime.startup import build_worker
 from streamserve_loadgen.embedded import EmbeddedStack, start_redis_cluster
 from streamserve_loadgen.feast_world import (
     INTEGER_FEATURES,

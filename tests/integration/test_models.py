@@ -20,7 +20,8 @@ from streamserve.core.model import read_manifest
 from streamserve.core.predictors import MAX_SCORE_DIFF
 from streamserve.io import store as store_io
 from streamserve.io.kafka import Cluster
-from streamserve.runtime.confluent import Worker, build_worker
+from streamserve.runtime.confluent import Worker
+from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import read_topics, source_of
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import EmbeddedStack

@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from streamserve.core.model import read_manifest
-from streamserve.io.kafka import Cluster
-from streamserve.tools.audit import audit
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import free_port, free_ports, start_stack
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import (
     StderrLines,
     Worker,
+    audited,
     get,
     produce_steadily,
     run,
@@ -154,8 +153,7 @@ def test_two_processes_share_the_partitions_and_stop_together(scenario: Scenario
     assert proc.returncode == 0, logs.text()
     summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(summaries) == 2 and all(s["events"] > 0 for s in summaries)
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert report.events == 4_000 and report.lost == 0, report.render()
 
 

@@ -14,7 +14,7 @@ from streamserve.tools.audit import audit, read_topics
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import start_stack
 from tests.integration.conftest import Scenario, value_json, wait_for
-from tests.integration.helpers import Worker, produce_steadily, streamserve
+from tests.integration.helpers import Worker, audited, produce_steadily, streamserve
 
 
 @pytest.mark.parametrize("policy", ["wait", "degrade"])
@@ -95,13 +95,7 @@ def test_a_full_producer_queue_slows_the_worker_down_without_losing_anything(
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
     assert json.loads(out)["events"] == 6_000
-    settings = scenario.settings
-    report = audit(
-        Cluster.of(settings),
-        settings.input_topic,
-        settings.predictions_topic,
-        settings.dead_letter_topic,
-    )
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (6_000, 0, 0)
     assert report.dead_letters == 120
 
@@ -132,11 +126,5 @@ def test_sigterm_while_waiting_for_redis_exits_cleanly_and_a_restart_scores_the_
         assert again.returncode == 0, err
         assert json.loads(out)["events"] == n_events
 
-    settings = scenario.settings
-    report = audit(
-        Cluster.of(settings),
-        settings.input_topic,
-        settings.predictions_topic,
-        settings.dead_letter_topic,
-    )
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (n_events, 0, 0)

@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 
 from streamserve.io.kafka import Cluster
 from streamserve.io.registry import RegistrySchemas, registry_client
-from streamserve.runtime.confluent import build_worker
+from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import audit
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import free_port
@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     value_json,
     wait_for,
 )
-from tests.integration.helpers import run
+from tests.integration.helpers import audited, run
 from tests.schema_registry import avro_schema, context
 
 N_EVENTS, N_ENTITIES = 1_000, 200
@@ -65,8 +65,7 @@ def test_avro_events_score_like_offline_predict_and_nothing_is_lost(scenario: Sc
     [letter] = dead_letters
     assert dict(letter.headers())["streamserve-error-class"] == b"not_framed"  # type: ignore[arg-type]
     assert letter.value() == values[7]
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated) == (N_EVENTS, 0, 0)
 
 
@@ -112,8 +111,7 @@ def test_a_registry_away_when_a_new_schema_arrives_pauses_and_loses_nothing(
     assert worker.summary.dead_letters == 0
     predictions, _ = scenario.outputs(expected=1_000)
     assert {value_json(m)["event_id"] for m in predictions} == {e["event_id"] for e in events}
-    s = scenario.settings
-    report = audit(Cluster.of(s), s.input_topic, s.predictions_topic, s.dead_letter_topic, 30)
+    report = audited(scenario)
     assert (report.events, report.lost, report.duplicated, report.dead_letters) == (1_000, 0, 0, 0)
 
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import socket
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
 
-from streamserve.runtime.confluent import build_worker
 from streamserve.runtime.identity import host_worker_id
+from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import header_map, source_of
 from streamserve_loadgen import synthetic
 from streamserve_loadgen.embedded import EmbeddedStack
-from tests.conftest import is_scorable, offline_scores
+from tests.conftest import is_scorable, offline_scores, validator
 from tests.integration.conftest import (
     Scenario,
     assert_scores_equal_offline_predict,
@@ -27,13 +24,7 @@ from tests.integration.conftest import (
     value_json,
 )
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 N_EVENTS, N_ENTITIES, SKIP_EVERY, MALFORMED_EVERY = 4_000, 600, 10, 100
-
-
-@functools.cache
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
 
 
 @pytest.fixture(scope="module")

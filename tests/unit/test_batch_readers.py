@@ -19,13 +19,13 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from streamserve.core.avro_reader import compile_avro_reader
-from streamserve.core.column_reader import Wanted
-from streamserve.core.events import EventDecoder
-from streamserve.core.formats import FramedDecoder, InputFormat
+from streamserve.core.decoding.avro_reader import compile_avro_reader
+from streamserve.core.decoding.column_reader import Wanted
+from streamserve.core.decoding.events import EventDecoder
+from streamserve.core.decoding.formats import FramedDecoder, InputFormat
+from streamserve.core.decoding.protobuf_reader import compile_protobuf_reader
+from streamserve.core.decoding.writer_schema import WriterSchema, parse_writer_schema
 from streamserve.core.model import EventDef, FeatureDef, Manifest
-from streamserve.core.protobuf_reader import compile_protobuf_reader
-from streamserve.core.writer_schema import WriterSchema, parse_writer_schema
 
 SCHEMA_ID = 7
 HEADER = b"\x00" + SCHEMA_ID.to_bytes(4, "big")

@@ -22,7 +22,7 @@ from streamserve.runtime.offsets import (
 )
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.prometheus import Telemetry
 from streamserve_loadgen import synthetic
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
@@ -65,7 +65,7 @@ class Harness:
         self.offsets = StoredOffsets()
         self.summary = RunSummary()
         self.telemetry = Telemetry("m", "1")
-        ledger = BatchLedger(self.summary, MetricsWindow("w", "m", "1"), self.telemetry)
+        ledger = BatchLedger(self.summary, MetricsInterval("w", "m", "1"), self.telemetry)
         sink = KafkaSink(self.producer)  # type: ignore[arg-type]
         self.checkpoint = Checkpoint(sink, self.offsets, ledger, max_in_flight)
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from streamserve.config import load_settings, settings_env_names
+from streamserve.config_shown import masked
 from streamserve.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,7 +73,7 @@ def test_masked_dump_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMSERVE_REDIS_URL", "redis://app:hunter2@cache:6379/1")
     monkeypatch.setenv("STREAMSERVE_RDKAFKA_SASL_PASSWORD", "s3cret")
     monkeypatch.setenv("STREAMSERVE_RDKAFKA_SASL_USERNAME", "svc")
-    shown = load_settings().masked()
+    shown = masked(load_settings())
     assert shown["STREAMSERVE_REDIS_URL"] == "redis://app:****@cache:6379/1"
     assert shown["STREAMSERVE_RDKAFKA_SASL_PASSWORD"] == "****"
     assert shown["STREAMSERVE_RDKAFKA_SASL_USERNAME"] == "svc"
@@ -211,12 +212,12 @@ def test_the_shadow_topic_is_an_output_only_with_a_challenger() -> None:
 
 
 def test_the_dump_shows_what_applies_under_exactly_once() -> None:
-    shown = load_settings(processing_guarantee="exactly-once", group_id="g").masked()
+    shown = masked(load_settings(processing_guarantee="exactly-once", group_id="g"))
     assert shown["STREAMSERVE_COMMIT_INTERVAL_MS"] == "100"
     assert re.fullmatch(r"g-.+-<slot>", shown["STREAMSERVE_TRANSACTIONAL_ID"])
     named = load_settings(processing_guarantee="exactly-once", group_id="g", worker_id="w-1")
-    assert named.masked()["STREAMSERVE_TRANSACTIONAL_ID"] == "g-w-1"
-    assert load_settings().masked()["STREAMSERVE_COMMIT_INTERVAL_MS"] == "1000"
+    assert masked(named)["STREAMSERVE_TRANSACTIONAL_ID"] == "g-w-1"
+    assert masked(load_settings())["STREAMSERVE_COMMIT_INTERVAL_MS"] == "1000"
 
 
 @pytest.mark.parametrize(

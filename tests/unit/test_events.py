@@ -2,7 +2,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from streamserve.core.events import EventDecoder
+from streamserve.core.decoding.events import EventDecoder
 from streamserve.core.model import EventDef, FeatureDef, Manifest
 
 MANIFEST = Manifest(

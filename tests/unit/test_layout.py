@@ -100,3 +100,48 @@ def test_a_registry_format_without_its_library_names_the_pip_line(bundle_dir: Pa
     )
     assert result.returncode == 2, result.stderr
     assert "avro support is not installed: pip install 'streamserve[registry]'" in result.stderr
+
+
+def our_imports(path: Path) -> set[str]:
+    """The streamserve modules ``path`` imports (type-only and function-level imports too),
+    each as the longest module name that exists."""
+    modules = {
+        ".".join(p.relative_to(PRODUCT.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in PRODUCT.rglob("*.py")
+    }
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name.startswith("streamserve"):
+                found.add(name)
+    return found
+
+
+def test_the_product_has_no_import_cycles_and_core_imports_nothing_of_ours() -> None:
+    graph = {
+        ".".join(p.relative_to(PRODUCT.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        ): our_imports(p)
+        for p in PRODUCT.rglob("*.py")
+    }
+    for module, imported in graph.items():
+        seen: set[str] = set()
+        stack = [m for m in imported if m != module]
+        while stack:
+            current = stack.pop()
+            assert current != module, f"{module} imports itself through {sorted(seen)}"
+            if current not in seen:
+                seen.add(current)
+                stack.extend(graph.get(current, ()))
+        if module.startswith("streamserve.core"):
+            outside = {
+                m for m in imported if not m.startswith(("streamserve.core", "streamserve.errors"))
+            }
+            assert not outside, f"{module} (pure core) imports {outside}"

@@ -4,12 +4,14 @@ events in JSON, and every kind of bad input is a dead letter with its own class 
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import msgspec
 import numpy as np
 import pytest
@@ -22,16 +24,16 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 
 from streamserve.config import load_settings
+from streamserve.core import outputs, prediction_schemas
 from streamserve.core import records as rec
 from streamserve.core.batch import BatchScorer
-from streamserve.core.formats import InputFormat
+from streamserve.core.decoding.formats import InputFormat
+from streamserve.core.decoding.wire import HEADER
 from streamserve.core.model import ModelBundle
-from streamserve.core.wire import HEADER
 from streamserve.errors import ConfigError, RegistryUnavailable
 from streamserve.io.registry import RegistrySchemas, prediction_schema_id, registry_client
 from streamserve.runtime.startup import prediction_encoder
 from streamserve.tools.audit import provenance
-from streamserve.tools.event_schemas import avro_prediction_schema, proto_prediction_file
 from streamserve_loadgen import synthetic
 from tests.conftest import is_scorable, offline_scores
 from tests.schema_registry import avro_schema, serializers
@@ -270,7 +272,7 @@ def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers
         (p["source_topic"], p["source_partition"], p["source_offset"]) for p in expected
     ]
     if output_format == "protobuf":
-        proto = proto_prediction_file()
+        proto = prediction_schemas.proto_file()
         message = message_factory.GetMessageClass(
             descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
         )
@@ -297,15 +299,35 @@ def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers
     assert read_back == [{**defaults, **p} for p in expected]
 
 
-def test_the_avro_and_protobuf_prediction_schemas_have_the_prediction_record_fields() -> None:
-    fields = list(rec.Prediction.__struct_fields__)
-    assert [f["name"] for f in avro_prediction_schema()["fields"]] == fields
-    (message,) = proto_prediction_file().message_type
-    assert [f.name for f in message.field] == fields
+def test_every_prediction_field_survives_the_derived_avro_and_protobuf_schemas() -> None:
+    """Each field, set to a value other than its default, reads back from Avro and Protobuf
+    (ids as text there); Protobuf numbers the fields in declaration order."""
+    prediction = rec.Prediction(
+        "e1", 42, 0.25, "m", "3", 1_700_000_000_000, 1_699_999_999_990, 10.5, 2, "events",
+        3, 2**40, "w-1", rec.PREDICTION_SCHEMA_VERSION, scores=[0.25, 0.75], degraded=True,
+        decision=True, threshold=0.2,
+    )  # fmt: skip
+    fields = msgspec.structs.asdict(prediction)
+    assert all(v is not None for v in fields.values())
+    out = io.BytesIO()
+    schema = fastavro.parse_schema(prediction_schemas.avro_schema())
+    fastavro.schemaless_writer(out, schema, fields)
+    out.seek(0)
+    assert fastavro.schemaless_reader(out, schema) == fields
+    proto = prediction_schemas.proto_file()
+    descriptor = descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
+    message_class = message_factory.GetMessageClass(descriptor)
+    framed = outputs.framed_protobuf(7, message_class)(prediction)
+    read = message_class.FromString(framed[6:])
+    as_text = {**fields, "event_id": "e1", "entity_id": "42"}
+    assert {f: getattr(read, f) for f in fields} == {**as_text, "scores": [0.25, 0.75]}
+    assert [(f.name, f.number) for f in descriptor.fields] == [
+        (name, number) for number, name in enumerate(fields, start=1)
+    ]
 
 
 def test_predictions_must_be_registered_already_when_auto_register_is_off(client: Any) -> None:
-    schema = json.dumps(avro_prediction_schema())
+    schema = json.dumps(prediction_schemas.avro_schema())
     with pytest.raises(ConfigError, match="not registered under predictions-value"):
         prediction_schema_id(client, ["predictions-value"], "AVRO", schema, False)
     registered = prediction_schema_id(client, ["predictions-value"], "AVRO", schema, True)

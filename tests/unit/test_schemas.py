@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 from typing import Final
 
 import jsonschema
@@ -9,13 +8,12 @@ import pytest
 from streamserve.core import records as rec
 from streamserve.tools.schemas import all_schemas, render
 from streamserve_loadgen.synthetic import demo_manifest
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+from tests.conftest import SCHEMAS
 
 
 def test_schema_files_are_what_the_code_generates() -> None:
     generated = all_schemas(demo_manifest())
-    assert sorted(p.name for p in SCHEMAS.glob("*.json")) == sorted(generated)
+    assert sorted(p.name for p in SCHEMAS.glob("*.*")) == sorted(generated)
     for name, schema in generated.items():
         assert (SCHEMAS / name).read_text() == render(schema), (
             f"schemas/{name} is stale: run `streamserve schemas write schemas --model-dir DEMO` "

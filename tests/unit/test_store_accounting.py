@@ -31,7 +31,7 @@ from streamserve.io.sink import KafkaSink
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline
 from streamserve.runtime.scoring import ScoringThreads
 from streamserve.runtime.summary import RunSummary
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.prometheus import Telemetry
 from streamserve_loadgen.feast_world import VIEWS
 from tests.unit.fakes import TOPICS, FakeProducer, Record, serving
@@ -152,7 +152,7 @@ def test_every_mix_of_absent_stale_and_partly_stale_keys_is_scored_and_counted_a
     keys = [features.store_key(f"u{i}") for i in range(KEYS_PER_BATCH)]
     store = StateStore(laid_out.manifest, {})
     summary, telemetry = RunSummary(), Telemetry(laid_out.name, laid_out.version)
-    window = MetricsWindow("w", laid_out.name, laid_out.version)
+    window = MetricsInterval("w", laid_out.name, laid_out.version)
     ledger = BatchLedger(summary, window, telemetry)
     batches = pipeline_of(laid_out, store)
     expected = {"absent": 0, "stale": 0, "partly_stale": 0}
@@ -215,7 +215,7 @@ def test_a_failing_book_is_logged_and_counted_and_the_others_still_count(
     store = StateStore(bundle.manifest, {})
     store.states = {k: "fresh" for k in [f"feat:u{i}" for i in range(2)]}
     telemetry = Telemetry(bundle.name, bundle.version)
-    ledger = BatchLedger(RunSummary(), MetricsWindow("w", bundle.name, bundle.version), telemetry)
+    ledger = BatchLedger(RunSummary(), MetricsInterval("w", bundle.name, bundle.version), telemetry)
     broken(ledger)
     batches = pipeline_of(bundle, store)
 
@@ -239,7 +239,7 @@ def test_a_failing_book_is_logged_and_counted_and_the_others_still_count(
 
 
 def test_a_failing_metrics_record_starts_the_next_interval_afresh(bundle: ModelBundle) -> None:
-    window = MetricsWindow("w", bundle.name, bundle.version)
+    window = MetricsInterval("w", bundle.name, bundle.version)
     window.latencies.append(np.array([1.0]))
     window.batch_sizes.append(1)
     window.batch_sizes.append("not a number")  # type: ignore[arg-type]

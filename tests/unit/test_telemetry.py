@@ -15,11 +15,11 @@ from xgboost import __version__ as xgb
 from streamserve import __version__
 from streamserve.core.batch import ScoredBatch
 from streamserve.core.records import ERROR_CLASSES, PartitionLag
-from streamserve.runtime.pipeline import BatchStats
 from streamserve.telemetry import catalog
+from streamserve.telemetry.batch_stats import BatchStats
 from streamserve.telemetry.catalog import METRICS
 from streamserve.telemetry.health import Health
-from streamserve.telemetry.interval import MetricsWindow
+from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.logs import JsonFormatter
 from streamserve.telemetry.prometheus import BulkHistogram, Telemetry
 from streamserve.telemetry.stages import StageTimes
@@ -189,7 +189,7 @@ def test_json_logs_carry_extra_fields_and_the_exception() -> None:
 
 
 def test_the_metrics_record_names_the_model_that_scored_the_latest_batch() -> None:
-    window = MetricsWindow("w", "fraud", "1")
+    window = MetricsInterval("w", "fraud", "1")
     window.start(0)
     window.record_batch(
         BatchStats(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from streamserve.core.column_reader import (
+from streamserve.core.decoding.column_reader import (
     BatchReader,
     Targets,
     Unsupported,

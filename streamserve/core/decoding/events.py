@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from streamserve.core.column_reader import Wanted
+from streamserve.core.decoding.column_reader import Wanted
 from streamserve.core.model import Manifest
 from streamserve.core.records import EntityId, ErrorClass, EventId
 

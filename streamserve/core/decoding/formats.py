@@ -13,10 +13,10 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from streamserve.core.column_reader import BatchReader
-from streamserve.core.events import DecodedEvents, EventDecoder, Rejection
-from streamserve.core.wire import HEADER, HEADER_BYTES, MAGIC_BYTE
-from streamserve.core.writer_schema import WriterSchema
+from streamserve.core.decoding.column_reader import BatchReader
+from streamserve.core.decoding.events import DecodedEvents, EventDecoder, Rejection
+from streamserve.core.decoding.wire import HEADER, HEADER_BYTES, MAGIC_BYTE
+from streamserve.core.decoding.writer_schema import WriterSchema
 
 InputFormat = Literal["json", "avro", "protobuf", "json-schema"]
 REGISTRY_SCHEMA_TYPE = {"avro": "AVRO", "protobuf": "PROTOBUF", "json-schema": "JSON"}

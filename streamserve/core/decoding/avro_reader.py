@@ -15,7 +15,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from streamserve.core.column_reader import (
+from streamserve.core.decoding.column_reader import (
     BatchReader,
     Targets,
     Unsupported,
@@ -114,7 +114,11 @@ def _emit_value(
         assert not isinstance(target, str), "refused above: a named type is not a number or id"
         _emit_named(schema, target, lines, pad, named, depth)
         return
-    store = f"{target} = " if isinstance(target, str) else ""
+    _emit_primitive(schema, f"{target} = " if isinstance(target, str) else "", lines, pad)
+
+
+def _emit_primitive(schema: str, store: str, lines: list[str], pad: str) -> None:
+    """Code reading a primitive at ``p``; ``store`` assigns it (empty: skipped)."""
     if schema == "null":
         pass  # every local starts as None
     elif schema == "boolean":

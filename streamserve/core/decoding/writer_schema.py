@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamserve.core.avro_reader import compile_avro_reader
-from streamserve.core.column_reader import BatchReader, Wanted
-from streamserve.core.protobuf_reader import compile_protobuf_reader
-from streamserve.core.wire import HEADER_BYTES, split_message_indexes
+from streamserve.core.decoding.avro_reader import compile_avro_reader
+from streamserve.core.decoding.column_reader import BatchReader, Wanted
+from streamserve.core.decoding.protobuf_reader import compile_protobuf_reader
+from streamserve.core.decoding.wire import HEADER_BYTES, split_message_indexes
 
 
 class SchemaParseError(ValueError):
