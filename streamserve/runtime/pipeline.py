@@ -17,7 +17,8 @@ import numpy as np
 
 from streamserve.config import Settings
 from streamserve.core import records as rec
-from streamserve.core.batch import Position, PreparedBatch, SourceRecord
+from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
+from streamserve.core.shadow import shadow_batch
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.identity import worker_id
@@ -139,7 +140,7 @@ class BatchPipeline:
     def send(self, batch: OpenBatch, predicted: Predicted) -> SentBatch:
         """Encode the outputs and hand them to the producer; returns before they are in."""
         scored_at_ms = int(self._clock_ms())
-        scored = predicted.encode(scored_at_ms, batch.batch_id)
+        scored = encode(predicted, scored_at_ms, batch.batch_id)
         delivery = Delivery()
         topics, sink = self._topics, self.sink
         sink.send(topics.predictions, scored.predictions, delivery)
@@ -167,6 +168,22 @@ class BatchPipeline:
         batch = self.open(records, trigger)
         predicted = self.score_here(batch) or self.score_async(batch).predicted.result()
         return self.send(batch, predicted)
+
+
+def encode(predicted: Predicted, scored_at_ms: int, batch_id: str) -> ScoredBatch:
+    """The served model's outputs, with the challenger's predictions attached."""
+    model, challenger = predicted.serving.model, predicted.serving.shadow
+    scored = model.scorer.encode(predicted.served, scored_at_ms, batch_id)
+    if challenger is not None and predicted.shadow is not None:
+        scored.shadow = shadow_batch(
+            model.scorer,
+            predicted.served,
+            challenger.scorer,
+            predicted.shadow,
+            scored_at_ms,
+            batch_id,
+        )
+    return scored
 
 
 def stage_times(

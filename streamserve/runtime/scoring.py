@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streamserve.core.batch import Inference, PreparedBatch, ScoredBatch
+from streamserve.core.batch import Inference, PreparedBatch
 from streamserve.core.features import StoreKey, StoreLookup, StoreRows, check_freshness
-from streamserve.core.shadow import shadow_batch
 from streamserve.errors import StoreUnavailable
 from streamserve.runtime.models import Model, Serving
 
@@ -28,7 +27,7 @@ MIN_PROBE_WAIT_S = 0.001
 
 @dataclass(frozen=True)
 class Predicted:
-    """What the scoring threads return for a batch."""
+    """What the scoring threads return for a batch: each model's lookup and scores."""
 
     serving: Serving
     served: Inference
@@ -36,19 +35,9 @@ class Predicted:
     lookup_ms: float
     predict_ms: float
 
-    def encode(self, scored_at_ms: int, batch_id: str) -> ScoredBatch:
-        """The served model's outputs, with the challenger's predictions attached."""
-        model, challenger = self.serving.model, self.serving.shadow
-        scored = model.scorer.encode(self.served, scored_at_ms, batch_id)
-        if challenger is not None and self.shadow is not None:
-            scored.shadow = shadow_batch(
-                model.scorer, self.served, challenger.scorer, self.shadow, scored_at_ms, batch_id
-            )
-        return scored
-
 
 @dataclass(frozen=True)
-class Lookups:
+class _Lookups:
     """A batch's store rows for the served model (and the challenger's own batch and rows,
     when its inputs differ), and how long they took."""
 
@@ -61,7 +50,7 @@ class Lookups:
 class Submitted:
     """A batch handed to the scoring threads: its lookup, then its prediction."""
 
-    looked_up: Future[Lookups]
+    looked_up: Future[_Lookups]
     predicted: Future[Predicted]
 
     def looked_up_within(self, timeout_s: float) -> bool:
@@ -114,19 +103,19 @@ class ScoringThreads:
         lookups = self._lookups_for(prepared, serving, first_try=True)
         return None if lookups is None else self._predict(prepared, serving, lookups)
 
-    def _lookups_waiting(self, prepared: PreparedBatch, serving: Serving) -> Lookups:
+    def _lookups_waiting(self, prepared: PreparedBatch, serving: Serving) -> _Lookups:
         lookups = self._lookups_for(prepared, serving, first_try=False)
         assert lookups is not None  # only a first try gives up
         return lookups
 
     def _predict_after(
-        self, looked_up: Future[Lookups], prepared: PreparedBatch, serving: Serving
+        self, looked_up: Future[_Lookups], prepared: PreparedBatch, serving: Serving
     ) -> Predicted:
         return self._predict(prepared, serving, looked_up.result())  # re-raises its error
 
     def _lookups_for(
         self, prepared: PreparedBatch, serving: Serving, first_try: bool
-    ) -> Lookups | None:
+    ) -> _Lookups | None:
         """One Redis round trip per model (the challenger reuses the served model's rows when
         its inputs are the same); None if a first try failed."""
         started = time.perf_counter()
@@ -141,9 +130,9 @@ class ScoringThreads:
             if own_lookup is None:
                 return None
             own = own_batch, own_lookup
-        return Lookups(lookup, own, (time.perf_counter() - started) * 1000)
+        return _Lookups(lookup, own, (time.perf_counter() - started) * 1000)
 
-    def _predict(self, prepared: PreparedBatch, serving: Serving, lookups: Lookups) -> Predicted:
+    def _predict(self, prepared: PreparedBatch, serving: Serving, lookups: _Lookups) -> Predicted:
         """One booster call per model (the challenger scores the served model's matrix when
         its inputs are the same)."""
         started = time.perf_counter()
