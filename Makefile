@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml loadgen/pyproject.toml
 	touch $(STAMP)
 
 # Feast itself, in a venv of its own: only the tests that compare the `feast` layout with Feast's
-# own writer and reader run it (loadgen/streamserve_loadgen/feast_writer.py); never a dependency
+# own writer and reader run it (loadgen/streamserve_loadgen/world/feast_writer.py); never a dependency
 $(FEAST_STAMP):
 	$(PYTHON) -m venv $(FEAST_VENV)
 	$(FEAST_VENV)/bin/python -m pip install -q "feast[redis]==$(FEAST_VERSION)"

@@ -14,7 +14,7 @@ import pytest
 import xgboost as xgb
 
 from streamserve.core.model import ModelBundle, load_bundle
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 
 TREES = 60  # enough trees to make scores depend on every feature kind, quick to train
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

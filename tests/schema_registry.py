@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streamserve_loadgen.formats import serializer
-from streamserve_loadgen.synthetic import demo_manifest
+from streamserve_loadgen.world.formats import serializer
+from streamserve_loadgen.world.synthetic import demo_manifest
 
 
 def context(topic: str) -> SerializationContext:

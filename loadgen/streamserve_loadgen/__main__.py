@@ -1,3 +1,3 @@
-from streamserve_loadgen.cli import main
+from streamserve_loadgen.commands.cli import main
 
 main()

@@ -23,10 +23,10 @@ from streamserve.core.model import read_manifest
 from streamserve.core.predictors import MAX_SCORE_DIFF
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import read_topics
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.demo import load_entity_features
-from streamserve_loadgen.embedded import EmbeddedStack, running_stack
-from streamserve_loadgen.produce import preload
+from streamserve_loadgen.load.produce import preload
+from streamserve_loadgen.measure.demo import load_entity_features
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import EmbeddedStack, running_stack
 from tests.conftest import is_scorable, offline_scores
 
 

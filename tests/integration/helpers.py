@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import AuditReport, audit
-from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.world.embedded import free_port
 from tests.integration.conftest import Scenario, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

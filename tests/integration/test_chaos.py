@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from streamserve_loadgen.chaos import ChaosPlan, run_chaos
+from streamserve_loadgen.measure.chaos import ChaosPlan, run_chaos
 
 
 def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:

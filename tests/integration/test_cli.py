@@ -11,8 +11,8 @@ from confluent_kafka import Producer
 
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import read_topics, source_of
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import free_port
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import Worker, produce_steadily, run
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from streamserve.runtime.offsets import MIN_COMMIT_SLACK_S
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import Worker, all_outcomes, audited, produce_steadily
 

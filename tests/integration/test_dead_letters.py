@@ -8,7 +8,7 @@ from collections import Counter
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import header_map, read_topics
 from streamserve.tools.dead_letters import HEADER_REPLAY_OF
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.integration.conftest import Scenario, inputs_of
 from tests.integration.helpers import run
 

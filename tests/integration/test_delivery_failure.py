@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.world.embedded import free_port
 from tests.integration.conftest import Scenario
 from tests.integration.helpers import audited, run
 

@@ -29,8 +29,8 @@ from streamserve.runtime.scoring import Predicted
 from streamserve.runtime.startup import build_worker
 from streamserve.runtime.transactions import TransactionalCheckpoint
 from streamserve.tools.audit import header_map, scan_to_end, source_of
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.produce import preload
+from streamserve_loadgen.load.produce import preload
+from streamserve_loadgen.world import synthetic
 from tests.integration.conftest import Scenario, value_json, wait_for
 from tests.integration.helpers import Worker as WorkerProcess
 from tests.integration.helpers import all_outcomes, audited, produce_steadily

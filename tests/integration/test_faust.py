@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamserve.tools.audit import header_map, source_of
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.conftest import validator
 from tests.integration.conftest import (
     Scenario,

@@ -18,8 +18,8 @@ from streamserve.core.features import FeatureLayout, check_freshness
 from streamserve.core.model import FeastDef, read_manifest
 from streamserve.io.store import RedisFeatureStore, connect
 from streamserve.runtime.startup import build_worker
-from streamserve_loadgen.embedded import EmbeddedStack, start_redis_cluster
-from streamserve_loadgen.feast_world import (
+from streamserve_loadgen.world.embedded import EmbeddedStack, start_redis_cluster
+from streamserve_loadgen.world.feast_world import (
     INTEGER_FEATURES,
     VIEWS,
     use_feast_layout,

@@ -4,11 +4,11 @@ import threading
 
 from streamserve.io import kafka as kafka_io
 from streamserve.runtime.startup import build_worker
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.latency import Watcher
-from streamserve_loadgen.passthrough import run_passthrough
-from streamserve_loadgen.produce import produce_at_rate
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load.passthrough import run_passthrough
+from streamserve_loadgen.load.produce import produce_at_rate
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.latency import Watcher
+from streamserve_loadgen.world import synthetic
 
 from .conftest import Scenario, wait_for
 

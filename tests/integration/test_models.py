@@ -23,8 +23,8 @@ from streamserve.io.kafka import Cluster
 from streamserve.runtime.confluent import Worker
 from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import read_topics, source_of
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import EmbeddedStack
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import EmbeddedStack
 from tests.conftest import TREES, is_scorable, offline_scores
 from tests.integration.conftest import Scenario, make_scenario, value_json, wait_for
 

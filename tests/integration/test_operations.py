@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from streamserve.core.model import read_manifest
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import free_port, free_ports, start_stack
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import free_port, free_ports, start_stack
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import (
     StderrLines,

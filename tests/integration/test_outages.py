@@ -11,8 +11,8 @@ import pytest
 from streamserve.core.model import read_manifest
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import audit, read_topics
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import start_stack
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import start_stack
 from tests.integration.conftest import Scenario, value_json, wait_for
 from tests.integration.helpers import Worker, audited, produce_steadily, streamserve
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from streamserve.cli import main
-from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.world.embedded import free_port
 from tests.integration.conftest import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]

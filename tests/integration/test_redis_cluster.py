@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from streamserve.runtime.startup import build_worker
-from streamserve_loadgen.embedded import EmbeddedStack, start_redis_cluster
+from streamserve_loadgen.world.embedded import EmbeddedStack, start_redis_cluster
 from tests.conftest import is_scorable
 from tests.integration.conftest import assert_scores_equal_offline_predict, make_scenario
 

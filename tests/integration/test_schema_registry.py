@@ -17,8 +17,8 @@ from streamserve.io.kafka import Cluster
 from streamserve.io.registry import RegistrySchemas, registry_client
 from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import audit
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import free_port
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import free_port
 from tests.conftest import is_scorable
 from tests.integration.conftest import (
     Scenario,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.integration.conftest import Scenario, wait_for
 from tests.integration.helpers import Worker, all_outcomes, audited, produce_steadily
 

@@ -13,8 +13,8 @@ import pytest
 from streamserve.runtime.identity import host_worker_id
 from streamserve.runtime.startup import build_worker
 from streamserve.tools.audit import header_map, source_of
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.embedded import EmbeddedStack
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import EmbeddedStack
 from tests.conftest import is_scorable, offline_scores, validator
 from tests.integration.conftest import (
     Scenario,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamserve_loadgen.chaos import ChaosPlan
+from streamserve_loadgen.measure.chaos import ChaosPlan
 
 
 def test_the_schedule_puts_every_move_inside_the_load_and_outages_apart() -> None:

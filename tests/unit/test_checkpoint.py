@@ -24,7 +24,7 @@ from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.prometheus import Telemetry
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
 BATCH = 20

@@ -17,7 +17,7 @@ from streamserve.cli import main as streamserve_main
 from streamserve.config import settings_env_names
 from streamserve.config_env import RDKAFKA_PREFIX
 from streamserve.telemetry.catalog import METRICS
-from streamserve_loadgen.cli import main as loadgen_main
+from streamserve_loadgen.commands.cli import main as loadgen_main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

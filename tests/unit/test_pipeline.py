@@ -10,7 +10,7 @@ import pytest
 from streamserve.core import records as rec
 from streamserve.core.model import ModelBundle
 from streamserve.runtime.pipeline import SentBatch
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.conftest import is_scorable, offline_scores
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 

@@ -1,6 +1,6 @@
 import pytest
 
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load.profile import RateProfile
 
 
 def test_fixed_rate_sends_rate_times_seconds() -> None:

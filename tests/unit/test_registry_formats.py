@@ -34,7 +34,7 @@ from streamserve.errors import ConfigError, RegistryUnavailable
 from streamserve.io.registry import RegistrySchemas, prediction_schema_id, registry_client
 from streamserve.runtime.startup import prediction_encoder
 from streamserve.tools.audit import provenance
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.conftest import is_scorable, offline_scores
 from tests.schema_registry import avro_schema, serializers
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline

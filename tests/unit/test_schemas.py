@@ -7,7 +7,7 @@ import pytest
 
 from streamserve.core import records as rec
 from streamserve.tools.schemas import all_schemas, render
-from streamserve_loadgen.synthetic import demo_manifest
+from streamserve_loadgen.world.synthetic import demo_manifest
 from tests.conftest import SCHEMAS
 
 

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamserve.core.model import ModelBundle
 from streamserve.telemetry.prometheus import Telemetry
 from streamserve.telemetry.stages import StageHistograms, StageTimes
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 from tests.unit.fakes import FakeProducer, MemoryStore, Record, pipeline
 
 

@@ -33,7 +33,7 @@ from streamserve.runtime.scoring import ScoringThreads
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.interval import MetricsInterval
 from streamserve.telemetry.prometheus import Telemetry
-from streamserve_loadgen.feast_world import VIEWS
+from streamserve_loadgen.world.feast_world import VIEWS
 from tests.unit.fakes import TOPICS, FakeProducer, Record, serving
 
 MAX_AGE_S = 3_600.0

@@ -22,10 +22,10 @@ from rich.console import Console
 from streamserve.io.kafka import Cluster
 from streamserve.runtime.offsets import MIN_COMMIT_SLACK_S
 from streamserve.tools.audit import AuditReport, audit
-from streamserve_loadgen import procs
-from streamserve_loadgen.demo import set_up_demo_world
-from streamserve_loadgen.embedded import EmbeddedStack, running_stack
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load import procs
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.demo import set_up_demo_world
+from streamserve_loadgen.world.embedded import EmbeddedStack, running_stack
 
 SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
 RESTART_DELAY_S = 1.0

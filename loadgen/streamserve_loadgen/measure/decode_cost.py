@@ -15,8 +15,8 @@ from streamserve.core.decoding.events import EventDecoder
 from streamserve.core.decoding.formats import FramedDecoder, InputFormat
 from streamserve.core.model import Manifest
 from streamserve.io.registry import RegistrySchemas, registry_client
-from streamserve_loadgen import synthetic
-from streamserve_loadgen.formats import framed, serializer
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.formats import framed, serializer
 
 FORMATS: tuple[InputFormat, ...] = ("json", "avro", "protobuf")
 

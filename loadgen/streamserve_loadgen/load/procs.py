@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamserve_loadgen.embedded import free_port
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.world.embedded import free_port
 
 STREAMSERVE_ENV_PREFIX = "STREAMSERVE_"
 

@@ -15,11 +15,11 @@ from rich.console import Console
 
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import audit
-from streamserve_loadgen import procs
-from streamserve_loadgen.demo import set_up_demo_world
-from streamserve_loadgen.embedded import running_stack
-from streamserve_loadgen.live import progress_bar
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load import procs
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.demo import set_up_demo_world
+from streamserve_loadgen.measure.live import progress_bar
+from streamserve_loadgen.world.embedded import running_stack
 
 
 @dataclass(frozen=True)

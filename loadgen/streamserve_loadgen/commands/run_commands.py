@@ -82,8 +82,9 @@ def bench_command(
     from rich.console import Console
 
     from streamserve.config import Settings
-    from streamserve_loadgen.bench import BenchPlan, run_bench
-    from streamserve_loadgen.bench_report import print_table
+    from streamserve_loadgen.measure.bench import run_bench
+    from streamserve_loadgen.measure.bench_report import print_table
+    from streamserve_loadgen.measure.bench_steps import BenchPlan
 
     plan = BenchPlan(
         events=events,
@@ -180,7 +181,7 @@ def chaos_command(
     require_bench_extra()
     from rich.console import Console
 
-    from streamserve_loadgen.chaos import ChaosPlan, render, run_chaos
+    from streamserve_loadgen.measure.chaos import ChaosPlan, render, run_chaos
 
     logging.basicConfig(level=logging.WARNING)
     failed = False
@@ -227,7 +228,7 @@ def soak_command(minutes: float, rate: int, out_dir: Path) -> None:
     require_bench_extra()
     from rich.console import Console
 
-    from streamserve_loadgen.soak import SoakPlan, run_soak
+    from streamserve_loadgen.measure.soak import SoakPlan, run_soak
 
     logging.basicConfig(level=logging.WARNING)
     result = run_soak(SoakPlan(minutes=minutes, rate=rate), Console(stderr=True))

@@ -9,20 +9,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamserve.core.features import FeatureLayout
 from streamserve.core.model import read_manifest
 from streamserve.io.registry import registry_client
 from streamserve.io.store import RedisFeatureStore, connect
-from streamserve_loadgen.feast_world import use_feast_layout, write_and_read
-from streamserve_loadgen.formats import avro_with_unread_array, framed, serializer
-
-if TYPE_CHECKING:
-    from streamserve_loadgen.bench import Bench
-
-REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
-AVRO_ARRAYS = "avro_arrays"  # Avro, half in a schema version with an unread array
+from streamserve_loadgen.measure.bench_steps import AVRO_ARRAYS, REGISTRY_FORMATS, Bench
+from streamserve_loadgen.world.feast_world import use_feast_layout, write_and_read
+from streamserve_loadgen.world.formats import avro_with_unread_array, framed, serializer
 
 
 def format_drains(bench: Bench, argv: list[str]) -> dict[str, dict[str, Any]]:

@@ -133,7 +133,17 @@ def _goal(value: float, op: str, target: float) -> dict[str, Any]:
 
 def print_table(results: dict[str, Any], console: Console) -> None:
     """The bench table: drain rates and CPU against the bare loop, the far broker, latency under
-    load, and the goals."""
+    load; then the stage table, the paired steps, the other runtimes and predictors, the goals."""
+    console.print(_main_table(results))
+    print_stages(results["live"] + results["sustained"], console)
+    _print_live_cpu(results, console)
+    _print_pairs(results, console)
+    _print_bursts(results, console)
+    _print_runtimes_and_predictors(results, console)
+    _print_goals(results, console)
+
+
+def _main_table(results: dict[str, Any]) -> Table:
     drain, far = results["drain"], results["far"]
     table = Table(title="streamserve bench", show_lines=False)
     table.add_column("measurement")
@@ -172,8 +182,10 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         table.add_row(
             f"p50 / p99 at {rate:,} events/s for {seconds:g} s (ms)", cells[0], "", cells[1]
         )
-    console.print(table)
-    print_stages(results["live"] + results["sustained"], console)
+    return table
+
+
+def _print_live_cpu(results: dict[str, Any], console: Console) -> None:
     for row in results["live"] + results["sustained"]:
         share = row["cpu_us_per_event"] * row["offered_per_s"] / 1e4
         console.print(
@@ -181,7 +193,11 @@ def print_table(results: dict[str, Any], console: Console) -> None:
             f"({row['cpu_us_per_event']:.1f} µs CPU/event, {row['batches']:,} batches)"
         )
     console.print(f"idle worker: {results['idle']['cpu_percent']}% of a core")
-    formats = results.get("formats", {})
+
+
+def _print_pairs(results: dict[str, Any], console: Console) -> None:
+    """Each drain beside the reference it ran right after."""
+    drain, formats = results["drain"], results.get("formats", {})
     labels = {
         "avro": "avro",
         "protobuf": "protobuf",
@@ -217,6 +233,9 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         f"batch size 1: {drain['baseline']['events_per_s']:,.0f} events/s at "
         f"{drain['baseline']['cpu_us_per_event']:.0f} µs CPU/event"
     )
+
+
+def _print_bursts(results: dict[str, Any], console: Console) -> None:
     for row in results.get("bursts", []):
         latency = row["latency_ms"]
         console.print(
@@ -227,6 +246,11 @@ def print_table(results: dict[str, Any], console: Console) -> None:
             f"{row['cpu_us_per_event']:.1f} µs CPU/event, "
             f"lost {row['lost']}"
         )
+
+
+def _print_runtimes_and_predictors(results: dict[str, Any], console: Console) -> None:
+    """The Faust runtime against bare Faust; the worker with XGBoost's predictor."""
+    drain = results["drain"]
     faust, bare = drain["faust"], drain["faust_bare"]
     console.print(
         f"faust runtime: {faust['events_per_s']:,.0f} events/s at "
@@ -258,6 +282,9 @@ def print_table(results: dict[str, Any], console: Console) -> None:
             f"{row['profile']['seconds']:g} s: p50 / p99 {_p50_p99(row)} ms (pass-through "
             f"{_p50_p99(passthrough)}), {share:.1f}% of a core, lost {row['lost']}"
         )
+
+
+def _print_goals(results: dict[str, Any], console: Console) -> None:
     goal_table = Table(title="goals")
     for column in ("goal", "measured", "target", "met"):
         goal_table.add_column(column)

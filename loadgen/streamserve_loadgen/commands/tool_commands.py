@@ -21,7 +21,7 @@ def faust_bare_command() -> None:
     wait, idle exit, max events); SIGTERM stops it. Prints one JSON line like the worker's.
     """
     from streamserve.config import load_settings
-    from streamserve_loadgen.faustbare import run_bare_faust
+    from streamserve_loadgen.load.faustbare import run_bare_faust
 
     settings = load_settings()
     logging.basicConfig(
@@ -37,7 +37,7 @@ def faust_bare_command() -> None:
 def decode_cost_command(events: int) -> None:
     """Microseconds per event the worker's decoder spends on the same demo events in JSON, Avro
     and Protobuf (in process, mock registry; best of 7 passes). Prints one JSON object."""
-    from streamserve_loadgen.decode_cost import decode_costs
+    from streamserve_loadgen.measure.decode_cost import decode_costs
 
     click.echo(json.dumps(decode_costs(events=events)))
 
@@ -53,7 +53,7 @@ def bareloop_command(output_topic: str) -> None:
     Redis, exit-when-idle); SIGTERM stops it. Prints one JSON line like the worker's.
     """
     from streamserve.config import load_settings
-    from streamserve_loadgen.bareloop import run_bare_loop
+    from streamserve_loadgen.load.bareloop import run_bare_loop
 
     settings = load_settings()
     stop = threading.Event()
@@ -78,7 +78,7 @@ def delay_proxy_command(listen: int, target: int, delay_ms: float) -> None:
 
     Start the broker with its advertised port set to LISTEN so every client goes through it.
     """
-    from streamserve_loadgen.delayproxy import run_proxy
+    from streamserve_loadgen.load.delayproxy import run_proxy
 
     run_proxy(listen, target, delay_ms)
 
@@ -94,7 +94,7 @@ def passthrough_command(output_topic: str) -> None:
     exit-when-idle); SIGTERM stops it. Prints one JSON line like the worker's.
     """
     from streamserve.config import load_settings
-    from streamserve_loadgen.passthrough import run_passthrough
+    from streamserve_loadgen.load.passthrough import run_passthrough
 
     settings = load_settings()
     logging.basicConfig(

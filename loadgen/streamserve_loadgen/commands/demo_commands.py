@@ -14,7 +14,7 @@ import click
 from streamserve.cli import EXIT_CODES, exit_on_error
 from streamserve.config import load_settings
 from streamserve.telemetry.logs import setup_logging
-from streamserve_loadgen.embedded import EmbeddedStackError
+from streamserve_loadgen.world.embedded import EmbeddedStackError
 
 HARNESS_EXIT_CODES = [(EmbeddedStackError, 6), *EXIT_CODES]
 
@@ -42,7 +42,7 @@ def demo(
     """Embedded stack, a worker under a ramp of load, a live view; ends with one JSON line."""
     from rich.console import Console
 
-    from streamserve_loadgen.demo import DemoPlan, run_demo
+    from streamserve_loadgen.measure.demo import DemoPlan, run_demo
 
     setup_logging("WARNING")
     plan = DemoPlan(seconds, start_rate, peak_rate, entities, malformed_every, trees)
@@ -55,7 +55,7 @@ def demo(
 @click.command("embedded")
 def embedded() -> None:
     """Run the embedded broker and Redis until Ctrl-C; prints the variables that point at them."""
-    from streamserve_loadgen.embedded import start_stack
+    from streamserve_loadgen.world.embedded import start_stack
 
     stack = run(start_stack)
     for var, value in stack.env().items():
@@ -80,7 +80,7 @@ def embedded() -> None:
 )
 def demo_model(out_dir: Path, trees: int, version: str, layout: str) -> None:
     """Train the synthetic fraud model (30 features) and write a bundle to OUT_DIR."""
-    from streamserve_loadgen.synthetic import train_demo_model
+    from streamserve_loadgen.world.synthetic import train_demo_model
 
     manifest = train_demo_model(out_dir, trees=trees, version=version, layout=layout)
     click.echo(
@@ -110,7 +110,7 @@ def demo_features(model_dir: Path, entities: int, skip_every: int) -> None:
     """Write synthetic demo features for entities u0..u{N-1} to STREAMSERVE_REDIS_URL, in the
     bundle's layout."""
     from streamserve.core.model import read_manifest
-    from streamserve_loadgen.demo import load_entity_features
+    from streamserve_loadgen.measure.demo import load_entity_features
 
     settings = run(lambda: load_settings(model_dir=model_dir))
     manifest = run(lambda: read_manifest(model_dir))

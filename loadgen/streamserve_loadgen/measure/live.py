@@ -10,10 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streamserve_loadgen import procs
-from streamserve_loadgen.chart import plot_series
-from streamserve_loadgen.latency import Watcher
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load import procs
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.chart import plot_series
+from streamserve_loadgen.measure.latency import Watcher
 
 
 def progress_bar(console: Console | None = None) -> Progress:

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load.profile import RateProfile
 
 PRODUCER_CONFIG = {
     "linger.ms": 20,

@@ -14,12 +14,12 @@ from typing import Any
 
 import click
 
-from streamserve_loadgen.demo_commands import DEMO_COMMANDS
-from streamserve_loadgen.produce import preload, produce_at_rate
-from streamserve_loadgen.profile import RateProfile
-from streamserve_loadgen.run_commands import RUN_COMMANDS
-from streamserve_loadgen.synthetic import generate_events
-from streamserve_loadgen.tool_commands import TOOL_COMMANDS
+from streamserve_loadgen.commands.demo_commands import DEMO_COMMANDS
+from streamserve_loadgen.commands.run_commands import RUN_COMMANDS
+from streamserve_loadgen.commands.tool_commands import TOOL_COMMANDS
+from streamserve_loadgen.load.produce import preload, produce_at_rate
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.world.synthetic import generate_events
 
 
 def env_option(flag: str, var: str, default: str, help_text: str) -> Any:
@@ -194,7 +194,7 @@ def produce_command(
     if input_format != "json":
         from streamserve.core.model import read_manifest
         from streamserve.io.registry import registry_client
-        from streamserve_loadgen.formats import framed, serializer
+        from streamserve_loadgen.world.formats import framed, serializer
 
         if not (schema_registry_url and model_dir):
             raise click.UsageError(
@@ -239,7 +239,7 @@ def watch_command(
     idle_s: float,
 ) -> None:
     """Time every output from its event's produce time; prints one JSON line."""
-    from streamserve_loadgen.latency import Watcher
+    from streamserve_loadgen.measure.latency import Watcher
 
     watcher = Watcher(bootstrap, outputs, dead_letters, origin)  # type: ignore[arg-type]
     watcher.poll(0.5)  # connect and start fetching before the load starts
@@ -285,7 +285,7 @@ def run_command(
 
     The producer runs in its own process; this one watches. Exit 1 if any event was lost.
     """
-    from streamserve_loadgen.live import run_live
+    from streamserve_loadgen.measure.live import run_live
 
     profile = make_profile(kind, rate, peak, seconds, burst_every_s, burst_s)
     result = run_live(

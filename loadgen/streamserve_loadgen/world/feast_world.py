@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from streamserve_loadgen import synthetic
+from streamserve_loadgen.world import synthetic
 
 FEAST_PYTHON = Path(
-    os.environ.get("FEAST_PYTHON", Path(__file__).resolve().parents[2] / ".venv-feast/bin/python")
+    os.environ.get("FEAST_PYTHON", Path(__file__).resolve().parents[3] / ".venv-feast/bin/python")
 )
 WRITER = Path(__file__).with_name("feast_writer.py")
 VIEWS = {

@@ -23,10 +23,11 @@ from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
 from streamserve.io.kafka import Cluster
 from streamserve.tools.audit import from_beginning
-from streamserve_loadgen import procs, synthetic
-from streamserve_loadgen.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
-from streamserve_loadgen.latency import Watcher, percentiles
-from streamserve_loadgen.profile import RateProfile
+from streamserve_loadgen.load import procs
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.latency import Watcher, percentiles
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
 
 
 def load_entity_features(

@@ -1,13 +1,9 @@
-"""`make bench`: drain rate, pass-through ceiling, per-event baseline, latency under load, RSS.
-
-Everything runs on the embedded stack (or the Kafka/Redis the STREAMSERVE_* variables name), and
-every measured party -- worker, pass-through, load generator, latency watcher -- is its own
-process. Results go to a table on the terminal and to bench.json + bench.png.
-"""
+"""The benchmark's steps on one stack (``Bench``): drains, far drains, latency runs at a rate,
+idle CPU; `make bench` (bench.py) runs them in order. Every measured party -- worker,
+pass-through, load generator, latency watcher -- is its own process."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Iterable
@@ -19,32 +15,24 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamserve.config import load_settings
-from streamserve.core.model import read_manifest
 from streamserve.io import kafka as kafka_io
-from streamserve_loadgen import procs, synthetic
-from streamserve_loadgen.bench_pairs import (
-    AVRO_ARRAYS,
-    REGISTRY_FORMATS,
-    feast_steps,
-    format_drains,
-)
-from streamserve_loadgen.bench_report import FAR_DELAY_MS, goals, machine, peak_throughput
-from streamserve_loadgen.chart import plot_bench, plot_series
-from streamserve_loadgen.decode_cost import decode_costs
-from streamserve_loadgen.demo import set_up_demo_world
-from streamserve_loadgen.embedded import (
+from streamserve_loadgen.load import procs
+from streamserve_loadgen.load.produce import preload
+from streamserve_loadgen.load.profile import RateProfile
+from streamserve_loadgen.measure.bench_report import FAR_DELAY_MS, peak_throughput
+from streamserve_loadgen.measure.demo import set_up_demo_world
+from streamserve_loadgen.measure.live import progress_bar
+from streamserve_loadgen.world import synthetic
+from streamserve_loadgen.world.embedded import (
     EMBEDDED_LINGER_MS,
     EmbeddedStack,
     free_port,
-    running_stack,
     start_broker,
 )
-from streamserve_loadgen.live import progress_bar
-from streamserve_loadgen.produce import preload
-from streamserve_loadgen.profile import RateProfile
-from streamserve_loadgen.registry import running_registry
 
 PARTITIONS = 4
+REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
+AVRO_ARRAYS = "avro_arrays"  # Avro, half in a schema version with an unread array
 
 
 @dataclass(frozen=True)
@@ -226,61 +214,16 @@ class Bench:
             if burst
             else RateProfile("fixed", rate, seconds or plan.load_seconds)
         )
-        input_topic = self.topic(f"{step}-in")
-        if target == "worker":
-            outputs, dead_letters = (
-                self.topic(f"{step}-predictions"),
-                self.topic(f"{step}-dead-letters"),
-            )
-            argv, origin = procs.streamserve_argv("worker"), "prediction"
-        else:
-            outputs, dead_letters = self.topic(f"{step}-out"), None
-            argv = procs.loadgen_argv("passthrough", "--output-topic", outputs)
-            origin = "record-timestamp"
-        self.create_topics([input_topic, outputs, *([dead_letters] if dead_letters else [])])
-        bootstrap = self.stack.kafka_bootstrap
-        consumer = procs.spawn(step, argv, self.env(step, input_topic=input_topic, **settings))
+        timed = self._timed_party(target, step)
+        self.create_topics([timed.input_topic, timed.outputs, *timed.dead_letter_topics])
+        env = self.env(step, input_topic=timed.input_topic, **settings)
+        consumer = procs.spawn(step, timed.argv, env)
         watcher: procs.Child | None = None
         try:
             with self.console.status(f"{step}: waiting for partitions"):
                 consumer.wait_ready()
-            watch_args = [
-                "watch",
-                "--bootstrap",
-                bootstrap,
-                "--outputs",
-                outputs,
-                "--origin",
-                origin,
-                "--expected",
-                str(profile.total),
-            ]
-            if dead_letters:
-                watch_args += ["--dead-letters", dead_letters]
-            watcher = procs.spawn(
-                "watcher",
-                procs.loadgen_argv(*watch_args),
-                procs.child_env({}),
-                ready_text="watching",
-            )
-            watcher.wait_ready()
-            linger = EMBEDDED_LINGER_MS if self.stack.embedded_broker else None
-            argv = procs.producer_argv(
-                bootstrap,
-                input_topic,
-                profile,
-                plan.entities,
-                plan.malformed_every,
-                linger_ms=linger,
-            )
-            producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
-            with self._progress() as progress:
-                task = progress.add_task(f"{step}: {rate:,} events/s", total=profile.seconds)
-                started = time.monotonic()
-                while producer.proc.poll() is None:
-                    progress.update(task, completed=time.monotonic() - started)
-                    time.sleep(0.2)
-            offered = producer.result()
+            watcher = self._watcher(timed, profile.total)
+            offered = self._offer(step, timed.input_topic, profile)
             with self.console.status(f"{step}: waiting for the last outputs"):
                 watched = watcher.result()
             summary = consumer.stop()
@@ -288,30 +231,70 @@ class Bench:
             consumer.kill()
             if watcher is not None:
                 watcher.kill()
-        row = {
-            "target": target,
-            "label": label,
-            "burst": burst,
-            "offered_per_s": rate,
-            "offered": offered,
-            "profile": asdict(profile),
-            "settings": {k: str(v) for k, v in settings.items()},
-            "latency_ms": watched["latency_ms"],
-            "lost": watched["lost"],
-            "duplicated": watched["duplicated"],
-            "peak_rss_mb": summary["peak_rss_mb"],
-            "cpu_us_per_event": summary["cpu_us_per_event"],
-            "batches": summary["batches"],
-            "stages_ms": summary.get("stages_ms", {}),
-            "series": watched["series"],
-        }
+        row = latency_row(target, label, burst, rate, offered, profile, settings, watched, summary)
         latency = row["latency_ms"]
-        row["drain_events_per_s"] = peak_throughput(watched["series"])
         self.console.print(
             f"{step}: p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
             f"peak {row['drain_events_per_s']:,}/s, lost {row['lost']}"
         )
         return row
+
+    def _timed_party(self, target: str, step: str) -> TimedParty:
+        """The worker (its outputs timed from each prediction's own stamp) or the pass-through
+        (from the input record's timestamp), with the step's topics."""
+        input_topic = self.topic(f"{step}-in")
+        if target == "worker":
+            return TimedParty(
+                procs.streamserve_argv("worker"),
+                input_topic,
+                self.topic(f"{step}-predictions"),
+                [self.topic(f"{step}-dead-letters")],
+                "prediction",
+            )
+        outputs = self.topic(f"{step}-out")
+        argv = procs.loadgen_argv("passthrough", "--output-topic", outputs)
+        return TimedParty(argv, input_topic, outputs, [], "record-timestamp")
+
+    def _watcher(self, timed: TimedParty, expected: int) -> procs.Child:
+        """The latency watcher on the party's outputs, ready."""
+        watch_args = [
+            "watch",
+            "--bootstrap",
+            self.stack.kafka_bootstrap,
+            "--outputs",
+            timed.outputs,
+            "--origin",
+            timed.origin,
+            "--expected",
+            str(expected),
+        ]
+        for topic in timed.dead_letter_topics:
+            watch_args += ["--dead-letters", topic]
+        watcher = procs.spawn(
+            "watcher", procs.loadgen_argv(*watch_args), procs.child_env({}), ready_text="watching"
+        )
+        watcher.wait_ready()
+        return watcher
+
+    def _offer(self, step: str, input_topic: str, profile: RateProfile) -> dict[str, Any]:
+        """Run the rate producer to the end of ``profile``; returns what it offered."""
+        plan = self.plan
+        argv = procs.producer_argv(
+            self.stack.kafka_bootstrap,
+            input_topic,
+            profile,
+            plan.entities,
+            plan.malformed_every,
+            linger_ms=EMBEDDED_LINGER_MS if self.stack.embedded_broker else None,
+        )
+        producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
+        with self._progress() as progress:
+            task = progress.add_task(f"{step}: {profile.rate:,.0f} events/s", total=profile.seconds)
+            started = time.monotonic()
+            while producer.proc.poll() is None:
+                progress.update(task, completed=time.monotonic() - started)
+                time.sleep(0.2)
+        return dict(producer.result())
 
     def idle_cpu(self) -> dict[str, Any]:
         """A worker subscribed to a topic nobody writes: the share of a core it uses."""
@@ -341,117 +324,44 @@ class Bench:
         kafka_io.ensure_topics(kafka_io.make_admin(settings), topics, PARTITIONS)
 
 
-def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
-    """Every measurement of the plan on one stack; writes bench.json and bench.png."""
-    started = time.time()
-    with running_stack() as stack, running_registry() as registry_url:
-        bench = Bench(plan, stack, console, registry_url)
-        bench.prepare()
-        argv = procs.streamserve_argv("worker")
-        drain = {
-            "worker": bench.drain("worker", argv),  # STREAMSERVE_PREDICTOR=auto: oneDAL here
-            "worker_xgboost": bench.drain("worker-xgboost", argv, predictor="xgboost"),
-            # right after the at-least-once drain of the same events, for a side-by-side ratio
-            "worker_exactly_once": bench.drain(
-                "worker-exactly-once", argv, processing_guarantee="exactly-once"
-            ),
-            "bareloop": bench.drain("bareloop", bench.bareloop_argv("bareloop")),
-            "passthrough": bench.drain(
-                "passthrough",
-                procs.loadgen_argv("passthrough", "--output-topic", bench.topic("passthrough-out")),
-            ),
-            # batch size 1: each batch waits out the producer's linger, so it lingers 5 ms here
-            "baseline": bench.drain(
-                "baseline",
-                argv,
-                max_batch_size=1,
-                max_events=plan.baseline_events,
-                rdkafka_producer_linger_ms=5,
-            ),
-            "worker_cached": bench.drain("worker-cached", argv, feature_cache_ttl_s=60),
-            # Faust's batches are small (tens of events): lingering 50 ms, 16 of them in flight
-            # held it to 59% of bare Faust in one run; the worker's default linger is 5 ms
-            "faust": bench.drain(
-                "faust",
-                argv,
-                runtime="faust",
-                max_events=plan.faust_events,
-                rdkafka_producer_linger_ms=5,
-            ),
-            "faust_bare": bench.drain(
-                "faust-bare", procs.loadgen_argv("faust-bare"), max_events=plan.faust_events
-            ),
-        }
-        far = bench.far_drains()
-        live = [
-            bench.latency(target, plan.live_rate, seconds=plan.live_seconds)
-            for target in ("worker", "passthrough")
-        ]
-        faust_live = bench.latency(
-            "worker", plan.live_rate, seconds=plan.live_seconds, label="faust", runtime="faust"
-        )
-        xgboost_live = bench.latency(
-            "worker",
-            plan.live_rate,
-            seconds=plan.live_seconds,
-            label="xgboost",
-            predictor="xgboost",
-        )
-        sustained = [
-            bench.latency(target, plan.sustained_rate, seconds=plan.sustained_seconds)
-            for target in ("worker", "passthrough")
-        ]
-        xgboost_sustained = bench.latency(
-            "worker",
-            plan.sustained_rate,
-            seconds=plan.sustained_seconds,
-            label="xgboost",
-            predictor="xgboost",
-        )
-        idle = bench.idle_cpu()
-        latency = [
-            bench.latency(target, rate)
-            for rate in plan.loads
-            for target in ("worker", "passthrough")
-        ]
-        ceiling = {"max_batch_size": plan.adaptive_ceiling}
-        burst_settings: dict[str, dict[str, Any]] = {
-            "fixed": {},  # the defaults
-            "fixed-ceiling": ceiling,  # what a larger batch size alone does
-            "adaptive": {**ceiling, "latency_target_ms": plan.latency_target_ms},
-        }
-        bursts = [
-            bench.latency("worker", plan.burst_rate, burst=True, label=label, **settings)
-            for label, settings in burst_settings.items()
-        ]
-        formats = format_drains(bench, argv)
-        feast = feast_steps(bench, argv)
-        decode_cost = decode_costs(read_manifest(bench.model_dir))
-    results: dict[str, Any] = {
-        "machine": machine(),
-        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
-        "started_at": started,
-        "drain": drain,
-        "far": far,
-        "live": live,
-        "faust_live": faust_live,
-        "xgboost_live": xgboost_live,
-        "sustained": sustained,
-        "xgboost_sustained": xgboost_sustained,
-        "idle": idle,
-        "latency": latency,
-        "bursts": bursts,
-        "formats": formats,
-        "decode_us_per_event": decode_cost,
-        "feast": feast,
+@dataclass(frozen=True)
+class TimedParty:
+    """What a latency run times: a consumer's argv, its topics, where its times start."""
+
+    argv: list[str]
+    input_topic: str
+    outputs: str
+    dead_letter_topics: list[str]
+    origin: str  # the watcher's --origin
+
+
+def latency_row(
+    target: str,
+    label: str,
+    burst: bool,
+    rate: int,
+    offered: dict[str, Any],
+    profile: RateProfile,
+    settings: dict[str, object],
+    watched: dict[str, Any],
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """One latency run's row of bench.json."""
+    return {
+        "target": target,
+        "label": label,
+        "burst": burst,
+        "offered_per_s": rate,
+        "offered": offered,
+        "profile": asdict(profile),
+        "settings": {k: str(v) for k, v in settings.items()},
+        "latency_ms": watched["latency_ms"],
+        "lost": watched["lost"],
+        "duplicated": watched["duplicated"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+        "cpu_us_per_event": summary["cpu_us_per_event"],
+        "batches": summary["batches"],
+        "stages_ms": summary.get("stages_ms", {}),
+        "series": watched["series"],
+        "drain_events_per_s": peak_throughput(watched["series"]),
     }
-    results["goals"] = goals(results)
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    (plan.out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot_bench(results, plan.out_dir / "bench.png")
-    for row in sustained:
-        title = (
-            f"{row['target']}: {row['offered_per_s']:,} events/s for {plan.sustained_seconds:g} s"
-        )
-        plot_series(row["series"], plan.out_dir / f"sustained-{row['target']}.png", title)
-    return results

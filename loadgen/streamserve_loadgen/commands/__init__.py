@@ -1,0 +1,1 @@
+"""The `streamserve-loadgen` command (cli.py) and its groups of subcommands."""
