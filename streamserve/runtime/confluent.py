@@ -37,7 +37,7 @@ from streamserve.runtime.gc_policy import FullCollections, tune_garbage_collecto
 from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.in_hand import InHand
 from streamserve.runtime.metrics_records import MetricsRecords
-from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
+from streamserve.runtime.models import ModelLoader, ModelWatcher, serving_telemetry
 from streamserve.runtime.offsets import ConsumerOffsets, Unconfirmed
 from streamserve.runtime.partitions import (
     Assignment,
@@ -69,7 +69,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        models: Models,
+        models: ModelLoader,
         consumer: Consumer,
         producer: Producer,
         stop_event: threading.Event | None = None,

@@ -28,7 +28,7 @@ from streamserve.runtime.checkpoint import Checkpoint
 from streamserve.runtime.clock import wall_ms
 from streamserve.runtime.identity import with_worker_id, worker_id
 from streamserve.runtime.metrics_records import MetricsRecords
-from streamserve.runtime.models import Models, ModelWatcher, serving_telemetry
+from streamserve.runtime.models import ModelLoader, ModelWatcher, serving_telemetry
 from streamserve.runtime.pipeline import BatchLedger, BatchPipeline, SentBatch
 from streamserve.runtime.scoring import ScoringThreads
 from streamserve.runtime.startup import load_models
@@ -128,7 +128,7 @@ class FaustScorer:
         self,
         app: faust.App,
         settings: Settings,
-        models: Models | None = None,
+        models: ModelLoader | None = None,
         on_failure: Callable[[Exception], None] | None = None,
     ) -> None:
         self.app = app

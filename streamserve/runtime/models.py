@@ -1,11 +1,11 @@
 """The models a worker serves, and their hot reload.
 
-``Models.serving`` holds the served model and the optional challenger as one object; a runtime
-reads it once per batch, so every stage of a batch uses the same models. ``ModelWatcher`` checks
-the bundle sources every STREAMSERVE_MODEL_RELOAD_S on a thread of its own, loads and checks a
-changed bundle there, and swaps it in: the loop never waits for a load. A bundle that fails to
-load or to score is rejected (logged, counted) and the old model keeps serving; the same files are
-not tried again until they change.
+``ModelLoader.serving`` holds the served model and the optional challenger as one object; a
+runtime reads it once per batch, so every stage of a batch uses the same models.
+``ModelWatcher`` checks the bundle sources every STREAMSERVE_MODEL_RELOAD_S on a thread of its
+own, loads and checks a changed bundle there, and swaps it in: the loop never waits for a load.
+A bundle that fails to load or to score is rejected (logged, counted) and the old model keeps
+serving; the same files are not tried again until they change.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ Fingerprint = tuple[str, tuple[tuple[str, int, int], ...]]
 
 
 @dataclass(frozen=True)
-class Model:
+class LoadedModel:
     """A bundle ready to serve: its scorer and the guarded store reader of its features."""
 
     bundle: ModelBundle
@@ -49,15 +49,16 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Serving:
+class ServingModels:
     """What scores the next batch: the served model and the challenger, if any."""
 
-    model: Model
-    shadow: Model | None = None
+    model: LoadedModel
+    shadow: LoadedModel | None = None
 
 
-class Models:
-    """Loads bundles into Models over one Redis client and one circuit breaker."""
+class ModelLoader:
+    """Loads bundles into LoadedModels over one Redis client and one circuit breaker, and holds
+    what serves now (``serving``)."""
 
     def __init__(
         self,
@@ -73,9 +74,9 @@ class Models:
         self.schemas = schemas
         self.encode_prediction = encode_prediction
         self._guard: store_io.ResilientStore | None = None  # the first reader's; shared
-        self.serving: Serving  # set by ``start``
+        self.serving: ServingModels  # set by ``start``
 
-    def start(self) -> Serving:
+    def start(self) -> ServingModels:
         """Load the served model and the challenger; a bad one stops start-up."""
         shadow_dir = self.settings.shadow_model_dir
         shadow = self.load(shadow_dir) if shadow_dir is not None else None
@@ -83,7 +84,7 @@ class Models:
             served_dir = self.served_dir()
         except redis.RedisError as exc:
             raise FeatureStoreError(f"cannot read STREAMSERVE_MODEL_POINTER_KEY: {exc}") from exc
-        self.serving = Serving(self.load(served_dir), shadow)
+        self.serving = ServingModels(self.load(served_dir), shadow)
         return self.serving
 
     @property
@@ -105,7 +106,7 @@ class Models:
             )
         return settings.model_dir
 
-    def load(self, bundle_dir: Path) -> Model:
+    def load(self, bundle_dir: Path) -> LoadedModel:
         """Load, check against its manifest, and try one prediction; ModelBundleError if bad."""
         fingerprint = bundle_fingerprint(bundle_dir)
         try:
@@ -130,7 +131,7 @@ class Models:
         scorer = BatchScorer(
             bundle, self.settings.input_format, self.schemas, self.encode_prediction
         )
-        return Model(bundle, scorer, self._reader(bundle), fingerprint)
+        return LoadedModel(bundle, scorer, self._reader(bundle), fingerprint)
 
     def _reader(self, bundle: ModelBundle) -> store_io.ResilientStore:
         manifest = bundle.manifest
@@ -157,7 +158,7 @@ class Models:
         return self._guard
 
 
-def serving_telemetry(models: Models) -> Telemetry:
+def serving_telemetry(models: ModelLoader) -> Telemetry:
     """A worker's telemetry, showing the models it starts with."""
     serving = models.serving
     model, shadow = serving.model, serving.shadow
@@ -174,7 +175,7 @@ def serving_telemetry(models: Models) -> Telemetry:
 class ModelWatcher:
     """Polls the served and challenger bundle sources and swaps in what changed."""
 
-    def __init__(self, models: Models, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, models: ModelLoader, telemetry: Telemetry | None = None) -> None:
         self._models = models
         self._telemetry = telemetry
         self._rejected: set[Fingerprint] = set()
@@ -217,9 +218,9 @@ class ModelWatcher:
         if shadow is not None and shadow_dir is not None:
             shadow = self._reloaded(shadow, shadow_dir, shadow=True)
         if model is not serving.model or shadow is not serving.shadow:
-            models.serving = Serving(model, shadow)
+            models.serving = ServingModels(model, shadow)
 
-    def _reloaded(self, current: Model, bundle_dir: Path, shadow: bool) -> Model:
+    def _reloaded(self, current: LoadedModel, bundle_dir: Path, shadow: bool) -> LoadedModel:
         """``current``, or the model now in ``bundle_dir`` if it changed and is good."""
         fingerprint = bundle_fingerprint(bundle_dir)
         if fingerprint == current.fingerprint or fingerprint in self._rejected:

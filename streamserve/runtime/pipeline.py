@@ -22,7 +22,7 @@ from streamserve.core.shadow import shadow_batch
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.identity import worker_id
-from streamserve.runtime.models import Models, Serving
+from streamserve.runtime.models import ModelLoader, ServingModels
 from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.batch_stats import BatchStats
@@ -49,7 +49,7 @@ class OpenBatch:
     batch_id: str
     records: Sequence[SourceRecord]
     trigger: Trigger
-    serving: Serving
+    serving: ServingModels
     prepared: PreparedBatch
     opened_at: float  # perf_counter
     opened_ms: float  # wall clock
@@ -77,7 +77,7 @@ class BatchPipeline:
     def __init__(
         self,
         worker_id: str,
-        serving: Callable[[], Serving],
+        serving: Callable[[], ServingModels],
         scoring: ScoringThreads,
         sink: KafkaSink,
         topics: OutputTopics,
@@ -96,7 +96,7 @@ class BatchPipeline:
 
     @classmethod
     def of_worker(
-        cls, settings: Settings, models: Models, scoring: ScoringThreads, sink: KafkaSink
+        cls, settings: Settings, models: ModelLoader, scoring: ScoringThreads, sink: KafkaSink
     ) -> BatchPipeline:
         """A worker's pipeline: its id, the models serving now, its output topics, wall time
         (in ms, as the loop stamps the records it takes)."""

@@ -20,7 +20,7 @@ import numpy as np
 from streamserve.core.batch import Inference, PreparedBatch
 from streamserve.core.features import StoreKey, StoreLookup, StoreRows, check_freshness
 from streamserve.errors import StoreUnavailable
-from streamserve.runtime.models import Model, Serving
+from streamserve.runtime.models import LoadedModel, ServingModels
 
 MIN_PROBE_WAIT_S = 0.001
 
@@ -29,7 +29,7 @@ MIN_PROBE_WAIT_S = 0.001
 class Predicted:
     """What the scoring threads return for a batch: each model's lookup and scores."""
 
-    serving: Serving
+    serving: ServingModels
     served: Inference
     shadow: Inference | None
     lookup_ms: float
@@ -74,7 +74,7 @@ class ScoringThreads:
         self._predict_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._give_up = threading.Event()  # tells a lookup waiting for Redis to stop waiting
 
-    def submit(self, prepared: PreparedBatch, serving: Serving) -> Submitted:
+    def submit(self, prepared: PreparedBatch, serving: ServingModels) -> Submitted:
         """``prepared`` was decoded by ``serving.model``'s scorer."""
         looked_up = self._lookup_thread.submit(self._lookups_waiting, prepared, serving)
         predicted = self._predict_thread.submit(self._predict_after, looked_up, prepared, serving)
@@ -96,25 +96,25 @@ class ScoringThreads:
         self._lookup_thread.shutdown(wait=False, cancel_futures=True)
         self._predict_thread.shutdown(wait=False, cancel_futures=True)
 
-    def score_here(self, prepared: PreparedBatch, serving: Serving) -> Predicted | None:
+    def score_here(self, prepared: PreparedBatch, serving: ServingModels) -> Predicted | None:
         """Lookup and predict on the calling thread, if the store answers at the first try (no
         pause, no retry: at most one Redis timeout per model); None when it does not: then
         ``submit`` the batch, which retries, waits or degrades as the outage policy says."""
         lookups = self._lookups_for(prepared, serving, first_try=True)
         return None if lookups is None else self._predict(prepared, serving, lookups)
 
-    def _lookups_waiting(self, prepared: PreparedBatch, serving: Serving) -> _Lookups:
+    def _lookups_waiting(self, prepared: PreparedBatch, serving: ServingModels) -> _Lookups:
         lookups = self._lookups_for(prepared, serving, first_try=False)
         assert lookups is not None  # only a first try gives up
         return lookups
 
     def _predict_after(
-        self, looked_up: Future[_Lookups], prepared: PreparedBatch, serving: Serving
+        self, looked_up: Future[_Lookups], prepared: PreparedBatch, serving: ServingModels
     ) -> Predicted:
         return self._predict(prepared, serving, looked_up.result())  # re-raises its error
 
     def _lookups_for(
-        self, prepared: PreparedBatch, serving: Serving, first_try: bool
+        self, prepared: PreparedBatch, serving: ServingModels, first_try: bool
     ) -> _Lookups | None:
         """One Redis round trip per model (the challenger reuses the served model's rows when
         its inputs are the same); None if a first try failed."""
@@ -132,7 +132,9 @@ class ScoringThreads:
             own = own_batch, own_lookup
         return _Lookups(lookup, own, (time.perf_counter() - started) * 1000)
 
-    def _predict(self, prepared: PreparedBatch, serving: Serving, lookups: _Lookups) -> Predicted:
+    def _predict(
+        self, prepared: PreparedBatch, serving: ServingModels, lookups: _Lookups
+    ) -> Predicted:
         """One booster call per model (the challenger scores the served model's matrix when
         its inputs are the same)."""
         started = time.perf_counter()
@@ -147,7 +149,9 @@ class ScoringThreads:
         predict_ms = (time.perf_counter() - started) * 1000
         return Predicted(serving, served, shadow, lookups.lookup_ms, predict_ms)
 
-    def _lookup(self, model: Model, prepared: PreparedBatch, first_try: bool) -> StoreLookup | None:
+    def _lookup(
+        self, model: LoadedModel, prepared: PreparedBatch, first_try: bool
+    ) -> StoreLookup | None:
         """The batch's store rows, freshness-checked; None if a first try failed."""
         keys = prepared.store_keys.keys
         if first_try:
@@ -162,7 +166,7 @@ class ScoringThreads:
                 return StoreLookup(rows, degraded=True)
         return check_freshness(found, time.time(), model.scorer.layout.max_age_s)
 
-    def _fetch(self, model: Model, keys: list[StoreKey]) -> StoreRows | None:
+    def _fetch(self, model: LoadedModel, keys: list[StoreKey]) -> StoreRows | None:
         """Store rows, or None when the store is down and the policy is `degrade`.
 
         Policy `wait` retries until Redis answers (the loop pauses meanwhile) or the loop gives
@@ -178,12 +182,12 @@ class ScoringThreads:
                     raise
 
 
-def _infer(model: Model, prepared: PreparedBatch, lookup: StoreLookup) -> Inference:
+def _infer(model: LoadedModel, prepared: PreparedBatch, lookup: StoreLookup) -> Inference:
     matrix, scores = model.scorer.predict(prepared, lookup.rows)
     return Inference(prepared, lookup, matrix, scores)
 
 
-def _same_inputs(model: Model, challenger: Model) -> bool:
+def _same_inputs(model: LoadedModel, challenger: LoadedModel) -> bool:
     return model.bundle.manifest.inputs == challenger.bundle.manifest.inputs
 
 

@@ -19,11 +19,11 @@ from streamserve.io import store as store_io
 from streamserve.io.registry import require_format
 from streamserve.runtime.confluent import Worker
 from streamserve.runtime.identity import with_worker_id
-from streamserve.runtime.models import Models
+from streamserve.runtime.models import ModelLoader
 from streamserve.runtime.offsets import Unconfirmed
 
 
-def load_models(settings: Settings) -> Models:
+def load_models(settings: Settings) -> ModelLoader:
     """The served model and the challenger (each manifest checked against its booster), their
     feature readers behind one set of retries and circuit breaker, after one Redis ping; with a
     Schema Registry format, the registry checked and the prediction schema registered."""
@@ -38,7 +38,9 @@ def load_models(settings: Settings) -> Models:
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
     store_io.ping(redis_client)
-    models = Models(settings, redis_client, writer_schemas(settings), prediction_encoder(settings))
+    models = ModelLoader(
+        settings, redis_client, writer_schemas(settings), prediction_encoder(settings)
+    )
     models.start()
     return models
 

@@ -14,7 +14,7 @@ from streamserve.core.features import StoreKey, StoreRows
 from streamserve.core.model import ModelBundle
 from streamserve.io.sink import KafkaSink
 from streamserve.io.store import ResilientStore
-from streamserve.runtime.models import Model, Serving
+from streamserve.runtime.models import LoadedModel, ServingModels
 from streamserve.runtime.pipeline import BatchPipeline, OutputTopics
 from streamserve.runtime.scoring import ScoringThreads
 
@@ -121,9 +121,11 @@ class FakeProducer:
         return 0
 
 
-def serving(bundle: ModelBundle, store: MemoryStore, scorer: BatchScorer | None = None) -> Serving:
+def serving(
+    bundle: ModelBundle, store: MemoryStore, scorer: BatchScorer | None = None
+) -> ServingModels:
     guarded = ResilientStore(store, retries=0, backoff_s=0, reset_s=1)
-    return Serving(Model(bundle, scorer or BatchScorer(bundle), guarded, ("", ())))
+    return ServingModels(LoadedModel(bundle, scorer or BatchScorer(bundle), guarded, ("", ())))
 
 
 def pipeline(
