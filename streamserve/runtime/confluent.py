@@ -10,7 +10,8 @@ Backpressure: when the lookup thread falls behind (Redis slow, or down under the
 and the next batch is ready, the loop pauses its partitions and keeps polling (so the group and
 signals are served) until scoring catches up, then resumes; the same while what a crash would
 make the group score again is past its limit (offsets.py) or the Schema Registry is away; when
-the checkpoint is full, the loop serves delivery reports until a batch completes.
+the checkpoint is full, the loop serves delivery reports until a batch completes. Memory stays
+bounded by one batch filling, one being looked up, one being predicted and the batches in flight.
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ class Worker:
         trigger = self._hand.window.trigger(now, stage_free=self._stage.lookup_free(0))
         if trigger:
             self._dispatch_or_wait(trigger)
-        elif self._stage and self._stage.predicted(0):
+        elif self._stage.busy and self._stage.predicted(0):
             self._stage.send_predicted()
-        elif self._stage:
+        elif self._stage.busy:
             self._wait_for_scoring(now)
         self.sink.poll(0)
         self.checkpoint.advance()
@@ -173,7 +174,7 @@ class Worker:
         """Take what the consumer holds, up to the batch's room; with nothing in hand, wait for
         a record first (the loop sleeps in the consumer). Returns the time after consuming."""
         room = self._hand.window.room()
-        if not self._stage and not self._hand:
+        if not self._stage.busy and not self._hand:
             messages = self.consumer.consume(1, self._idle_wait_s())
             if messages and room > 1:
                 messages += self.consumer.consume(room - 1, 0)
@@ -210,7 +211,7 @@ class Worker:
         Schema Registry is away."""
         waiting_s = self._registry.wait_s(time.monotonic())
         if waiting_s > 0:
-            if self._stage and self._stage.predicted(0):
+            if self._stage.busy and self._stage.predicted(0):
                 self._stage.send_predicted()  # the batch before this one needs no registry
             self.stop_event.wait(min(waiting_s, PAUSE_AFTER_S))  # paused: no need to spin
             return

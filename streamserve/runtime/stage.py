@@ -50,7 +50,8 @@ class ScoringStage:
         self._on_sent = on_sent
         self.current: ThreadedBatch | None = None
 
-    def __bool__(self) -> bool:
+    @property
+    def busy(self) -> bool:
         """Whether a batch is on the scoring threads."""
         return self.current is not None
 
