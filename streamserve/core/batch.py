@@ -93,7 +93,7 @@ class Inference:
 
 
 @dataclass
-class ScoredBatch:
+class BatchOutputs:
     """Everything produced from one batch, and what the metrics need to know about it."""
 
     predictions: list[PlainRecord]
@@ -163,7 +163,7 @@ class BatchScorer:
         )
         return matrix, self.bundle.predict(matrix)
 
-    def encode(self, inference: Inference, scored_at_ms: int, batch_id: str) -> ScoredBatch:
+    def encode(self, inference: Inference, scored_at_ms: int, batch_id: str) -> BatchOutputs:
         """Prediction records for the scored events, dead letters for the rejected ones;
         ``lookup.degraded`` flags predictions made without the store's features."""
         batch, lookup = inference.batch, inference.lookup
@@ -180,7 +180,7 @@ class BatchScorer:
             dead_letter(batch.records[r.index], r, batch_id, scored_at_ms) for r in batch.rejections
         ]
         names = self.layout.feature_names
-        return ScoredBatch(
+        return BatchOutputs(
             predictions=predictions,
             dead_letters=dead_letters,
             dead_letter_classes=Counter(r.error_class for r in batch.rejections),

@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from streamserve.config import Settings
-from streamserve.core.batch import ScoredBatch
+from streamserve.core.batch import BatchOutputs
 from streamserve.core.window import Trigger
 from streamserve.errors import DeliveryError
 from streamserve.io.kafka import make_producer
@@ -161,7 +161,7 @@ class FaustScorer:
         self.telemetry.batches_in_flight.set_function(lambda: float(len(checkpoint)))
         self._poller: asyncio.Task[None] | None = None
 
-    async def score(self, events: Sequence[Any]) -> ScoredBatch:
+    async def score(self, events: Sequence[Any]) -> BatchOutputs:
         """Score one batch and wait until the broker acknowledged all of its outputs."""
         sent = await self.send(events)
         while sent is not None and self.failure is None and sent in self.checkpoint:
@@ -169,7 +169,7 @@ class FaustScorer:
         if self.failure is not None:
             raise self.failure
         assert sent is not None
-        return sent.stats.scored
+        return sent.stats.outputs
 
     async def send(self, events: Sequence[Any]) -> SentBatch | None:
         """Score one batch and produce its outputs; returns before they are acknowledged (None

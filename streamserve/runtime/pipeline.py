@@ -1,6 +1,8 @@
-"""The batch pipeline both runtimes drive: open a batch (id, model, decode), score it (feature
-lookup and predict, on the scoring thread or here), send it (encode, produce); what comes out is a
-``SentBatch`` whose ``Delivery`` tells when the broker has acknowledged every output.
+"""The batch pipeline both runtimes drive, a batch's story in three types: ``open`` gives it an
+id and its models and decodes it (an ``OpenBatch``); ``score_here`` or ``score_async`` looks up
+its features and predicts (a ``ScoredBatch``, on this thread or the scoring threads); ``send``
+encodes its outputs (``BatchOutputs``: predictions, dead letters) and hands them to the producer
+(a ``SentBatch``, whose ``Delivery`` tells when the broker has acknowledged every output).
 
 What a batch did is counted once, when the checkpoint completes it (``BatchLedger.record``):
 Prometheus, the metrics record and the run summary all read the same ``BatchStats``.
@@ -17,13 +19,13 @@ import numpy as np
 
 from streamserve.config import Settings
 from streamserve.core import records as rec
-from streamserve.core.batch import Position, PreparedBatch, ScoredBatch, SourceRecord
+from streamserve.core.batch import BatchOutputs, Position, PreparedBatch, SourceRecord
 from streamserve.core.shadow import shadow_batch
 from streamserve.core.window import Trigger
 from streamserve.io.sink import Delivery, KafkaSink
 from streamserve.runtime.identity import worker_id
 from streamserve.runtime.models import ModelLoader, ServingModels
-from streamserve.runtime.scoring import Predicted, ScoringThreads, Submitted
+from streamserve.runtime.scoring import ScoredBatch, ScoringThreads, Submitted
 from streamserve.runtime.summary import RunSummary
 from streamserve.telemetry.batch_stats import BatchStats
 from streamserve.telemetry.interval import MetricsInterval
@@ -133,31 +135,31 @@ class BatchPipeline:
         """Lookup and predict on the scoring threads (retries, waits or degrades on outages)."""
         return self.scoring.submit(batch.prepared, batch.serving)
 
-    def score_here(self, batch: OpenBatch) -> Predicted | None:
+    def score_here(self, batch: OpenBatch) -> ScoredBatch | None:
         """Lookup and predict on this thread if the store answers at once; else None."""
         return self.scoring.score_here(batch.prepared, batch.serving)
 
-    def send(self, batch: OpenBatch, predicted: Predicted) -> SentBatch:
+    def send(self, batch: OpenBatch, predicted: ScoredBatch) -> SentBatch:
         """Encode the outputs and hand them to the producer; returns before they are in."""
         scored_at_ms = int(self._clock_ms())
-        scored = encode(predicted, scored_at_ms, batch.batch_id)
+        outputs = encode(predicted, scored_at_ms, batch.batch_id)
         delivery = Delivery()
         topics, sink = self._topics, self.sink
-        sink.send(topics.predictions, scored.predictions, delivery)
-        if scored.dead_letters:
-            sink.send_with_headers(topics.dead_letters, scored.dead_letters, delivery)
-        if scored.shadow is not None:
-            sink.send(topics.shadow, scored.shadow.predictions, delivery)
+        sink.send(topics.predictions, outputs.predictions, delivery)
+        if outputs.dead_letters:
+            sink.send_with_headers(topics.dead_letters, outputs.dead_letters, delivery)
+        if outputs.shadow is not None:
+            sink.send(topics.shadow, outputs.shadow.predictions, delivery)
         service_s = time.perf_counter() - batch.opened_at
         stats = BatchStats(
             size=len(batch.records),
             trigger=batch.trigger,
-            scored=scored,
+            outputs=outputs,
             model_name=batch.serving.model.bundle.name,
             lookup_ms=predicted.lookup_ms,
             predict_ms=predicted.predict_ms,
             service_s=service_s,
-            stages=stage_times(batch, predicted, scored_at_ms - scored.latencies_ms, service_s),
+            stages=stage_times(batch, predicted, scored_at_ms - outputs.latencies_ms, service_s),
         )
         if log.isEnabledFor(logging.DEBUG):
             log_sent(batch.batch_id, stats)
@@ -170,12 +172,12 @@ class BatchPipeline:
         return self.send(batch, predicted)
 
 
-def encode(predicted: Predicted, scored_at_ms: int, batch_id: str) -> ScoredBatch:
+def encode(predicted: ScoredBatch, scored_at_ms: int, batch_id: str) -> BatchOutputs:
     """The served model's outputs, with the challenger's predictions attached."""
     model, challenger = predicted.serving.model, predicted.serving.shadow
-    scored = model.scorer.encode(predicted.served, scored_at_ms, batch_id)
+    outputs = model.scorer.encode(predicted.served, scored_at_ms, batch_id)
     if challenger is not None and predicted.shadow is not None:
-        scored.shadow = shadow_batch(
+        outputs.shadow = shadow_batch(
             model.scorer,
             predicted.served,
             challenger.scorer,
@@ -183,11 +185,11 @@ def encode(predicted: Predicted, scored_at_ms: int, batch_id: str) -> ScoredBatc
             scored_at_ms,
             batch_id,
         )
-    return scored
+    return outputs
 
 
 def stage_times(
-    batch: OpenBatch, predicted: Predicted, record_ms: np.ndarray, service_s: float
+    batch: OpenBatch, predicted: ScoredBatch, record_ms: np.ndarray, service_s: float
 ) -> StageTimes:
     """Each prediction's time before its batch opened, and the batch's stages after;
     ``record_ms``: each prediction's input record timestamp (NaN: none)."""
@@ -209,8 +211,8 @@ def log_sent(batch_id: str, stats: BatchStats) -> None:
         "batch_id": batch_id,
         "records": stats.size,
         "trigger": stats.trigger,
-        "predictions": len(stats.scored.predictions),
-        "dead_letters": len(stats.scored.dead_letters),
+        "predictions": len(stats.outputs.predictions),
+        "dead_letters": len(stats.outputs.dead_letters),
         "lookup_ms": round(stats.lookup_ms, 3),
         "predict_ms": round(stats.predict_ms, 3),
     }
@@ -235,14 +237,14 @@ class BatchLedger:
         """Each book on its own: a failure in one is logged and counted, never raised (the
         batch's outputs are delivered; its offsets are stored whatever the counting does)."""
         stats = batch.stats
-        scored, shielded = stats.scored, self.telemetry.guard.shielded
+        outputs, shielded = stats.outputs, self.telemetry.guard.shielded
         with shielded("stage times"):
-            ack_ms, predictions = batch.delivery.ack_ms, len(scored.predictions)
+            ack_ms, predictions = batch.delivery.ack_ms, len(outputs.predictions)
             self.summary.stages.add(stats.stages, ack_ms, predictions)
             self.telemetry.record_stages(stats.stages, ack_ms, predictions)
         with shielded("run summary"):
             self.summary.batch_done(
-                stats.size, len(scored.predictions), len(scored.dead_letters), stats.trigger
+                stats.size, len(outputs.predictions), len(outputs.dead_letters), stats.trigger
             )
         with shielded("metrics record"):
             self.metrics.record_batch(stats)

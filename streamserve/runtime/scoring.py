@@ -26,7 +26,7 @@ MIN_PROBE_WAIT_S = 0.001
 
 
 @dataclass(frozen=True)
-class Predicted:
+class ScoredBatch:
     """What the scoring threads return for a batch: each model's lookup and scores."""
 
     serving: ServingModels
@@ -51,7 +51,7 @@ class Submitted:
     """A batch handed to the scoring threads: its lookup, then its prediction."""
 
     looked_up: Future[_Lookups]
-    predicted: Future[Predicted]
+    predicted: Future[ScoredBatch]
 
     def looked_up_within(self, timeout_s: float) -> bool:
         """Whether its lookup is done (the lookup thread is free); waits up to ``timeout_s``."""
@@ -96,7 +96,7 @@ class ScoringThreads:
         self._lookup_thread.shutdown(wait=False, cancel_futures=True)
         self._predict_thread.shutdown(wait=False, cancel_futures=True)
 
-    def score_here(self, prepared: PreparedBatch, serving: ServingModels) -> Predicted | None:
+    def score_here(self, prepared: PreparedBatch, serving: ServingModels) -> ScoredBatch | None:
         """Lookup and predict on the calling thread, if the store answers at the first try (no
         pause, no retry: at most one Redis timeout per model); None when it does not: then
         ``submit`` the batch, which retries, waits or degrades as the outage policy says."""
@@ -110,7 +110,7 @@ class ScoringThreads:
 
     def _predict_after(
         self, looked_up: Future[_Lookups], prepared: PreparedBatch, serving: ServingModels
-    ) -> Predicted:
+    ) -> ScoredBatch:
         return self._predict(prepared, serving, looked_up.result())  # re-raises its error
 
     def _lookups_for(
@@ -134,7 +134,7 @@ class ScoringThreads:
 
     def _predict(
         self, prepared: PreparedBatch, serving: ServingModels, lookups: _Lookups
-    ) -> Predicted:
+    ) -> ScoredBatch:
         """One booster call per model (the challenger scores the served model's matrix when
         its inputs are the same)."""
         started = time.perf_counter()
@@ -147,7 +147,7 @@ class ScoringThreads:
             scores = challenger.bundle.predict(served.matrix)
             shadow = Inference(prepared, lookups.served, served.matrix, scores)
         predict_ms = (time.perf_counter() - started) * 1000
-        return Predicted(serving, served, shadow, lookups.lookup_ms, predict_ms)
+        return ScoredBatch(serving, served, shadow, lookups.lookup_ms, predict_ms)
 
     def _lookup(
         self, model: LoadedModel, prepared: PreparedBatch, first_try: bool

@@ -22,7 +22,7 @@ from streamserve.core.window import Trigger
 from streamserve.runtime.checkpoint import BatchCheckpoint
 from streamserve.runtime.in_hand import InHand
 from streamserve.runtime.pipeline import BatchPipeline, OpenBatch, SentBatch
-from streamserve.runtime.scoring import Predicted, Submitted
+from streamserve.runtime.scoring import ScoredBatch, Submitted
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class ScoringStage:
         predicted = threaded.submitted.predicted.result()  # re-raises a store error here
         self._send(threaded.batch, predicted)
 
-    def _send(self, batch: OpenBatch, predicted: Predicted) -> None:
+    def _send(self, batch: OpenBatch, predicted: ScoredBatch) -> None:
         """Produce a scored batch's outputs and hand it to the checkpoint (once there is room)."""
         self.checkpoint.before_produce()
         sent = self.pipeline.send(batch, predicted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamserve.core.batch import ScoredBatch
+from streamserve.core.batch import BatchOutputs
 from streamserve.core.window import Trigger
 from streamserve.telemetry.stages import StageTimes
 
@@ -16,7 +16,7 @@ class BatchStats:
 
     size: int
     trigger: Trigger
-    scored: ScoredBatch
+    outputs: BatchOutputs
     model_name: str
     lookup_ms: float
     predict_ms: float

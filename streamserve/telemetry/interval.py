@@ -53,7 +53,7 @@ class MetricsInterval:
 
     def record_batch(self, stats: BatchStats) -> None:
         """Count one completed batch (its outputs acknowledged)."""
-        batch, size = stats.scored, stats.size
+        batch, size = stats.outputs, stats.size
         self.model_name = stats.model_name
         self.events_in += size
         self.predictions_out += len(batch.predictions)

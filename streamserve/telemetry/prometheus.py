@@ -161,7 +161,7 @@ class Telemetry:
 
     def record_batch(self, stats: BatchStats) -> None:
         """Count one completed batch (its outputs acknowledged)."""
-        batch = stats.scored
+        batch = stats.outputs
         self._predictions.inc(len(batch.predictions))
         if batch.predictions:
             self.model_predictions.labels(batch.model_version).inc(len(batch.predictions))

@@ -25,7 +25,7 @@ from streamserve.core.records import HEADER_BATCH_ID
 from streamserve.io.kafka import Cluster
 from streamserve.runtime.confluent import Worker
 from streamserve.runtime.pipeline import OpenBatch, SentBatch
-from streamserve.runtime.scoring import Predicted
+from streamserve.runtime.scoring import ScoredBatch
 from streamserve.runtime.startup import build_worker
 from streamserve.runtime.transactions import TransactionalCheckpoint
 from streamserve.tools.audit import header_map, scan_to_end, source_of
@@ -90,7 +90,7 @@ def test_an_exception_mid_transaction_leaves_its_offsets_unmoved_and_a_restart_s
     aborted = aborted_batches(worker)
     send, sent = worker.pipeline.send, list[SentBatch]()
 
-    def failing_send(batch: OpenBatch, predicted: Predicted) -> SentBatch:
+    def failing_send(batch: OpenBatch, predicted: ScoredBatch) -> SentBatch:
         if len(sent) == 3:
             raise RuntimeError("the test broke the pipeline")
         sent.append(send(batch, predicted))

@@ -115,7 +115,7 @@ def test_a_refused_output_stores_nothing_from_its_batch_on(harness: Harness) -> 
     harness.checkpoint.commit()
     assert harness.offsets.committed == {("events", 0): 10, ("events", 1): 10}
     assert harness.summary.events == BATCH
-    refused = len(second.stats.scored.predictions) + len(second.stats.scored.dead_letters)
+    refused = len(second.stats.outputs.predictions) + len(second.stats.outputs.dead_letters)
     scraped = harness.telemetry.registry.get_sample_value("streamserve_delivery_failures_total")
     assert scraped == refused  # counted once
 

@@ -72,7 +72,7 @@ def test_every_record_is_a_prediction_or_a_dead_letter(bundle: ModelBundle, worl
     offsets += [int(dict(o.headers)[rec.HEADER_SOURCE_OFFSET]) for o in dead_letters]
     assert sorted(offsets) == list(range(len(records)))
     assert len(dead_letters) == 8
-    assert set(sent.stats.scored.dead_letter_classes) == set(synthetic.MALFORMED_KINDS)
+    assert set(sent.stats.outputs.dead_letter_classes) == set(synthetic.MALFORMED_KINDS)
     assert sent.delivery.pending == len(records)  # nothing acknowledged yet
     producer.acknowledge(lambda _: True)
     assert sent.delivery.done and not sent.delivery.errors
@@ -99,7 +99,7 @@ def test_dead_letters_keep_the_original_bytes_and_say_why(bundle: ModelBundle, w
 def test_missing_store_features_are_nan_and_counted(bundle: ModelBundle, world) -> None:
     _, store, by_entity = world
     producer = FakeProducer(auto_ack=False)
-    scored = run(bundle, world, producer).stats.scored
+    scored = run(bundle, world, producer).stats.outputs
     predictions = on_topic(producer, "predictions")
     n_store = len(synthetic.STORE_FEATURES)
     for out in predictions:
@@ -119,7 +119,7 @@ def test_missing_store_features_are_nan_and_counted(bundle: ModelBundle, world) 
 def test_a_full_producer_queue_is_waited_out_not_dropped(bundle: ModelBundle, world) -> None:
     producer = FakeProducer(auto_ack=False, queue_room=50)  # a poll with a full queue drains it
     sent = run(bundle, world, producer)
-    assert len(on_topic(producer, "predictions")) == len(sent.stats.scored.predictions) == 392
+    assert len(on_topic(producer, "predictions")) == len(sent.stats.outputs.predictions) == 392
     producer.acknowledge(lambda _: True)
     assert sent.delivery.done and not sent.delivery.errors
 

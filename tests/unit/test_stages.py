@@ -54,7 +54,7 @@ def test_each_prediction_gets_its_time_before_the_batch_and_the_batch_stages(
     predicted = batches.score_here(batch)
     assert predicted is not None
     sent = batches.send(batch, predicted)
-    stages, predictions = sent.stats.stages, len(sent.stats.scored.predictions)
+    stages, predictions = sent.stats.stages, len(sent.stats.outputs.predictions)
     assert predictions == 27 and len(stages.to_worker_ms) == len(stages.window_ms) == 27
     assert sorted(set(stages.to_worker_ms.tolist())) == [3_990.0, 3_995.0]
     assert sorted(set(stages.window_ms.tolist())) == [5.0, 10.0]

@@ -161,7 +161,7 @@ def test_every_mix_of_absent_stale_and_partly_stale_keys_is_scored_and_counted_a
         store.states = dict(zip(keys, states, strict=True))
         sent = batches.run(records)
         ledger.record(sent)
-        scored = sent.stats.scored
+        scored = sent.stats.outputs
         counted = {
             "absent": scored.store_misses,
             "stale": scored.stale_keys,

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from xgboost import __version__ as xgb
 
 from streamserve import __version__
-from streamserve.core.batch import ScoredBatch
+from streamserve.core.batch import BatchOutputs
 from streamserve.core.records import ERROR_CLASSES, PartitionLag
 from streamserve.telemetry import catalog
 from streamserve.telemetry.batch_stats import BatchStats
@@ -39,8 +39,8 @@ def samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]
     }
 
 
-def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> ScoredBatch:
-    return ScoredBatch(
+def scored(predictions: int, dead: Counter[str], latencies_ms: list[float]) -> BatchOutputs:
+    return BatchOutputs(
         predictions=[object()] * predictions,  # type: ignore[list-item]
         dead_letters=[object()] * sum(dead.values()),  # type: ignore[list-item]
         dead_letter_classes=dead,
