@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from typing import Any
 
 from threadpoolctl import threadpool_limits
 
@@ -16,7 +17,12 @@ from streamserve.core.outputs import EncodePrediction
 from streamserve.errors import ConfigError
 from streamserve.io import kafka as kafka_io
 from streamserve.io import store as store_io
-from streamserve.io.registry import require_format
+from streamserve.io.registry import (
+    RegistrySchemas,
+    prediction_schema_id,
+    registry_client,
+    require_format,
+)
 from streamserve.runtime.confluent import Worker
 from streamserve.runtime.identity import with_worker_id
 from streamserve.runtime.models import ModelLoader
@@ -29,7 +35,8 @@ def load_models(settings: Settings) -> ModelLoader:
     Schema Registry format, the registry checked and the prediction schema registered."""
     if settings.model_dir is None and settings.model_pointer_key is None:
         raise ConfigError("STREAMSERVE_MODEL_DIR is not set; point it at a model bundle directory")
-    for wire_format in {settings.input_format, settings.output_format} - {"json"}:
+    registry_formats = {settings.input_format, settings.output_format} - {"json"}
+    for wire_format in registry_formats:
         require_format(wire_format)  # before connecting to anything
     # XGBoost's nthread does not cover every OpenMP region; without this cap an extra OpenMP
     # thread per core spins between predict calls and doubles the worker's CPU per event.
@@ -38,40 +45,40 @@ def load_models(settings: Settings) -> ModelLoader:
         settings.redis_url.get_secret_value(), settings.redis_timeout_s, settings.redis_cluster
     )
     store_io.ping(redis_client)
+    registry = registry_client(settings.schema_registry_config()) if registry_formats else None
     models = ModelLoader(
-        settings, redis_client, writer_schemas(settings), prediction_encoder(settings)
+        settings,
+        redis_client,
+        writer_schemas(settings, registry),
+        prediction_encoder(settings, registry),
     )
     models.start()
     return models
 
 
-def writer_schemas(settings: Settings) -> WriterSchemas | None:
-    """The Schema Registry, checked reachable, for the registry input formats; else None."""
+def writer_schemas(settings: Settings, registry: Any) -> WriterSchemas | None:
+    """The input's writer schemas from ``registry`` (checked reachable) for the registry input
+    formats; else None."""
     if settings.input_format == "json":
         return None
-    from streamserve.io.registry import RegistrySchemas, registry_client
-
-    schemas = RegistrySchemas(
-        registry_client(settings.schema_registry_config()), settings.input_format
-    )
+    schemas = RegistrySchemas(registry, settings.input_format)
     schemas.check()
     return schemas
 
 
-def prediction_encoder(settings: Settings) -> EncodePrediction | None:
+def prediction_encoder(settings: Settings, registry: Any) -> EncodePrediction | None:
     """How predictions are written when STREAMSERVE_OUTPUT_FORMAT names a registry format (its
-    schema registered, or looked up, under the prediction and shadow topics' subjects)."""
+    schema registered in ``registry``, or looked up, under the prediction and shadow topics'
+    subjects)."""
     if settings.output_format == "json":
         return None
     from streamserve.core import outputs, prediction_schemas
-    from streamserve.io.registry import prediction_schema_id, registry_client
 
     topics = [settings.predictions_topic]
     if settings.shadow_model_dir is not None:
         topics.append(settings.shadow_topic)
     subjects = [f"{topic}-value" for topic in topics]
-    client = registry_client(settings.schema_registry_config())
-    auto = settings.schema_registry_auto_register
+    client, auto = registry, settings.schema_registry_auto_register
     if settings.output_format == "avro":
         schema = prediction_schemas.avro_schema()
         schema_id = prediction_schema_id(client, subjects, "AVRO", json.dumps(schema), auto)

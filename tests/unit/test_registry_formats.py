@@ -259,7 +259,7 @@ def test_predictions_in_a_registry_format_read_back_with_confluent_deserializers
     pipeline(bundle, store, as_json).run(records)
     expected = [msgspec.json.decode(p.value or b"") for p in as_json.pending]
     settings = load_settings(output_format=output_format, schema_registry_url=url)
-    encode = prediction_encoder(settings)  # registers the schema under predictions-value
+    encode = prediction_encoder(settings, client)  # registers it under predictions-value
     framed = FakeProducer(auto_ack=False)
     scorer = BatchScorer(bundle, encode_prediction=encode)
     pipeline(bundle, store, framed, scorer=scorer).run(records)
