@@ -5,18 +5,18 @@ from __future__ import annotations
 from rich.console import Console
 
 from streamserve_loadgen.measure.chaos import ChaosPlan, run_chaos
+from streamserve_loadgen.world.synthetic import World
 
 
 def test_kills_a_redis_outage_and_a_rebalance_under_load_lose_nothing() -> None:
     plan = ChaosPlan(
         events=24_000,
         rate=4_000,
-        entities=2_000,
         kills=2,
         redis_outages=1,
         redis_down_s=2.0,
         max_batch_size=200,
-        trees=50,
+        world=World(entities=2_000, trees=50),
         seed=3,
     )
     result = run_chaos(plan, Console(stderr=True))
@@ -36,11 +36,10 @@ def test_a_worker_joining_mid_load_causes_no_duplicates() -> None:
     plan = ChaosPlan(
         events=16_000,
         rate=4_000,
-        entities=2_000,
         kills=0,
         redis_outages=0,
         max_batch_size=200,
-        trees=50,
+        world=World(entities=2_000, trees=50),
         seed=5,
     )
     result = run_chaos(plan, Console(stderr=True))
@@ -57,13 +56,12 @@ def test_exactly_once_with_default_settings_shows_every_event_to_read_committed(
     plan = ChaosPlan(
         events=16_000,
         rate=4_000,
-        entities=2_000,
         kills=2,
         redis_outages=1,
         redis_down_s=2.0,
         max_batch_size=200,
         guarantee="exactly-once",
-        trees=50,
+        world=World(entities=2_000, trees=50),
         seed=4,
     )
     result = run_chaos(plan, Console(stderr=True))

@@ -43,9 +43,10 @@ def demo(
     from rich.console import Console
 
     from streamserve_loadgen.measure.demo import DemoPlan, run_demo
+    from streamserve_loadgen.world.synthetic import World
 
     setup_logging("WARNING")
-    plan = DemoPlan(seconds, start_rate, peak_rate, entities, malformed_every, trees)
+    plan = DemoPlan(seconds, start_rate, peak_rate, World(entities, malformed_every, trees))
     result = run(lambda: run_demo(plan, Console(stderr=True)))
     click.echo(json.dumps(result))
     if result["lost"]:

@@ -58,9 +58,13 @@ def feast_steps(bench: Bench, argv: list[str]) -> dict[str, Any]:
     shutil.copytree(bench.model_dir, bundle)
     project = f"bench{bench.run_id}"
     use_feast_layout(bundle, project)
-    with bench.console.status(f"Feast writing {bench.plan.entities:,} entities"):
+    with bench.console.status(f"Feast writing {bench.plan.world.entities:,} entities"):
         rows, feast_s, _ = write_and_read(
-            bench.stack.redis_url, project, bench.plan.entities, repeat=10, read_entities=1_000
+            bench.stack.redis_url,
+            project,
+            bench.plan.world.entities,
+            repeat=10,
+            read_entities=1_000,
         )
     manifest = read_manifest(bundle)
     store = RedisFeatureStore(connect(bench.stack.redis_url), manifest)

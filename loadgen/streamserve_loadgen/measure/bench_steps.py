@@ -29,6 +29,7 @@ from streamserve_loadgen.world.embedded import (
     free_port,
     start_broker,
 )
+from streamserve_loadgen.world.synthetic import World
 
 PARTITIONS = 4
 REGISTRY_FORMATS = ("avro", "protobuf")  # drained beside JSON: the same events, framed
@@ -42,9 +43,7 @@ class BenchPlan:
     events: int = 300_000
     baseline_events: int = 20_000
     faust_events: int = 50_000  # Faust drains a few thousand events/s: a part of the topic
-    entities: int = 100_000  # Zipf-distributed keys
-    malformed_every: int = 100
-    trees: int = 200
+    world: World = field(default_factory=lambda: World(entities=100_000))
     batch_size: int = 1000
     max_wait_ms: float = 5.0
     loads: tuple[int, ...] = (30_000,)  # offered beyond what one worker drains: a backlog
@@ -104,8 +103,7 @@ class Bench:
             set_up_demo_world(
                 self.stack,
                 self.model_dir,
-                plan.trees,
-                plan.entities,
+                plan.world,
                 [
                     self.drain_topic,
                     *(self.topic(f"drain-{f}") for f in (*REGISTRY_FORMATS, AVRO_ARRAYS)),
@@ -118,7 +116,7 @@ class Bench:
         plan = self.plan
         return list(
             synthetic.generate_events(
-                plan.events, plan.entities, malformed_every=plan.malformed_every
+                plan.events, plan.world.entities, malformed_every=plan.world.malformed_every
             )
         )
 
@@ -175,7 +173,7 @@ class Bench:
             settings = load_settings(kafka_bootstrap=far)
             kafka_io.ensure_topics(kafka_io.make_admin(settings), [topic], PARTITIONS)
             events = synthetic.generate_events(
-                plan.events, plan.entities, malformed_every=plan.malformed_every
+                plan.events, plan.world.entities, malformed_every=plan.world.malformed_every
             )
             with self.console.status(f"pre-loading {plan.events:,} events behind the proxy"):
                 preload(far, topic, events)
@@ -283,8 +281,8 @@ class Bench:
             self.stack.kafka_bootstrap,
             input_topic,
             profile,
-            plan.entities,
-            plan.malformed_every,
+            plan.world.entities,
+            plan.world.malformed_every,
             linger_ms=EMBEDDED_LINGER_MS if self.stack.embedded_broker else None,
         )
         producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")

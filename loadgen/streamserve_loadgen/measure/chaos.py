@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from streamserve_loadgen.load import procs
 from streamserve_loadgen.load.profile import RateProfile
 from streamserve_loadgen.measure.demo import set_up_demo_world
 from streamserve_loadgen.world.embedded import EmbeddedStack, running_stack
+from streamserve_loadgen.world.synthetic import World
 
 SESSION_TIMEOUT_MS = 6_000  # a SIGKILLed worker's partitions move after this long
 RESTART_DELAY_S = 1.0
@@ -39,8 +40,7 @@ class ChaosPlan:
 
     events: int = 300_000
     rate: int = 10_000
-    malformed_every: int = 100
-    entities: int = 10_000
+    world: World = field(default_factory=lambda: World(trees=100))
     workers: int = 2
     kills: int = 5
     redis_outages: int = 2
@@ -53,7 +53,6 @@ class ChaosPlan:
     max_batch_size: int = 500
     guarantee: Guarantee = "at-least-once"
     commit_interval_ms: int = 200  # at least once (exactly-once keeps its default, 100 ms)
-    trees: int = 100
     seed: int = 7
 
     @property
@@ -181,7 +180,11 @@ class Chaos:
         plan = self.plan
         topics = [self.topic(n) for n in ("events", "predictions", "dead-letters", "metrics")]
         set_up_demo_world(
-            self.stack, self.model_dir, plan.trees, plan.entities, topics, plan.partitions
+            self.stack,
+            self.model_dir,
+            plan.world,
+            topics,
+            plan.partitions,
         )
 
     def start_worker(self) -> None:
@@ -291,8 +294,8 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
             stack.kafka_bootstrap,
             chaos.topic("events"),
             profile,
-            plan.entities,
-            plan.malformed_every,
+            plan.world.entities,
+            plan.world.malformed_every,
             plan.seed,
         )
         producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")
@@ -313,7 +316,7 @@ def run_chaos(plan: ChaosPlan, console: Console) -> ChaosResult:
         if report.lost:
             for child in chaos.spawned:  # what each worker said last, to see where it stopped
                 console.print(f"--- {child.name} (exit {child.proc.returncode}):\n{child.tail()}")
-    malformed = plan.events // plan.malformed_every if plan.malformed_every else 0
+    malformed = plan.events // plan.world.malformed_every if plan.world.malformed_every else 0
     return ChaosResult(
         plan,
         report,

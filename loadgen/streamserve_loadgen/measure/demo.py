@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from streamserve_loadgen.load.profile import RateProfile
 from streamserve_loadgen.measure.latency import Watcher, percentiles
 from streamserve_loadgen.world import synthetic
 from streamserve_loadgen.world.embedded import EMBEDDED_LINGER_MS, EmbeddedStack, running_stack
+from streamserve_loadgen.world.synthetic import World
 
 
 def load_entity_features(
@@ -54,18 +55,17 @@ def load_entity_features(
 def set_up_demo_world(
     stack: EmbeddedStack,
     model_dir: Path,
-    trees: int,
-    entities: int,
+    world: World,
     topics: list[str],
     partitions: int,
 ) -> Manifest:
-    """Train the demo model into ``model_dir``, write features of ``entities`` entities (every
+    """Train the world's demo model into ``model_dir``, write its entities' features (every
     50th left absent) to the stack's Redis, and create ``topics``; returns the manifest."""
-    manifest = synthetic.train_demo_model(model_dir, trees=trees)
+    manifest = synthetic.train_demo_model(model_dir, trees=world.trees)
     settings = load_settings(
         kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, model_dir=model_dir
     )
-    load_entity_features(settings, manifest, entities, skip_every=50)
+    load_entity_features(settings, manifest, world.entities, skip_every=50)
     kafka_io.ensure_topics(kafka_io.make_admin(settings), topics, partitions)
     return manifest
 
@@ -77,9 +77,7 @@ class DemoPlan:
     seconds: float = 12.0
     start_rate: float = 2_000
     peak_rate: float = 20_000
-    entities: int = 10_000
-    malformed_every: int = 100
-    trees: int = 200
+    world: World = field(default_factory=World)
 
     @property
     def profile(self) -> RateProfile:
@@ -103,8 +101,7 @@ def run_demo(plan: DemoPlan, console: Console) -> dict[str, Any]:
             set_up_demo_world(
                 stack,
                 model_dir,
-                plan.trees,
-                plan.entities,
+                plan.world,
                 settings.topic_names(),
                 settings.topic_partitions,
             )
@@ -137,8 +134,8 @@ def _watch_load(
         bootstrap,
         settings.input_topic,
         profile,
-        plan.entities,
-        plan.malformed_every,
+        plan.world.entities,
+        plan.world.malformed_every,
         linger_ms=linger_ms,
     )
     producer = procs.spawn("producer", argv, procs.child_env({}), ready_text="")

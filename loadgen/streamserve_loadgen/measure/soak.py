@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,15 @@ from streamserve_loadgen.load.profile import RateProfile
 from streamserve_loadgen.measure.demo import set_up_demo_world
 from streamserve_loadgen.measure.live import progress_bar
 from streamserve_loadgen.world.embedded import running_stack
+from streamserve_loadgen.world.synthetic import World
 
 
 @dataclass(frozen=True)
 class SoakPlan:
     minutes: float = 10.0
     rate: int = 5_000
-    entities: int = 10_000
-    malformed_every: int = 100
+    world: World = field(default_factory=World)
     sample_every_s: float = 10.0
-    trees: int = 200
     # Both producers (the load's and the worker's) linger this long, so that no partition holds
     # more than ~16k record batches in 10 minutes: past that, the embedded broker (Tansu, memory
     # storage) takes seconds per fetch, which would stall the worker and the closing audit. A
@@ -43,7 +42,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
     model_dir = Path(tempfile.mkdtemp(prefix="streamserve-soak-")) / "model"
     topics = {name: f"{run_id}-{name}" for name in ("events", "predictions", "dead-letters")}
     with running_stack() as stack:
-        set_up_demo_world(stack, model_dir, plan.trees, plan.entities, list(topics.values()), 2)
+        set_up_demo_world(stack, model_dir, plan.world, list(topics.values()), 2)
         env = {
             "STREAMSERVE_MODEL_DIR": str(model_dir),
             "STREAMSERVE_INPUT_TOPIC": topics["events"],
@@ -66,8 +65,8 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
                 stack.kafka_bootstrap,
                 topics["events"],
                 profile,
-                plan.entities,
-                plan.malformed_every,
+                plan.world.entities,
+                plan.world.malformed_every,
                 linger_ms=plan.linger_ms,
             ),
             procs.child_env({}),
@@ -108,7 +107,7 @@ def run_soak(plan: SoakPlan, console: Console) -> dict[str, Any]:
                 topics["dead-letters"],
             )
     return {
-        "plan": plan.__dict__,
+        "plan": asdict(plan),
         "offered": offered,
         "worker": summary,
         "audit": report.as_dict(),

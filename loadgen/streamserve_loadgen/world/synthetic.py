@@ -7,6 +7,7 @@ scores with an offline ``Booster.predict``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ STORE_FEATURES = [
 ]
 FEATURE_NAMES = [name for name, _ in EVENT_FEATURES] + STORE_FEATURES
 MALFORMED_KINDS = ("malformed_json", "missing_entity_id", "invalid_feature", "empty_value")
+
+
+@dataclass(frozen=True)
+class World:
+    """The synthetic world a run sets up: its entities (Zipf-distributed keys, 2% without
+    features), one event in ``malformed_every`` malformed (0: none), the demo model's trees."""
+
+    entities: int = 10_000
+    malformed_every: int = 100
+    trees: int = 200
 
 
 def entity_id(index: int) -> str:
