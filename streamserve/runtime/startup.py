@@ -78,10 +78,10 @@ def prediction_encoder(settings: Settings, registry: Any) -> EncodePrediction | 
     if settings.shadow_model_dir is not None:
         topics.append(settings.shadow_topic)
     subjects = [f"{topic}-value" for topic in topics]
-    client, auto = registry, settings.schema_registry_auto_register
+    auto = settings.schema_registry_auto_register
     if settings.output_format == "avro":
         schema = prediction_schemas.avro_schema()
-        schema_id = prediction_schema_id(client, subjects, "AVRO", json.dumps(schema), auto)
+        schema_id = prediction_schema_id(registry, subjects, "AVRO", json.dumps(schema), auto)
         return outputs.framed_avro(schema_id, schema)
     if settings.output_format == "protobuf":
         from google.protobuf import descriptor_pool, message_factory
@@ -89,10 +89,10 @@ def prediction_encoder(settings: Settings, registry: Any) -> EncodePrediction | 
         proto = prediction_schemas.proto_file()
         message = descriptor_pool.DescriptorPool().Add(proto).message_types_by_name["Prediction"]
         serialized = base64.b64encode(proto.SerializeToString()).decode()
-        schema_id = prediction_schema_id(client, subjects, "PROTOBUF", serialized, auto)
+        schema_id = prediction_schema_id(registry, subjects, "PROTOBUF", serialized, auto)
         return outputs.framed_protobuf(schema_id, message_factory.GetMessageClass(message))
     as_json = json.dumps(prediction_schemas.json_schema())
-    return outputs.framed_json(prediction_schema_id(client, subjects, "JSON", as_json, auto))
+    return outputs.framed_json(prediction_schema_id(registry, subjects, "JSON", as_json, auto))
 
 
 def prepare_topics(settings: Settings) -> None:

@@ -181,19 +181,19 @@ def replay(
         producer.poll(0)
         report.replayed += 1
 
-    ends = _scan(cluster, topic, selection, send, report.counts, timeout_s, reader)
-    if not execute:
-        reader.close()
+    try:
+        ends = _scan(cluster, topic, selection, send, report.counts, timeout_s, reader)
+        if not execute:
+            return report
+        left = producer.flush(timeout_s)
+        if left or refused:
+            reason = refused[0].str() if refused else f"{left} records unacknowledged"
+            raise DeliveryError(f"replay to {target} stopped, nothing committed: {reason}")
+        if ends:  # this selection is replayed up to here
+            reader.commit(offsets=ends, asynchronous=False)
         return report
-    left = producer.flush(timeout_s)
-    if left or refused:
+    finally:
         reader.close()
-        reason = refused[0].str() if refused else f"{left} records unacknowledged"
-        raise DeliveryError(f"replay to {target} stopped, nothing committed: {reason}")
-    if ends:
-        reader.commit(offsets=ends, asynchronous=False)  # this selection is replayed up to here
-    reader.close()
-    return report
 
 
 def _resume(cluster: Cluster, topic: str, group: str) -> Consumer:

@@ -102,13 +102,16 @@ def test_a_registry_format_without_its_library_names_the_pip_line(bundle_dir: Pa
     assert "avro support is not installed: pip install 'streamserve[registry]'" in result.stderr
 
 
-def our_imports(path: Path) -> set[str]:
-    """The streamserve modules ``path`` imports (type-only and function-level imports too),
-    each as the longest module name that exists."""
-    modules = {
-        ".".join(p.relative_to(PRODUCT.parent).with_suffix("").parts).removesuffix(".__init__")
-        for p in PRODUCT.rglob("*.py")
-    }
+def module_name(path: Path) -> str:
+    """``streamserve/core/batch.py`` -> ``streamserve.core.batch`` (a package: its folder)."""
+    return ".".join(path.relative_to(PRODUCT.parent).with_suffix("").parts).removesuffix(
+        ".__init__"
+    )
+
+
+def our_imports(path: Path, modules: set[str]) -> set[str]:
+    """The product ``modules`` that ``path`` imports (type-only and function-level imports
+    too), each as the longest module name that exists."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -125,12 +128,9 @@ def our_imports(path: Path) -> set[str]:
 
 
 def test_the_product_has_no_import_cycles_and_core_imports_nothing_of_ours() -> None:
-    graph = {
-        ".".join(p.relative_to(PRODUCT.parent).with_suffix("").parts).removesuffix(
-            ".__init__"
-        ): our_imports(p)
-        for p in PRODUCT.rglob("*.py")
-    }
+    paths = {module_name(p): p for p in PRODUCT.rglob("*.py")}
+    modules = set(paths)
+    graph = {module: our_imports(path, modules) for module, path in paths.items()}
     for module, imported in graph.items():
         seen: set[str] = set()
         stack = [m for m in imported if m != module]
